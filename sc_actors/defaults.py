@@ -1,0 +1,164 @@
+"""The documents a fresh StateDB starts with: the original's rules and service configs.
+
+Rules are those of the original at HEAD (`conf/StateDatabase/rules.py`, reference §1.4),
+with one deliberate change: the `*_dropped_lower` rules accept `usage >= 0` instead of
+`usage > 0`. The original used 0 and −1 as "no metric data"; our nodes push a window
+only when they measured it, so 0 is a real, idle reading, and an idle container must
+scale down (with `> 0` a container whose process stopped would keep its limit forever).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from .model import Rule, Service
+from .settings import (
+    GuardianSettings,
+    ScalerSettings,
+    StructuresSnapshoterSettings,
+)
+
+
+def _var(res: str, part: str, field: str) -> dict[str, str]:
+    return {"var": f"{res}.{part}.{res}.{field}"}
+
+
+def _exceeded_upper(res: str) -> dict[str, Any]:
+    return {
+        "and": [
+            {">": [_var(res, "structure", "usage"), _var(res, "limits", "upper")]},
+            {"<": [_var(res, "limits", "upper"), _var(res, "structure", "max")]},
+            {"<": [_var(res, "structure", "current"), _var(res, "structure", "max")]},
+        ]
+    }
+
+
+def _dropped_lower(res: str) -> dict[str, Any]:
+    return {
+        "and": [
+            {">=": [_var(res, "structure", "usage"), 0]},
+            {"<": [_var(res, "structure", "usage"), _var(res, "limits", "lower")]},
+            {">": [_var(res, "limits", "lower"), _var(res, "structure", "min")]},
+        ]
+    }
+
+
+def _events(up: tuple[str, int], down: tuple[str, int]) -> dict[str, Any]:
+    return {
+        "and": [
+            {up[0]: [{"var": "events.scale.up"}, up[1]]},
+            {down[0]: [{"var": "events.scale.down"}, down[1]]},
+        ]
+    }
+
+
+def _event_rule(name: str, res: str, rule: dict[str, Any], direction: str) -> Rule:
+    return Rule(
+        name=name,
+        resource=res,
+        rule=rule,
+        generates="events",
+        action={"events": {"scale": {direction: 1}}},
+        active=True,
+    )
+
+
+def _request_rule(
+    name: str,
+    res: str,
+    rule: dict[str, Any],
+    policy: str,
+    rtype: str,
+    remove: int,
+    amount: int | None = None,
+) -> Rule:
+    return Rule(
+        name=name,
+        resource=res,
+        rule=rule,
+        generates="requests",
+        action={"requests": [name]},
+        active=True,
+        events_to_remove=remove,
+        amount=amount,
+        rescale_policy=policy,
+        rescale_type=rtype,
+    )
+
+
+def default_rules() -> list[Rule]:
+    """The original's shipped rules (reference §1.4), as documents."""
+    rules: list[Rule] = []
+    for res, title in (("cpu", "Cpu"), ("mem", "Mem")):
+        rules.append(_event_rule(f"{res}_exceeded_upper", res, _exceeded_upper(res), "up"))
+        rules.append(_event_rule(f"{res}_dropped_lower", res, _dropped_lower(res), "down"))
+    rules += [
+        # CpuRescaleUp: 2 up and at most 2 down events → +75 shares.
+        _request_rule("CpuRescaleUp", "cpu", _events((">=", 2), ("<=", 2)), "amount", "up", 2, 75),
+        # CpuRescaleDown: 6 down and no up events → fit the limit to the usage.
+        _request_rule("CpuRescaleDown", "cpu", _events(("<=", 0), (">=", 6)), "fit_to_usage", "down", 6),
+        _request_rule("MemRescaleUp", "mem", _events((">=", 2), ("<=", 6)), "amount", "up", 2, 256),
+        _request_rule("MemRescaleDown", "mem", _events(("<=", 0), (">=", 8)), "fit_to_usage", "down", 8),
+    ]
+    for res, title in (("disk_read", "Disk_read"), ("disk_write", "Disk_write")):
+        rules.append(_event_rule(f"{res}_exceeded_upper", res, _exceeded_upper(res), "up"))
+        rules.append(_event_rule(f"{res}_dropped_lower", res, _dropped_lower(res), "down"))
+        rules.append(
+            _request_rule(f"{title}RescaleUp", res, _events((">=", 1), ("<=", 6)), "amount", "up", 1, 450)
+        )
+        rules.append(
+            _request_rule(f"{title}RescaleDown", res, _events(("<=", 0), (">=", 6)), "fit_to_usage", "down", 6)
+        )
+    rules += [
+        _event_rule(
+            "energy_exceeded_upper",
+            "energy",
+            {">": [_var("energy", "structure", "usage"), _var("energy", "structure", "max")]},
+            "up",
+        ),
+        _event_rule(
+            "energy_dropped_lower_and_cpu_exceeded_upper",
+            "energy",
+            {
+                "and": [
+                    {"<": [_var("energy", "structure", "usage"), _var("energy", "limits", "upper")]},
+                    {">": [{"var": "cpu.structure.cpu.usage"}, {"var": "cpu.limits.cpu.upper"}]},
+                ]
+            },
+            "down",
+        ),
+        # NOTE: the energy polarity is inverted in the original (reference §1.4).
+        _request_rule("EnergyRescaleUp", "energy", _events(("<=", 1), (">=", 3)), "proportional", "up", 3, 20),
+        _request_rule("EnergyRescaleDown", "energy", _events((">=", 4), ("<=", 1)), "proportional", "down", 4, -20),
+    ]
+    # ReBalancer rules, inactive as shipped.
+    for name, rule in (
+        (
+            "cpu_usage_low",
+            {
+                "and": [
+                    {">=": [{"-": [_var("cpu", "structure", "current"), _var("cpu", "structure", "min")]}, 25]},
+                    {"<": [{"/": [_var("cpu", "structure", "usage"), _var("cpu", "structure", "current")]}, 0.4]},
+                ]
+            },
+        ),
+        (
+            "cpu_usage_high",
+            {
+                "and": [
+                    {">=": [{"-": [_var("cpu", "structure", "max"), _var("cpu", "structure", "current")]}, 25]},
+                    {">": [{"/": [_var("cpu", "structure", "usage"), _var("cpu", "structure", "current")]}, 0.7]},
+                ]
+            },
+        ),
+    ):
+        rules.append(Rule(name=name, resource="cpu", rule=rule, generates="", action={}, active=False))
+    return rules
+
+
+def default_services() -> list[Service]:
+    """Service documents with our fast defaults; every service starts ACTIVE."""
+    return [
+        Service(name="guardian", config=GuardianSettings().to_config()),
+        Service(name="scaler", config=ScalerSettings().to_config()),
+        Service(name="structures_snapshoter", config=StructuresSnapshoterSettings().to_config()),
+    ]

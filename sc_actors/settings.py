@@ -1,0 +1,128 @@
+"""Settings of every service, with units in the names and the original's keys as aliases.
+
+Service documents in the StateDB keep the original's upper-case keys
+(`WINDOW_TIMELAPSE`, `EVENT_TIMEOUT`, …) so the original's scripts work unchanged
+(`PUT /service/guardian/WINDOW_TIMELAPSE {"value": "10"}`); the actors read them
+through these typed settings. Our defaults are fast (reference §9 explains the
+original's 20–45 s reaction); `ORIGINAL_PROFILE` restores the original's timing.
+"""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+NAMESPACE = "serverless_containers"
+"""The fixed Ray namespace of every control-plane actor."""
+
+STATEDB_NAME = "statedb"
+GUARDIAN_NAME = "guardian"
+SCALER_NAME = "scaler"
+STRUCTURES_SNAPSHOTER_NAME = "structures_snapshoter"
+CONTAINER_SCALER_PREFIX = "container-scaler:"
+HOST_LABEL = "sc_host"
+"""Ray node label naming the controlled host a node is (one ContainerScaler each)."""
+
+
+def container_scaler_name(host: str) -> str:
+    return CONTAINER_SCALER_PREFIX + host
+
+
+class _Settings(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, extra="ignore")
+
+    active: bool = Field(True, alias="ACTIVE")
+    debug: bool = Field(False, alias="DEBUG")
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any] | None) -> "_Settings":
+        """Settings from a service document's `config` (missing keys keep defaults)."""
+        return cls.model_validate(config or {})
+
+    def to_config(self) -> dict[str, Any]:
+        """The service document's `config`, with the original's keys."""
+        return self.model_dump(by_alias=True)
+
+
+class GuardianSettings(_Settings):
+    window_s: float = Field(0.5, gt=0, alias="WINDOW_TIMELAPSE")
+    """Usage window, seconds; one evaluation per window. Original default 10."""
+    window_delay_s: float = Field(0.0, ge=0, alias="WINDOW_DELAY")
+    """Artificial delay of the window, seconds. Original 10 (shipped 20); ours 0:
+    usage is pushed by the nodes when the window closes, nothing lags behind."""
+    event_timeout_s: float = Field(5.0, gt=0, alias="EVENT_TIMEOUT")
+    """Events older than this are forgotten, seconds. Must exceed (N−1)·window for
+    the rule needing the most events (MemRescaleDown, N = 8: 3.5 s at 0.5 s)."""
+    structure_guarded: Literal["container", "application", "user"] = Field(
+        "container", alias="STRUCTURE_GUARDED"
+    )
+    guardable_resources: list[str] = Field(
+        default_factory=lambda: ["cpu", "mem"], alias="GUARDABLE_RESOURCES"
+    )
+
+
+class ScalerSettings(_Settings):
+    polling_frequency_s: float = Field(5.0, gt=0, alias="POLLING_FREQUENCY")
+    """Kept for the original's scripts: our Scaler acts on each pushed request at
+    once and only uses this period to expire stale requests."""
+    request_timeout_s: float = Field(10.0, gt=0, alias="REQUEST_TIMEOUT")
+    """A request older than this is dropped, seconds (original 60)."""
+    check_core_map: bool = Field(True, alias="CHECK_CORE_MAP")
+    apply_delay_s: float = Field(0.0, ge=0, alias="APPLY_DELAY")
+    """Extra wait before applying requests, seconds: 0 = at once. The original's
+    clock-aligned polling tick is emulated with POLLING_FREQUENCY when > 0."""
+
+
+class StructuresSnapshoterSettings(_Settings):
+    polling_frequency_s: float = Field(5.0, gt=0, alias="POLLING_FREQUENCY")
+    """How often real limits are read back from every node, seconds."""
+    resources_persisted: list[str] = Field(
+        default_factory=lambda: ["cpu", "mem"], alias="RESOURCES_PERSISTED"
+    )
+    structures_persisted: list[str] = Field(
+        default_factory=lambda: ["application"], alias="STRUCTURES_PERSISTED"
+    )
+
+
+class ContainerScalerSettings(BaseModel):
+    """Per-node settings; given by `sc up` / the cluster config, not a service doc."""
+
+    backend: Literal["cgroup_v1", "cgroup_v2", "lxc", "auto"] = "auto"
+    cgroup_root: str = "/sys/fs/cgroup"
+    """Mount point of the cgroup hierarchy (a temp dir for the fake v2 tree)."""
+    parent: str = "serverless"
+    """Plain-cgroup containers are `<root>/<controller>/<parent>/<name>`."""
+    sample_period_s: float = Field(0.25, gt=0)
+    """How often memory usage is sampled, seconds (CPU uses the cumulative counter)."""
+    window_s: float = Field(0.5, gt=0)
+    """Length of the usage window pushed to the Guardian, seconds (follows the
+    Guardian's WINDOW_TIMELAPSE)."""
+
+
+SETTINGS_BY_SERVICE: dict[str, type[_Settings]] = {
+    "guardian": GuardianSettings,
+    "scaler": ScalerSettings,
+    "structures_snapshoter": StructuresSnapshoterSettings,
+}
+
+ORIGINAL_PROFILE: dict[str, dict[str, Any]] = {
+    # The original's code defaults (reference §9): window 10 s, delay 10 s, Scaler 5 s.
+    "guardian": {"WINDOW_TIMELAPSE": 10, "WINDOW_DELAY": 10, "EVENT_TIMEOUT": 120},
+    "scaler": {"POLLING_FREQUENCY": 5, "REQUEST_TIMEOUT": 60},
+    "structures_snapshoter": {"POLLING_FREQUENCY": 5},
+}
+
+STR_KEYS = frozenset(
+    {
+        "STRUCTURE_GUARDED",
+        "ENERGY_MODEL_NAME",
+        "ENERGY_MODEL_RELIABILITY",
+        "CONTAINERS_SCOPE",
+        "BALANCING_METHOD",
+        "BALANCING_POLICY",
+        "CONTROL_POLICY",
+        "POWER_MODEL",
+        "EVENTS_SYSTEM",
+    }
+)
+"""Keys whose string values the original's `PUT /service/<name>/<KEY>` does not coerce."""
