@@ -31,7 +31,7 @@ def check_name(name: str) -> str:
     Letters, digits and `._-`, starting with a letter or digit, at most 128
     characters: so no `/`, no `..` component, nothing empty.
     """
-    if not isinstance(name, str) or not _NAME_RE.match(name) or ".." in name:
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name) or ".." in name:
         raise ValueError(
             f"invalid name {name!r}: use letters, digits and '._-' (no '/', no '..', 1-128 chars)"
         )

@@ -1,0 +1,51 @@
+"""Node backends: the only code that reads and writes container limits (STYLE §6.9).
+
+`make_backend` picks one by the ContainerScaler's `backend` setting.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .base import ContainerBackend, ContainerNotFound, LimitRefused, UsageCounters
+from .cgroup_v1 import CgroupV1Backend
+from .cgroup_v2 import CgroupV2Backend
+
+__all__ = [
+    "ContainerBackend",
+    "ContainerNotFound",
+    "LimitRefused",
+    "UsageCounters",
+    "CgroupV1Backend",
+    "CgroupV2Backend",
+    "make_backend",
+]
+
+KINDS = ("cgroup_v1", "cgroup_v2", "lxc", "auto")
+
+
+def make_backend(kind: str, root: str = "/sys/fs/cgroup", parent: str = "serverless") -> ContainerBackend:
+    """The backend of `kind`; "auto" is v1 when `root` has a cgroup v1 cpu mount, else v2."""
+    if kind == "auto":
+        kind = "cgroup_v1" if is_cgroup_v1_root(root) else "cgroup_v2"
+    if kind == "cgroup_v1":
+        return CgroupV1Backend(root=root, parent=parent)
+    if kind == "cgroup_v2":
+        return CgroupV2Backend(root=root, parent=parent)
+    if kind == "lxc":
+        # The LXC backend (lxc.py, reference §5.2 "lxc.payload.<name>") plugs in here.
+        raise ValueError("lxc backend not available")
+    raise ValueError(f"unknown backend kind {kind!r}; expected one of {', '.join(KINDS)}")
+
+
+def is_cgroup_v1_root(root: str, mounts_path: str = "/proc/mounts") -> bool:
+    """Whether `<root>/cpu` (or a combined `cpu,cpuacct`) is a cgroup v1 mount."""
+    wanted = {str(Path(root) / "cpu"), str(Path(root) / "cpu,cpuacct"), str(Path(root) / "cpuacct,cpu")}
+    try:
+        lines = Path(mounts_path).read_text().splitlines()
+    except OSError:
+        return False
+    for line in lines:
+        fields = line.split()
+        if len(fields) >= 3 and fields[2] == "cgroup" and fields[1] in wanted:
+            return True
+    return False

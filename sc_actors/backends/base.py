@@ -1,0 +1,332 @@
+"""What a node backend offers the ContainerScaler, and the checks every backend shares.
+
+Reference §5 (NodeRescaler): a backend reads and writes one container's CPU limit
+(shares, −1 unlimited), cpuset and memory limit (MiB, −1 unlimited), and samples its
+usage. Unlike the original, a write outside the bounds it is given, below 64 MiB, or
+naming cores the host lacks is refused with `LimitRefused`, never clamped (STYLE §6.3).
+The host description (`host_cores`, `host_mem_mib`, `cpu_topology`) is the
+original's `GET /host/cpu_topology`, parsed from /proc/cpuinfo.
+"""
+from __future__ import annotations
+
+import errno
+import math
+import os
+import signal
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Protocol
+
+from .. import units
+from ..model import Bounds, ContainerLimits, LimitChange, check_name
+
+
+class LimitRefused(ValueError):
+    """A limit write that the node will not (or the kernel could not) apply."""
+
+
+class ContainerNotFound(KeyError):
+    """No container of that name on this node."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+@dataclass(frozen=True)
+class UsageCounters:
+    """One sample of a container's counters.
+
+    `cpu_ns` is cumulative CPU time (ns, only differences mean anything),
+    `mem_bytes` current memory use without page cache, `t` the `time.monotonic()`
+    of the read, so two samples give a rate with `units.cpu_ns_to_shares`.
+    """
+
+    cpu_ns: int
+    mem_bytes: int
+    t: float
+
+
+class ContainerBackend(Protocol):
+    """The node side of the ContainerScaler: the only code that touches containers."""
+
+    kind: str
+
+    def list_containers(self) -> list[str]:
+        """Names of the containers this backend manages on this node."""
+        ...
+
+    def read_limits(self, name: str) -> ContainerLimits:
+        """The limits as the kernel has them. ContainerNotFound if unknown."""
+        ...
+
+    def write_limits(
+        self, name: str, change: LimitChange, bounds: Bounds | None = None
+    ) -> ContainerLimits:
+        """Write the fields present in `change`, then re-read and return the limits.
+
+        LimitRefused (nothing written) for a CPU limit ≤ 0 other than −1 or outside
+        `bounds.cpu`, a memory limit below 64 MiB other than −1 or outside
+        `bounds.mem`, or a cpuset naming cores this host lacks; −1 counts as
+        infinite against the bounds. LimitRefused also when the kernel rejects the
+        value (e.g. memory below what the container uses).
+        """
+        ...
+
+    def read_counters(self, name: str) -> UsageCounters:
+        """Sample the usage counters. ContainerNotFound if unknown."""
+        ...
+
+    def read_counters_many(self, names: Iterable[str]) -> dict[str, UsageCounters]:
+        """Sample several containers, leaving out those that disappeared."""
+        ...
+
+    def create(self, name: str, cpu_num: str | None = None) -> None:
+        """Create an empty plain cgroup container (demo and tests)."""
+        ...
+
+    def attach(self, name: str, pid: int) -> None:
+        """Move process `pid` (all its threads) into the container."""
+        ...
+
+    def remove(self, name: str) -> None:
+        """SIGKILL the container's tasks, wait for them to leave, remove it. Idempotent."""
+        ...
+
+    def host_cores(self) -> int:
+        ...
+
+    def host_mem_mib(self) -> int:
+        ...
+
+    def cpu_topology(self) -> dict[str, dict[str, list[int]]]:
+        ...
+
+
+# --------------------------------------------------------------------------- checks
+
+MIN_QUOTA_US = 1000
+"""The kernel refuses a CFS quota below 1 ms (EINVAL): 1 share, with units' 1000 µs/share."""
+
+
+def check_change(change: LimitChange, bounds: Bounds | None, cpus: Iterable[int]) -> None:
+    """Raise LimitRefused if any field of `change` may not be written.
+
+    Runs before the first write, so a refused change leaves the container as it was.
+    `cpus` are the logical CPUs that exist on this host.
+    """
+    cpu = change.cpu_allowance_limit
+    if cpu is not None:
+        if cpu != units.UNLIMITED and not cpu > 0:
+            raise LimitRefused(f"cpu limit must be > 0 shares or -1 (unlimited), got {cpu}")
+        if cpu != units.UNLIMITED and units.quota_us(cpu) < MIN_QUOTA_US:
+            raise LimitRefused(f"cpu limit {cpu} shares is below the kernel's minimum quota")
+        if bounds is not None:
+            _check_bounds("cpu", cpu, bounds.cpu, "shares")
+    mem = change.mem_limit
+    if mem is not None:
+        if mem != units.UNLIMITED and not mem >= units.MEM_MIN_MIB:
+            raise LimitRefused(
+                f"memory limit must be >= {units.MEM_MIN_MIB} MiB or -1 (unlimited), got {mem}"
+            )
+        if bounds is not None:
+            _check_bounds("mem", mem, bounds.mem, "MiB")
+    if change.cpu_num is not None:
+        check_cpu_num(change.cpu_num, cpus)
+
+
+def check_cpu_num(cpu_num: str, cpus: Iterable[int]) -> str:
+    """`cpu_num` in canonical form ('0-2' → '0,1,2') if every core exists; else LimitRefused."""
+    try:
+        wanted = units.parse_cpu_list(cpu_num)
+    except ValueError:
+        raise LimitRefused(f"cpu_num {cpu_num!r} is not a cpu list like '0,1' or '0-3'") from None
+    if not wanted:
+        raise LimitRefused("cpu_num is empty: a container needs at least one core")
+    have = {str(c) for c in cpus}
+    missing = [c for c in wanted if c not in have]
+    if missing:
+        raise LimitRefused(
+            f"cpu_num {cpu_num!r} names cores {','.join(missing)} that this host lacks "
+            f"(it has {units.format_cpu_list(sorted(int(c) for c in have))})"
+        )
+    return units.format_cpu_list(wanted)
+
+
+def _check_bounds(resource: str, value: float, bound: tuple[float, float], unit: str) -> None:
+    lo, hi = bound
+    # −1 is "unlimited": within bounds only when the upper bound is unbounded too.
+    v = math.inf if value == units.UNLIMITED else value
+    if not lo <= v <= hi:
+        raise LimitRefused(f"{resource} limit {value} {unit} is outside [{lo}, {hi}]")
+
+
+def canonical_cpu_list(text: str) -> str:
+    """The kernel's '0-1' as the original's '0,1' (the form the Scaler compares)."""
+    return units.format_cpu_list(units.parse_cpu_list(text)) if text.strip() else ""
+
+
+# --------------------------------------------------------------------------- tasks
+
+
+def kill_and_wait(read_pids: Callable[[], list[int]], timeout_s: float, what: str) -> None:
+    """SIGKILL every pid `read_pids` lists until it lists none; TimeoutError at the deadline.
+
+    Re-reads and re-kills each round: a task may fork between the read and the kill.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        pids = read_pids()
+        if not pids:
+            return
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"tasks {pids} still in {what} after {timeout_s} s")
+        time.sleep(0.01)
+
+
+# --------------------------------------------------------------------------- host
+
+
+def host_cpus(online_path: str = "/sys/devices/system/cpu/online") -> list[int]:
+    """Logical CPUs online on this host."""
+    try:
+        return [int(c) for c in units.parse_cpu_list(Path(online_path).read_text())]
+    except (OSError, ValueError):
+        return list(range(os.cpu_count() or 1))
+
+
+def host_cores() -> int:
+    """Logical CPUs of this host (100 shares each)."""
+    return len(host_cpus())
+
+
+def host_mem_mib(meminfo_path: str = "/proc/meminfo") -> int:
+    """Total memory of this host, MiB."""
+    for line in Path(meminfo_path).read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            return int(line.split()[1]) // 1024  # the value is in kB
+    raise RuntimeError(f"no MemTotal in {meminfo_path}")
+
+
+def cpu_topology(cpuinfo_path: str = "/proc/cpuinfo") -> dict[str, dict[str, list[int]]]:
+    """{socket: {core id: [logical cpus]}} of this host (original GET /host/cpu_topology)."""
+    try:
+        text = Path(cpuinfo_path).read_text()
+    except OSError:
+        text = ""
+    return parse_cpu_topology(text) or {"0": {str(c): [c] for c in host_cpus()}}
+
+
+def parse_cpu_topology(cpuinfo: str) -> dict[str, dict[str, list[int]]]:
+    """Parse /proc/cpuinfo blocks (`processor`, `physical id`, `core id`).
+
+    A block without `physical id` or `core id` (some VMs, non-x86) counts as socket
+    0 and a core of its own, numbered by its processor.
+    """
+    topology: dict[str, dict[str, list[int]]] = {}
+    for block in cpuinfo.strip().split("\n\n"):
+        fields: dict[str, str] = {}
+        for line in block.splitlines():
+            key, sep, value = line.partition(":")
+            if sep:
+                fields[key.strip()] = value.strip()
+        if "processor" not in fields or not fields["processor"].isdigit():
+            continue
+        cpu = int(fields["processor"])
+        if "physical id" in fields and "core id" in fields:
+            socket, core = fields["physical id"], fields["core id"]
+        else:
+            socket, core = "0", str(cpu)
+        topology.setdefault(socket, {}).setdefault(core, []).append(cpu)
+    return topology
+
+
+# --------------------------------------------------------------------------- cgroupfs IO
+# Shared by the cgroup backends; each class keeps its own file access beside these.
+
+_KERNEL_REFUSALS = {errno.EBUSY, errno.EINVAL, errno.ENOSPC, errno.ERANGE}
+_REFUSAL_HINTS = {
+    errno.EBUSY: "the container uses more memory than that and it cannot be reclaimed",
+    errno.EINVAL: "the kernel rejects the value",
+    errno.ENOSPC: "no cpus or memory nodes available there",
+}
+
+
+@contextmanager
+def refused_by_kernel(what: str) -> Iterator[None]:
+    """Turn the kernel's refusal of a value (EBUSY, EINVAL, …) into LimitRefused."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno not in _KERNEL_REFUSALS:
+            raise
+        hint = _REFUSAL_HINTS.get(e.errno, os.strerror(e.errno))
+        raise LimitRefused(f"{what} refused by the kernel: {hint} ({errno.errorcode[e.errno]})") from e
+
+
+def write_cgroup_file(path: Path, value: str) -> None:
+    """Write one value with a single write(2), so the kernel's errno surfaces here
+    (a buffered file would report it at a later flush)."""
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.write(fd, value.encode())
+    finally:
+        os.close(fd)
+
+
+def cgroup_pids(d: Path) -> list[int]:
+    """Pids in cgroup `d` (none if it is gone)."""
+    try:
+        return [int(p) for p in (d / "cgroup.procs").read_text().split()]
+    except FileNotFoundError:
+        return []
+
+
+def tree_deepest_first(d: Path) -> list[Path]:
+    """`d` and any nested cgroups, children before parents (rmdir order)."""
+    return [Path(top) for top, _, _ in os.walk(d, topdown=False)] if d.is_dir() else []
+
+
+def rmdir_cgroup(d: Path, timeout_s: float) -> None:
+    """rmdir `d`, retrying EBUSY until the deadline; a missing `d` is fine.
+
+    NOTE: a killed task can keep its cgroup populated for a moment after it
+    left cgroup.procs.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            d.rmdir()
+            return
+        except FileNotFoundError:
+            return
+        except OSError as e:
+            if e.errno != errno.EBUSY or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
+
+
+def parse_keyed(text: str) -> dict[str, int]:
+    """'key value' lines (memory.stat, cpu.stat) as a dict of ints."""
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        value = value.strip()
+        if value.lstrip("-").isdigit():
+            out[key] = int(value)
+    return out
+
+
+def is_container_name(name: str) -> bool:
+    """Whether a directory found on disk is a name we could address."""
+    try:
+        check_name(name)
+    except ValueError:
+        return False
+    return True
