@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Set up everything on a fresh machine, then run the demo or the tests.
+#
+#   sudo bash cluster/bootstrap.sh demo    # the main job: the demo on an embedded local Ray
+#   sudo bash cluster/bootstrap.sh test    # the whole test suite (real Ray, cgroups, LXC)
+#   sudo bash cluster/bootstrap.sh setup   # only install
+#
+# As root it installs the Debian packages it needs (once); it always makes the venv
+# `.venv` beside this repository and installs the project into it (again only
+# when pyproject.toml changed). Anything after the verb is passed on (to `sc demo`
+# or to pytest).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+root=$(pwd)
+verb=${1:-demo}
+shift || true
+
+APT_PACKAGES=(python3-venv python3-dev build-essential pkg-config lxc lxc-dev busybox-static)
+
+log() { printf '\033[1m[bootstrap]\033[0m %s\n' "$*" >&2; }
+
+install_debian() {
+  [ "$(id -u)" -eq 0 ] || { log "not root: skipping apt packages (${APT_PACKAGES[*]})"; return; }
+  command -v apt-get >/dev/null || { log "no apt-get: install ${APT_PACKAGES[*]} yourself"; return; }
+  local missing=()
+  for p in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "apt-get install ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q >/dev/null
+    apt-get install -y -q "${missing[@]}" >/dev/null
+  fi
+}
+
+install_python() {
+  local py=${PYTHON:-python3}
+  if [ ! -x .venv/bin/python ]; then
+    log "creating .venv with $($py --version)"
+    "$py" -m venv .venv
+  fi
+  local stamp=.venv/.sc-installed want
+  want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    log "pip install -e .[test,lxc] (about 700 MB the first time)"
+    .venv/bin/python -m pip install -q --upgrade pip >/dev/null
+    .venv/bin/python -m pip install -q -e ".[test,lxc]"
+    echo "$want" > "$stamp"
+  fi
+}
+
+install_debian
+install_python
+export PATH="$root/.venv/bin:$PATH"
+
+case "$verb" in
+  setup) log "ready: .venv/bin/sc --help" ;;
+  demo) exec .venv/bin/sc demo "$@" ;;
+  test)
+    .venv/bin/lint-imports
+    exec .venv/bin/python -m pytest -q "$@"
+    ;;
+  *) log "unknown verb $verb (demo | test | setup)"; exit 2 ;;
+esac

@@ -1,0 +1,255 @@
+"""`sc demo`: two real-cgroup containers whose CPU limit follows a phased load.
+
+On an embedded local Ray: deploy the control plane, create two plain-cgroup
+containers under `<cgroup root>/<controller>/serverless/`, start a load process in
+each (idle → burst of ~1.5 cores → medium → idle), subscribe and guard them, show a
+live table, then report the scale-up and scale-down reaction times (measured from
+the cgroup files, not the control plane's log), write one PNG per container and the
+series as Parquet, and remove the cgroups and processes — also on Ctrl-C.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEMO_PARENT = "serverless"
+
+
+@dataclass
+class DemoContainer:
+    name: str
+    phases: list[tuple[float, float]]
+    cpu: tuple[float, float, float] = (25, 50, 200)  # min, current, max (shares)
+    mem: tuple[float, float, float] = (64, 256, 512)  # MiB
+    proc: subprocess.Popen | None = None
+    phase_starts: list[dict[str, Any]] = field(default_factory=list)
+
+
+def default_containers(scale: float = 1.0) -> list[DemoContainer]:
+    s = scale
+    return [
+        DemoContainer("demo-a", [(0, 8 * s), (150, 22 * s), (60, 20 * s), (0, 30 * s)]),
+        DemoContainer("demo-b", [(0, 30 * s), (120, 20 * s), (50, 15 * s), (0, 20 * s)]),
+    ]
+
+
+def cgroups_writable(root: str = "/sys/fs/cgroup") -> str | None:
+    """None when we can create cgroups here, else the reason why not."""
+    if os.geteuid() != 0:
+        return "sc demo needs root: it creates cgroups under /sys/fs/cgroup (run it with sudo)"
+    for probe in (f"{root}/cpu", f"{root}/unified", root):
+        if os.path.isdir(probe) and os.access(probe, os.W_OK):
+            return None
+    return f"cgroups under {root} are not writable"
+
+
+def container_doc(c: DemoContainer, host: str) -> dict[str, Any]:
+    return {
+        "name": c.name,
+        "host": host,
+        "guard": False,
+        "resources": {
+            "cpu": {"min": c.cpu[0], "current": c.cpu[1], "max": c.cpu[2], "guard": False},
+            "mem": {"min": c.mem[0], "current": c.mem[1], "max": c.mem[2], "guard": False},
+        },
+    }
+
+
+def start_load(c: DemoContainer, node: Any) -> None:
+    import ray
+
+    c.proc = subprocess.Popen(
+        [sys.executable, "-m", "cluster.load", "--phases", ",".join(f"{d:g}:{s:g}" for d, s in c.phases)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=str(Path(__file__).resolve().parent.parent),
+    )
+    ray.get(node.attach.remote(c.name, c.proc.pid))
+
+    def read_phases() -> None:
+        assert c.proc is not None and c.proc.stdout is not None
+        for line in c.proc.stdout:
+            try:
+                c.phase_starts.append(json.loads(line))
+            except ValueError:
+                pass
+
+    threading.Thread(target=read_phases, daemon=True).start()
+
+
+def reactions(samples: list[dict[str, Any]], phase_starts: list[dict[str, Any]]) -> dict[str, list[float]]:
+    """Scale-up and scale-down reaction times, seconds, from sampled limits.
+
+    Up: for each phase whose demand rises, the time from its start to the first
+    sample where the CPU limit is above the limit at its start. Down: for each
+    phase whose demand falls, the time to the first sample below it.
+    """
+    out: dict[str, list[float]] = {"up": [], "down": []}
+    for i in range(1, len(phase_starts)):
+        prev, cur = phase_starts[i - 1], phase_starts[i]
+        if cur.get("end"):
+            break
+        t0 = cur["t"]
+        t_end = phase_starts[i + 1]["t"] if i + 1 < len(phase_starts) else float("inf")
+        before = [s for s in samples if s["t"] <= t0]
+        if not before:
+            continue
+        base = before[-1]["cpu_limit"]
+        rising = cur["demand"] > prev["demand"]
+        for s in samples:
+            if s["t"] <= t0 or s["t"] > t_end:
+                continue
+            if (rising and s["cpu_limit"] > base) or (not rising and s["cpu_limit"] < base):
+                out["up" if rising else "down"].append(round(s["t"] - t0, 2))
+                break
+    return out
+
+
+def plot(name: str, samples: list[dict[str, Any]], path: Path, resource: str = "cpu") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t0 = samples[0]["t"]
+    t = [s["t"] - t0 for s in samples]
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    for key, style, label in (
+        ("max", ":", "max"),
+        ("current", "-", "current (limit)"),
+        ("upper", "--", "upper"),
+        ("lower", "--", "lower"),
+        ("min", ":", "min"),
+    ):
+        ax.plot(t, [s[f"{resource}_{key}"] for s in samples], style, label=label, linewidth=1.6)
+    ax.fill_between(t, [s[f"{resource}_usage"] or 0 for s in samples], alpha=0.35, label="usage", color="tab:green")
+    unit = "shares (100 = 1 core)" if resource == "cpu" else "MiB"
+    ax.set(xlabel="time (s)", ylabel=f"{resource} {unit}", title=f"{name}: {resource} usage and limits")
+    ax.legend(loc="upper right", fontsize=8, ncols=3)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_parquet(rows: list[dict[str, Any]], path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_pylist(rows), path)
+
+
+def run(duration_scale: float = 1.0, out_dir: str = "demo-out", live: bool = True,
+        sample_s: float = 0.2) -> dict[str, Any]:
+    import ray
+    from rich.console import Console
+    from rich.live import Live
+    from rich.table import Table
+
+    from sc_actors.backends import make_backend
+
+    from .deploy import deploy, undeploy
+    from .local import default_host_name, init_embedded
+
+    console = Console()
+    reason = cgroups_writable()
+    if reason:
+        raise PermissionError(reason)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    host = default_host_name()
+    containers = default_containers(duration_scale)
+    console.print(f"[bold]sc demo[/]: starting an embedded Ray on host [cyan]{host}[/] …")
+    init_embedded(host, parent=DEMO_PARENT)
+    backend = make_backend("auto", "/sys/fs/cgroup", DEMO_PARENT)
+    state_dir = tempfile.mkdtemp(prefix="sc-demo-state-")
+    rows: list[dict[str, Any]] = []
+    try:
+        actors = deploy(state_dir, node_defaults={"parent": DEMO_PARENT},
+                        progress=lambda m: console.print(f"  {m}"))
+        db, scaler = actors["statedb"], actors["scaler"]
+        from sc_actors.settings import NAMESPACE, container_scaler_name
+
+        node = ray.get_actor(container_scaler_name(host), namespace=NAMESPACE)
+        for c in containers:
+            backend.remove(c.name)  # leftovers of an interrupted run
+            ray.get(node.create_container.remote(c.name))
+            start_load(c, node)
+            ray.get(scaler.subscribe_container.remote(container_doc(c, host)))
+            ray.get(db.patch.remote("structures", c.name,
+                                    {"guard": True, "resources.cpu.guard": True, "resources.mem.guard": True}))
+        console.print("  containers subscribed and guarded; load starts now")
+        for c in containers:
+            assert c.proc is not None and c.proc.stdin is not None
+            c.proc.stdin.write("go\n")
+            c.proc.stdin.flush()
+        total = max(sum(s for _, s in c.phases) for c in containers) + 2
+        t_start = time.time()
+
+        def table() -> Table:
+            tb = Table(title=f"sc demo — {time.time() - t_start:4.0f}s / {total:.0f}s  (cpu in shares, mem in MiB)")
+            for col in ("container", "demand", "cpu usage", "cpu limit", "upper", "lower", "min", "max",
+                        "mem usage", "mem limit"):
+                tb.add_column(col, justify="right")
+            for c in containers:
+                last = next((r for r in reversed(rows) if r["structure"] == c.name), None)
+                demand = c.phase_starts[-1]["demand"] if c.phase_starts else 0
+                if last:
+                    tb.add_row(c.name, f"{demand:g}", f"{last['cpu_usage'] or 0:.0f}", f"{last['cpu_limit']:.0f}",
+                               f"{last['cpu_upper']:.0f}", f"{last['cpu_lower']:.0f}", f"{last['cpu_min']:.0f}",
+                               f"{last['cpu_max']:.0f}", f"{last['mem_usage'] or 0:.0f}", f"{last['mem_limit']:.0f}")
+            return tb
+
+        with Live(table(), console=console, refresh_per_second=4, transient=not live) as lv:
+            while time.time() - t_start < total:
+                now = time.time()
+                docs = ray.get([db.get.remote("structures", c.name) for c in containers])
+                lims = ray.get([db.get.remote("limits", c.name) for c in containers])
+                for c, d, lim in zip(containers, docs, lims):
+                    real = backend.read_limits(c.name)
+                    row = {"t": now, "structure": c.name, "cpu_limit": real.effective_cpu_limit,
+                           "mem_limit": real.mem_limit}
+                    for res in ("cpu", "mem"):
+                        r, lr = d["resources"][res], lim["resources"].get(res, {})
+                        for k in ("usage", "current", "max", "min"):
+                            row[f"{res}_{k}"] = r.get(k)
+                        row[f"{res}_upper"] = lr.get("upper")
+                        row[f"{res}_lower"] = lr.get("lower")
+                    rows.append(row)
+                lv.update(table())
+                time.sleep(max(0.0, sample_s - (time.time() - now)))
+        summary: dict[str, Any] = {}
+        for c in containers:
+            samples = [r for r in rows if r["structure"] == c.name and r["cpu_upper"] is not None]
+            rx = reactions(samples, c.phase_starts)
+            png = out / f"{c.name}.png"
+            plot(c.name, samples, png)
+            plot(c.name, samples, out / f"{c.name}-mem.png", resource="mem")
+            summary[c.name] = {"scale_up_s": rx["up"], "scale_down_s": rx["down"], "plot": str(png)}
+        write_parquet(rows, out / "series.parquet")
+        summary["parquet"] = str(out / "series.parquet")
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        return summary
+    finally:
+        for c in containers:
+            if c.proc is not None and c.proc.poll() is None:
+                c.proc.kill()
+                c.proc.wait(timeout=5)
+        for c in containers:
+            try:
+                backend.remove(c.name)
+            except Exception as e:  # keep cleaning the others
+                console.print(f"[yellow]could not remove cgroup {c.name}: {e}[/]")
+        try:
+            undeploy()
+        finally:
+            ray.shutdown()

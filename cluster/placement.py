@@ -1,0 +1,69 @@
+"""The one place that turns the plain actor classes into Ray actors.
+
+Every control-plane actor is named, detached, in one fixed namespace, restarted by
+Ray without limit, and takes no CPU slot. The StateDB sits on the head node (its
+journal is on the head's disk, so a restart finds it). Each ContainerScaler is
+pinned to its node by the node label `sc_host`: if the node goes away the actor
+waits, and when a node with that label rejoins it is placed there again.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import ray
+
+from sc_actors.container_scaler import ContainerScaler
+from sc_actors.guardian import Guardian
+from sc_actors.scaler import Scaler
+from sc_actors.settings import (
+    GUARDIAN_NAME,
+    HOST_LABEL,
+    NAMESPACE,
+    SCALER_NAME,
+    STATEDB_NAME,
+    STRUCTURES_SNAPSHOTER_NAME,
+    container_scaler_name,
+)
+from sc_actors.snapshoters import StructuresSnapshoter
+from sc_actors.statedb import StateDB
+
+_COMMON: dict[str, Any] = dict(
+    namespace=NAMESPACE,
+    lifetime="detached",
+    max_restarts=-1,
+    max_task_retries=-1,
+    num_cpus=0,
+    get_if_exists=True,
+)
+
+HEAD = {"node:__internal_head__": 0.001}
+
+
+def statedb_actor(state_dir: str, fsync: bool = True) -> Any:
+    return ray.remote(StateDB).options(name=STATEDB_NAME, resources=HEAD, **_COMMON).remote(state_dir, fsync)
+
+
+def guardian_actor() -> Any:
+    return ray.remote(Guardian).options(name=GUARDIAN_NAME, max_concurrency=1000, **_COMMON).remote()
+
+
+def scaler_actor() -> Any:
+    return ray.remote(Scaler).options(name=SCALER_NAME, max_concurrency=1000, **_COMMON).remote()
+
+
+def structures_snapshoter_actor() -> Any:
+    return ray.remote(StructuresSnapshoter).options(
+        name=STRUCTURES_SNAPSHOTER_NAME, max_concurrency=100, **_COMMON
+    ).remote()
+
+
+def container_scaler_actor(host: str, settings: dict[str, Any]) -> Any:
+    return ray.remote(ContainerScaler).options(
+        name=container_scaler_name(host),
+        label_selector={HOST_LABEL: host},
+        max_concurrency=100,
+        **_COMMON,
+    ).remote(host, settings)
+
+
+CONTROL_PLANE = (STATEDB_NAME, GUARDIAN_NAME, SCALER_NAME, STRUCTURES_SNAPSHOTER_NAME)

@@ -1,0 +1,150 @@
+"""Events: usage compared with the limit chain, one window at a time (reference §1.5, §3.5, §10.2).
+
+Each event rule that holds on a window's data yields one event ("CpuBottleneck",
+"CpuUnderuse", ...). Events live for `EVENT_TIMEOUT`; their up/down counts are what
+the request rules read. The caller keeps the events between windows.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from typing import Any, Optional
+
+from ..model import Event, Limits, Resource, Rule
+from .jsonlogic import evaluate
+
+NO_DATA = -1
+"""The original's "no metric data" usage value (reference §1.8)."""
+
+
+def event_name(resource: str, scale: Mapping[str, Any]) -> str:
+    """`Resource.title()` + "Bottleneck" or "Underuse" for an events action (§1.5, §10.2 #4).
+
+    `scale` is `{"scale": {"up": U, "down": D}}`. Bottleneck iff U > D, so a tie gives
+    Underuse; ValueError without a "scale" key or when neither count is positive.
+    """
+    counts = scale.get("scale") if isinstance(scale, Mapping) else None
+    if not isinstance(counts, Mapping):
+        raise ValueError(f"an events action needs a 'scale' key, got {scale!r}")
+    up, down = counts.get("up", 0) or 0, counts.get("down", 0) or 0
+    if up <= 0 and down <= 0:
+        raise ValueError(f"an events action needs a positive 'up' or 'down' count, got {dict(counts)!r}")
+    return resource.title() + ("Bottleneck" if up > down else "Underuse")
+
+
+def has_usage(usages: Mapping[str, Optional[float]], resource: str) -> bool:
+    usage = usages.get(resource)
+    return usage is not None and usage != NO_DATA
+
+
+def event_data(
+    usages: Mapping[str, Optional[float]],
+    limits: Limits,
+    resources: Mapping[str, Resource],
+    guarded_resources: Iterable[str],
+) -> dict[str, Any]:
+    """The JSON-logic data of the event rules of one structure (§1.4, §3.5).
+
+    `{"<res>": {"limits": {"<res>": {...}}, "structure": {"<res>": {... , "usage": u}}}}`
+    for every guarded resource that has usage, so a rule of one resource can read
+    another's (the energy rule reads `cpu.*`).
+    """
+    data: dict[str, Any] = {}
+    for res in guarded_resources:
+        resource = resources.get(res)
+        if resource is None or not has_usage(usages, res):
+            continue
+        limit = limits.resources.get(res)  # type: ignore[call-overload]
+        structure_part = resource.model_dump(exclude_none=True)
+        structure_part["usage"] = usages[res]
+        limits_part = limit.model_dump(exclude_none=True) if limit is not None else {}
+        data[res] = {"limits": {res: limits_part}, "structure": {res: structure_part}}
+    return data
+
+
+def _rule_fires(rule: Rule, data: dict[str, Any], resources: Mapping[str, Resource], guarded: set[str]) -> bool:
+    res = rule.resource
+    if not rule.active or rule.generates != "events" or res not in guarded or res not in data:
+        return False
+    resource = resources.get(res)
+    if resource is None or not resource.guard:
+        return False
+    return evaluate(rule.rule, data)
+
+
+def match_usages_and_limits(
+    structure_name: str,
+    rules: Iterable[Rule],
+    usages: Mapping[str, Optional[float]],
+    limits: Limits,
+    resources: Mapping[str, Resource],
+    guarded_resources: Iterable[str],
+    now: float,
+) -> list[Event]:
+    """One event per event rule that fires on this window (§3.5, §10.2 #14).
+
+    A rule fires iff its resource is guarded and has usage, the rule is active and
+    generates events, the structure's resource has `guard` set, and its JSON-logic holds.
+    """
+    guarded = set(guarded_resources)
+    data = event_data(usages, limits, resources, guarded)
+    if not data:
+        return []
+    events = []
+    for rule in rules:
+        if _rule_fires(rule, data, resources, guarded):
+            events.append(
+                Event(
+                    name=event_name(rule.resource, rule.action.get("events", {})),
+                    resource=rule.resource,
+                    structure=structure_name,
+                    action=rule.action,
+                    timestamp=now,
+                )
+            )
+    return events
+
+
+def split_events(events: Iterable[Event], now: float, timeout_s: float) -> tuple[list[Event], list[Event]]:
+    """(valid, expired): an event expires when `timestamp < now − timeout_s` (§3.2 step 7b, §10.2 #5)."""
+    valid: list[Event] = []
+    expired: list[Event] = []
+    for event in events:
+        (expired if event.timestamp < now - timeout_s else valid).append(event)
+    return valid, expired
+
+
+def reduce_events(events: Iterable[Event]) -> dict[str, dict[str, Any]]:
+    """Sum the up and down counts per resource (§3.2 step 7c, §10.2 #6).
+
+    Returns `{"<res>": {"events": {"scale": {"up": U, "down": D}}}}`, the data of the
+    request rules.
+    """
+    reduced: dict[str, dict[str, Any]] = {}
+    for event in events:
+        scale = event.action.get("events", {}).get("scale", {})
+        counts = reduced.setdefault(event.resource, {"events": {"scale": {"up": 0, "down": 0}}})
+        counts["events"]["scale"]["up"] += scale.get("up", 0)
+        counts["events"]["scale"]["down"] += scale.get("down", 0)
+    return reduced
+
+
+def remove_events(
+    events: Iterable[Event], to_remove: Mapping[str, int], structure: Optional[str] = None
+) -> list[Event]:
+    """The events left after removing the oldest N of each name (§3.2 step 7c).
+
+    `to_remove` maps an event name to N. Only events of `structure` are removed when
+    it is given (else the list is taken to be one structure's). NOTE: the original
+    removed whichever N its database returned first; we remove the oldest.
+    """
+    events = list(events)
+    doomed: set[int] = set()
+    by_name: dict[str, list[int]] = defaultdict(list)
+    for i, event in enumerate(events):
+        if structure is None or event.structure == structure:
+            by_name[event.name].append(i)
+    for name, count in to_remove.items():
+        oldest = sorted(by_name.get(name, []), key=lambda i: events[i].timestamp)
+        doomed.update(oldest[: max(count, 0)])
+    return [e for i, e in enumerate(events) if i not in doomed]

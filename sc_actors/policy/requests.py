@@ -1,0 +1,246 @@
+"""Requests: event counts turned into scaling amounts, then deduplicated and ordered.
+
+Guardian side (reference §1.6, §3.6, §3.7, §10.1, §10.2 #8, #11, #15): a request rule
+whose JSON-logic holds on the reduced event counts asks for an amount computed by its
+rescale policy, trimmed by `adjust_amount` so a scale-down never brings `lower` under
+`min` and a scale-up never passes `max`. Scaler side (§4.2, §4.5 step 1): requests are
+deduplicated per (structure, action, field, pair) and ordered scale-downs first.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Optional, Union
+
+from ..model import Application, Container, LimitResource, Limits, Request, Resource, Rule
+from .events import event_name
+from .jsonlogic import evaluate
+from .limits import resource_margin
+
+
+def request_name(amount: Any, resource: str) -> str:
+    """`Resource.title()` + "RescaleUp" (amount > 0) or "RescaleDown" (< 0) (§1.6, §10.1).
+
+    ValueError for 0, None or anything that is not a number.
+    """
+    if isinstance(amount, bool) or not isinstance(amount, numbers.Real) or math.isnan(float(amount)):
+        raise ValueError(f"a request amount must be a number, got {amount!r}")
+    if float(amount) == 0:
+        raise ValueError("a request amount must not be zero")
+    return resource.title() + ("RescaleUp" if float(amount) > 0 else "RescaleDown")
+
+
+# --------------------------------------------------------------------------- rescale policies
+
+
+def fit_to_usage_amount(current: float, margin: int, usage: float) -> int:
+    """The amount that puts `usage` half-way between the new lower and upper (§3.6).
+
+    `desired = usage + max(int(m / 2), 1) + m`, amount = `int(desired) − current`.
+    E.g. (2000, 500, 700): 700 + 250 + 500 = 1450; 1450 − 2000 = −550.
+    """
+    desired = usage + max(int(margin / 2), 1) + margin
+    return int(int(desired) - current)
+
+
+def _current(resource: Resource) -> float:
+    if resource.current is None:
+        raise ValueError("the structure's resource has no current value")
+    return resource.current
+
+
+def _usage(usage: Optional[float], policy: str) -> float:
+    if usage is None:
+        raise ValueError(f"policy {policy} needs the resource's usage")
+    return usage
+
+
+def amount_policy(rule: Rule, resource: Resource, limit: LimitResource, usage: Optional[float]) -> int:
+    """The rule's fixed amount (§3.6 `amount`)."""
+    if rule.amount is None:
+        raise ValueError(f"rule {rule.name} has no amount")
+    return int(rule.amount)
+
+
+def proportional_policy(rule: Rule, resource: Resource, limit: LimitResource, usage: Optional[float]) -> int:
+    """`int(min((usage − upper) / (current − upper), 1) × amount)` (§3.6 `proportional`).
+
+    E.g. amount 100, current 140, upper 120, usage 130: (130 − 120) / (140 − 120) = 0.5 → 50.
+    """
+    if rule.amount is None:
+        raise ValueError(f"rule {rule.name} has no amount")
+    if limit.upper is None:
+        raise ValueError("policy proportional needs the resource's upper limit")
+    current, used = _current(resource), _usage(usage, "proportional")
+    span = current - limit.upper
+    # NOTE: a valid chain has current − upper = margin ≥ 1; a broken one scales fully.
+    ratio = 1.0 if span <= 0 else min((used - limit.upper) / span, 1.0)
+    return int(ratio * rule.amount)
+
+
+def fit_to_usage_policy(rule: Rule, resource: Resource, limit: LimitResource, usage: Optional[float]) -> int:
+    """`fit_to_usage_amount` with the resource's margin (§3.6 `fit_to_usage`)."""
+    return fit_to_usage_amount(
+        _current(resource), resource_margin(resource, limit), _usage(usage, "fit_to_usage")
+    )
+
+
+RescalePolicyFn = Callable[[Rule, Resource, LimitResource, Optional[float]], int]
+
+RESCALE_POLICIES: dict[str, RescalePolicyFn] = {
+    "amount": amount_policy,
+    "proportional": proportional_policy,
+    "fit_to_usage": fit_to_usage_policy,
+}
+"""A request rule's `rescale_policy` → the function computing its amount (STYLE §6.4)."""
+
+
+def adjust_amount(amount: int, resource: Resource, limit: LimitResource) -> int:
+    """Trim an amount so `lower` stays ≥ `min` and `current` stays ≤ `max` (§3.6, §10.2 #8).
+
+    With expected = current + amount and new_lower = lower + amount: if new_lower < min,
+    amount += min − new_lower; elif expected > max, amount −= expected − max.
+    E.g. max 400, min 50, current 200, lower 100: −60 → new_lower 40 < 50 → −60 + 10 = −50.
+    """
+    if resource.min is None or resource.max is None or limit.lower is None:
+        raise ValueError("adjust_amount needs min, max and lower")
+    expected = _current(resource) + amount
+    new_lower = limit.lower + amount
+    trimmed = float(amount)
+    if new_lower < resource.min:
+        trimmed += resource.min - new_lower
+    elif expected > resource.max:
+        trimmed -= expected - resource.max
+    return int(trimmed)
+
+
+# --------------------------------------------------------------------------- Guardian: rules → requests
+
+
+def _rule_activated(rule: Rule, reduced_events: Mapping[str, Any]) -> bool:
+    if not rule.active or rule.generates != "requests" or rule.resource not in reduced_events:
+        return False
+    return evaluate(rule.rule, reduced_events[rule.resource])
+
+
+def _request(
+    structure: Union[Container, Application],
+    rule: Rule,
+    amount: int,
+    requested: int,
+    usage: Optional[float],
+    now: float,
+) -> Request:
+    fields: dict[str, Any] = {}
+    if isinstance(structure, Container):
+        fields = {
+            "host": structure.host,
+            "host_rescaler_ip": structure.host_rescaler_ip,
+            "host_rescaler_port": structure.host_rescaler_port,
+        }
+    return Request(
+        resource=rule.resource,
+        amount=amount,
+        priority=0,
+        structure=structure.name,
+        action=request_name(amount, rule.resource),
+        field="current",
+        timestamp=now,
+        structure_type=structure.subtype,
+        rule=rule.name,
+        usage=usage,
+        amount_requested=requested,
+        **fields,
+    )
+
+
+def match_rules_and_events(
+    structure: Union[Container, Application],
+    rules: Iterable[Rule],
+    reduced_events: Mapping[str, Any],
+    limits: Limits,
+    usages: Mapping[str, Optional[float]],
+    now: float,
+) -> tuple[list[Request], dict[str, int]]:
+    """Requests of the request rules that hold on the event counts (§3.6, §10.2 #15).
+
+    Returns (requests, events_to_remove). Each activated rule adds its
+    `events_to_remove` under the name of its resource's reduced counts, even when its
+    trimmed amount is 0 and no request is emitted. A request records the rule, the
+    usage and the amount before the trim (`amount_requested`).
+    """
+    requests: list[Request] = []
+    to_remove: dict[str, int] = {}
+    for rule in rules:
+        if not _rule_activated(rule, reduced_events):
+            continue
+        res = rule.resource
+        resource = structure.resources.get(res)
+        limit = limits.resources.get(res)
+        if resource is None or limit is None:
+            raise ValueError(f"{structure.name} has no {res} resource or limits for rule {rule.name}")
+        policy = RESCALE_POLICIES.get(rule.rescale_policy or "")
+        if policy is None:
+            raise ValueError(f"rule {rule.name} has an unknown rescale_policy {rule.rescale_policy!r}")
+        usage = usages.get(res)
+        requested = policy(rule, resource, limit, usage)
+        amount = adjust_amount(requested, resource, limit)
+        name = event_name(res, reduced_events[res]["events"])
+        to_remove[name] = to_remove.get(name, 0) + (rule.events_to_remove or 0)
+        if amount != 0:
+            requests.append(_request(structure, rule, amount, requested, usage, now))
+    return requests, to_remove
+
+
+# --------------------------------------------------------------------------- Scaler: dedup and order
+
+
+def request_key(request: Request) -> tuple[str, str]:
+    """(structure, "<action>_<field>_<pair or 'system'>"): one live request per key (§4.2)."""
+    return request.structure, f"{request.action}_{request.field}_{request.pair_structure or 'system'}"
+
+
+def _supersedes(new: Request, old: Request) -> bool:
+    if new.priority != old.priority:
+        return new.priority > old.priority
+    return new.timestamp > old.timestamp
+
+
+def filter_requests(
+    requests: Iterable[Request], now: float, timeout_s: float
+) -> tuple[list[Request], list[Request]]:
+    """(kept, purged): drop requests older than the timeout, then one per key (§4.2).
+
+    A request is purged when `timestamp < now − timeout_s`. Of two with the same key,
+    the higher priority wins if the priorities differ, else the newer timestamp (the
+    first seen on a full tie).
+    """
+    kept: dict[tuple[str, str], Request] = {}
+    purged: list[Request] = []
+    for request in requests:
+        if request.timestamp < now - timeout_s:
+            purged.append(request)
+            continue
+        key = request_key(request)
+        old = kept.get(key)
+        if old is None:
+            kept[key] = request
+        elif _supersedes(request, old):
+            purged.append(old)
+            kept[key] = request
+        else:
+            purged.append(request)
+    return list(kept.values()), purged
+
+
+def execution_class(request: Request) -> int:
+    """3 = scale-down of current, 2 = scale-down of max, 1 = scale-up of max, 0 = scale-up of current (§4.5)."""
+    if request.amount < 0:
+        return 3 if request.field == "current" else 2
+    return 1 if request.field == "max" else 0
+
+
+def sort_requests(requests: Iterable[Request]) -> list[Request]:
+    """Scale-downs first, so freed resources serve the scale-ups: by (class, priority), descending (§4.5 step 1)."""
+    return sorted(requests, key=lambda r: (execution_class(r), r.priority), reverse=True)

@@ -1,0 +1,93 @@
+"""StructuresSnapshoter: reads the real limits back from every node and reconciles.
+
+The Scaler records `current` as it applies, so drift only comes from outside
+(someone wrote a cgroup file by hand, a container restarted with other limits).
+Each period this actor reads every node's limits in parallel, asks the StateDB
+which containers differ from their recorded `current`, reports each drift, and
+has the Scaler write the recorded limits back.
+
+NOTE: the original copied the real value into `current` instead; that leaves the
+host's core map and free shares disagreeing with the container (its "core map
+check" existed to repair exactly that). Restoring the recorded limits keeps the
+accounting true and the host never over-committed.
+
+A node that does not answer is skipped: the others are still reconciled (the
+original skipped the whole epoch, reference §11.2).
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from typing import Any
+
+from .model import ContainerLimits
+from .settings import NAMESPACE, SCALER_NAME, STATEDB_NAME, StructuresSnapshoterSettings, container_scaler_name
+
+log = logging.getLogger(__name__)
+READ_TIMEOUT_S = 2.0
+
+
+class StructuresSnapshoter:
+    def __init__(self) -> None:
+        self.settings = StructuresSnapshoterSettings()
+        self.drift: collections.deque[dict[str, Any]] = collections.deque(maxlen=1000)
+        self.epochs = 0
+        self._stop = asyncio.Event()
+        self._task = asyncio.get_event_loop().create_task(self._loop())
+
+    async def ping(self) -> dict[str, Any]:
+        return {"epochs": self.epochs, "drift": list(self.drift)[-50:]}
+
+    async def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                await self.tick()
+            except Exception:
+                log.exception("structures snapshot failed")
+            try:
+                await asyncio.wait_for(self._stop.wait(), timeout=self.settings.polling_frequency_s)
+            except asyncio.TimeoutError:
+                pass
+
+    async def tick(self) -> list[dict[str, Any]]:
+        import ray
+
+        db = ray.get_actor(STATEDB_NAME, namespace=NAMESPACE)
+        svc = await db.get.remote("services", "structures_snapshoter")
+        self.settings = StructuresSnapshoterSettings.from_config(svc.get("config"))
+        if not self.settings.active:
+            await db.heartbeat.remote("structures_snapshoter")
+            return []
+        since = await db.seq.remote()
+        hosts = [h["name"] for h in await db.list.remote("structures", "host") if h.get("reachable", True)]
+        observed: dict[str, dict[str, float]] = {}
+        reads = {h: asyncio.ensure_future(self._read(h)) for h in hosts}
+        for h, fut in reads.items():
+            per_node = await fut
+            for name, raw in (per_node or {}).items():
+                lim = ContainerLimits.model_validate(raw)
+                observed[name] = {}
+                if "cpu" in self.settings.resources_persisted:
+                    observed[name]["cpu"] = lim.effective_cpu_limit if lim.cpu_allowance_limit != -1 else None
+                if "mem" in self.settings.resources_persisted:
+                    observed[name]["mem"] = lim.mem_limit if lim.mem_limit != -1 else None
+        drift = await db.drift.remote(observed, since)
+        for d in drift:
+            log.warning("drift: %s %s recorded %s, real %s", d["structure"], d["resource"], d["recorded"], d["real"])
+        if drift:
+            scaler = ray.get_actor(SCALER_NAME, namespace=NAMESPACE)
+            await scaler.reapply.remote(sorted({d["structure"] for d in drift}))
+        self.drift.extend(drift)
+        self.epochs += 1
+        return drift
+
+    async def _read(self, host: str) -> dict[str, Any] | None:
+        import ray
+
+        try:
+            node = ray.get_actor(container_scaler_name(host), namespace=NAMESPACE)
+            return await asyncio.wait_for(node.read_all.remote(), timeout=READ_TIMEOUT_S)
+        except Exception as e:
+            log.warning("limits of host %s not read: %s", host, e)
+            return None
