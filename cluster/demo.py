@@ -37,7 +37,7 @@ def default_containers(scale: float = 1.0) -> list[DemoContainer]:
     s = scale
     return [
         DemoContainer("demo-a", [(0, 8 * s), (150, 22 * s), (60, 20 * s), (0, 30 * s)]),
-        DemoContainer("demo-b", [(0, 30 * s), (120, 20 * s), (50, 15 * s), (0, 20 * s)]),
+        DemoContainer("demo-b", [(0, 37 * s), (120, 18 * s), (50, 14 * s), (0, 18 * s)]),
     ]
 
 
@@ -148,6 +148,10 @@ def write_parquet(rows: list[dict[str, Any]], path: Path) -> None:
     pq.write_table(pa.Table.from_pylist(rows), path)
 
 
+def _fmt(v: Any) -> str:
+    return "-" if v is None else f"{v:.0f}"
+
+
 def run(duration_scale: float = 1.0, out_dir: str = "demo-out", live: bool = True,
         sample_s: float = 0.2) -> dict[str, Any]:
     import ray
@@ -204,9 +208,9 @@ def run(duration_scale: float = 1.0, out_dir: str = "demo-out", live: bool = Tru
                 last = next((r for r in reversed(rows) if r["structure"] == c.name), None)
                 demand = c.phase_starts[-1]["demand"] if c.phase_starts else 0
                 if last:
-                    tb.add_row(c.name, f"{demand:g}", f"{last['cpu_usage'] or 0:.0f}", f"{last['cpu_limit']:.0f}",
-                               f"{last['cpu_upper']:.0f}", f"{last['cpu_lower']:.0f}", f"{last['cpu_min']:.0f}",
-                               f"{last['cpu_max']:.0f}", f"{last['mem_usage'] or 0:.0f}", f"{last['mem_limit']:.0f}")
+                    tb.add_row(c.name, f"{demand:g}", *(_fmt(last[k]) for k in (
+                        "cpu_usage", "cpu_limit", "cpu_upper", "cpu_lower", "cpu_min", "cpu_max", "mem_usage",
+                        "mem_limit")))
             return tb
 
         with Live(table(), console=console, refresh_per_second=4, transient=not live) as lv:
