@@ -22,6 +22,13 @@ os.environ.pop("RAY_ADDRESS", None)
 SESSION_ID = uuid.uuid4().hex[:6]
 TEST_HOST = f"testhost{SESSION_ID}"
 TEST_PARENT = f"sc-test-{SESSION_ID}"
+WORKER_HOSTS = [f"{TEST_HOST}-n{i}" for i in (1, 2)]
+"""Two more controlled hosts on worker nodes: each its own cgroup parent, so the
+three "hosts" of this one machine never share containers."""
+
+
+def parent_of(host: str) -> str:
+    return TEST_PARENT if host == TEST_HOST else f"{TEST_PARENT}-{host.rsplit('-', 1)[1]}"
 
 
 class Stack:
@@ -37,6 +44,19 @@ class Stack:
         self.parent = TEST_PARENT
         self.state_dir = state_dir
         self.backend = backend
+        self.worker_hosts = list(WORKER_HOSTS)
+
+    def backend_of(self, host: str):
+        from sc_actors.backends import make_backend
+
+        return make_backend("cgroup_v1", "/sys/fs/cgroup", parent_of(host))
+
+    def node_of(self, host: str):
+        import ray
+
+        from sc_actors.settings import NAMESPACE, container_scaler_name
+
+        return ray.get_actor(container_scaler_name(host), namespace=NAMESPACE)
 
     @property
     def node(self):
@@ -64,6 +84,10 @@ def stack():
             include_dashboard=False,
         ),
     )
+    for host in WORKER_HOSTS:
+        cluster.add_node(num_cpus=1, object_store_memory=80 * 1024**2,
+                         labels={"sc_host": host, "sc_cgroup_parent": parent_of(host)})
+    cluster.wait_for_nodes()
     ray.init(address=cluster.address, namespace="serverless_containers", log_to_driver=False,
              logging_level="ERROR")
     state_dir = tempfile.mkdtemp(prefix="sc-test-state-")
@@ -75,9 +99,11 @@ def stack():
         try:
             undeploy()
         finally:
-            for name in backend.list_containers():
-                backend.remove(name)
-            _remove_parent(TEST_PARENT)
+            for host in [TEST_HOST, *WORKER_HOSTS]:
+                b = make_backend("cgroup_v1", "/sys/fs/cgroup", parent_of(host))
+                for name in b.list_containers():
+                    b.remove(name)
+                _remove_parent(parent_of(host))
             ray.shutdown()
             cluster.shutdown()
             shutil.rmtree(state_dir, ignore_errors=True)
