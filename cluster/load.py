@@ -32,6 +32,7 @@ def parse_phases(text: str) -> list[tuple[float, float]]:
 
 def _worker(index: int, n_workers: int, phases: list[tuple[float, float]], t0: float) -> None:
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    parent = os.getppid()
     ends = []
     acc = t0
     for demand, seconds in phases:
@@ -44,6 +45,8 @@ def _worker(index: int, n_workers: int, phases: list[tuple[float, float]], t0: f
             now = time.time()
             if now >= end:
                 break
+            if os.getppid() != parent:  # the load process was killed: stop too
+                os._exit(0)
             busy_until = now + SLICE_S * mine
             while time.time() < busy_until:
                 pass

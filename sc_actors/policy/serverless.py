@@ -71,6 +71,14 @@ def evaluate_window(
     new_events = match_usages_and_limits(
         structure.name, rules, usages, new_limits, structure.resources, guarded, now  # type: ignore[arg-type]
     )
+    currents = {res: structure.resources[res].current for res in guarded}  # type: ignore[index]
+    for e in new_events:
+        e.current = currents.get(e.resource)  # type: ignore[attr-defined]
+    # NOTE: an event compares usage with boundaries derived from `current`; once a
+    # scaling changed `current`, the older events of that resource say nothing
+    # about the new limits and are dropped (the original kept them until the
+    # timeout, so leftover underuse events could block the next scale-up).
+    events = [e for e in events if getattr(e, "current", None) in (None, currents.get(e.resource))]
     valid, _expired = split_events(list(events) + new_events, now, settings.event_timeout_s)
     reduced = reduce_events(valid)
     requests, to_remove = ([], {})
