@@ -91,6 +91,10 @@ def assign_splits(amount: int, candidates: Iterable[Candidate], slice_amount: in
         best = min(live, key=priority) if amount > 0 else max(live, key=priority)
         if amount < 0:
             take = max(piece, -math.floor(value(best) - best.lower))
+            if take == 0:  # less than one share above its lower limit: no more from it
+                live.remove(best)
+                slices.insert(0, piece)
+                continue
             if take != piece:
                 slices.insert(0, piece - take)
             piece = take

@@ -112,3 +112,10 @@ def test_energy_is_split_in_slices_of_one():
 
 def test_no_candidate_means_no_split():
     assert assign_splits(30, []) == {}
+
+
+def test_a_scale_down_never_loops_on_a_container_less_than_one_share_above_its_lower_limit():
+    from sc_actors.policy.propagation import Candidate, assign_splits
+
+    # 50.5 − 50 = 0.5 share above its lower limit: floor(0.5) = 0 to give.
+    assert assign_splits(-10, [Candidate(name="c0", base=50.5, lower=50, usage=10)]) == {}
