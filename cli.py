@@ -1,42 +1,720 @@
 """`sc`: the command line of Serverless Containers on Ray.
 
-`sc demo` runs the whole loop on an embedded Ray; `sc up` / `sc down` start and
-stop the control plane on a local or existing Ray cluster; `sc status` shows every
-container's usage against its limits. Errors print one line and exit non-zero.
+`sc up` / `sc down` start and stop the control plane and its HTTP API; `sc demo`
+runs the whole loop on an embedded Ray. Every other verb talks to the API over
+HTTP (`serve/client.py`) and never starts or joins Ray, so it answers at once: one
+verb per original script of `scripts/orchestrator/` (`sc structure …`,
+`sc rule …`, `sc service …`, `sc limits …`, `sc user …`, `sc app …`,
+`sc host …`, `sc container …`), plus `sc status`, `sc watch`, `sc events`,
+`sc requests` and `sc mode`. Reads take `--json`. The API is found from `--url`,
+`SC_URL`, or what `sc up` recorded; the token from `--token` or `SC_API_TOKEN`.
+Errors print one line on stderr and exit 1 (the API refused) or 2 (no API).
 """
 from __future__ import annotations
 
 import json
 import os
 import sys
+import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-app = typer.Typer(no_args_is_help=True, add_completion=True, help=__doc__)
+from serve.client import DEFAULT_URL, ApiError, Client, Unreachable
+
+app = typer.Typer(no_args_is_help=True, add_completion=True, help=__doc__, rich_markup_mode=None)
 console = Console()
 err = Console(stderr=True)
 
+structure_app = typer.Typer(no_args_is_help=True, help="Structures: read, guard, set resource parameters.")
+container_app = typer.Typer(no_args_is_help=True, help="Subscribe and desubscribe containers.")
+host_app = typer.Typer(no_args_is_help=True, help="Subscribe and desubscribe hosts.")
+app_app = typer.Typer(no_args_is_help=True, help="Applications and their containers.")
+limits_app = typer.Typer(no_args_is_help=True, help="Limits: boundary and boundary type per resource.")
+rule_app = typer.Typer(no_args_is_help=True, help="Rules: activate, amount, policy, events required.")
+service_app = typer.Typer(no_args_is_help=True, help="Services (guardian, scaler, snapshoters, …): config keys.")
+user_app = typer.Typer(no_args_is_help=True, help="Users and the applications they own.")
+for _sub, _name in ((structure_app, "structure"), (container_app, "container"), (host_app, "host"),
+                    (app_app, "app"), (limits_app, "limits"), (rule_app, "rule"), (service_app, "service"),
+                    (user_app, "user")):
+    app.add_typer(_sub, name=_name)
+
+_opts: dict[str, Optional[str]] = {"url": None, "token": None}
+
+JSON_OPT = typer.Option(False, "--json", help="print JSON for scripts")
+
 
 def fail(message: str, code: int = 1) -> None:
-    err.print(f"[red]error:[/] {message}")
+    err.print(f"[red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
-def _state_file() -> Path:
-    from cluster.local import STATE_FILE
+# ---------------------------------------------------------------- where the API is
 
-    return STATE_FILE
+
+def _state_file() -> Path:
+    # NOTE: the same path as cluster.local.STATE_FILE, computed here because importing
+    # cluster.local pulls in pydantic, which would double the start-up time of a verb.
+    return Path(os.environ.get("SC_HOME", Path.home() / ".serverless-containers")) / "up.json"
 
 
 def _recorded() -> dict[str, Any]:
     try:
-        return json.loads(_state_file().read_text())
+        return json.loads(_state_file().read_text())  # type: ignore[no-any-return]
     except (FileNotFoundError, ValueError):
         return {}
+
+
+def api_url() -> str:
+    return _opts["url"] or os.environ.get("SC_URL") or _recorded().get("url") or DEFAULT_URL
+
+
+def client() -> Client:
+    return Client(api_url(), _opts["token"] or os.environ.get("SC_API_TOKEN") or None)
+
+
+def call(method: str, path: str, body: Any = None, **params: Any) -> Any:
+    """One API call; an error ends the command with one line on stderr."""
+    try:
+        return client().request(method, path, body, params or None)
+    except ApiError as e:
+        hint = " (give --token or SC_API_TOKEN)" if e.status == 401 else ""
+        fail(f"{e.message}{hint} [{e.status} {e.method} {e.path}]")
+    except Unreachable as e:
+        fail(f"{e} (is it up? `sc up`, or give --url / SC_URL)", 2)
+
+
+@app.callback()
+def _root(
+    url: Optional[str] = typer.Option(None, "--url", envvar="SC_URL", help="the API (default: what `sc up` recorded)"),
+    token: Optional[str] = typer.Option(None, "--token", envvar="SC_API_TOKEN",
+                                        help="bearer token for changes", show_envvar=True),
+) -> None:
+    _opts["url"], _opts["token"] = url, token
+
+
+# ---------------------------------------------------------------- output
+
+
+def show_json(data: Any, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(data))
+    else:
+        console.print_json(data=data)
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.0f}" if abs(v) >= 10 else f"{v:.2f}".rstrip("0").rstrip(".")
+    if isinstance(v, (dict, list)):
+        return json.dumps(v)
+    return str(v)
+
+
+def show_table(rows: list[dict[str, Any]], columns: list[str], title: str, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(rows))
+        return
+    t = Table(title=title)
+    for i, col in enumerate(columns):
+        # The first column names the row: never cut it, shrink the others.
+        t.add_column(col, no_wrap=i == 0, justify="left" if col in ("name", "container", "host", "resource", "structure", "action",
+                                                    "outcome", "reason", "rule", "config", "subtype") else "right")
+    for r in rows:
+        t.add_row(*(_cell(r.get(c)) for c in columns))
+    console.print(t)
+
+
+def done(message: str) -> None:
+    console.print(f"[green]ok[/] {message}", highlight=False)
+
+
+def number(value: str) -> float | int:
+    try:
+        f = float(value)
+    except ValueError:
+        fail(f"{value!r} is not a number")
+    return int(f) if f.is_integer() else f
+
+
+def triple(value: str, what: str) -> list[float | int]:
+    parts = [number(p) for p in value.split(",")]
+    if len(parts) not in (2, 3):
+        fail(f"{what}: give MIN,MAX or MIN,CURRENT,MAX (got {value!r})")
+    return parts
+
+
+def body_from(value: str) -> Any:
+    """A JSON body given inline or as @file (as the original's scripts took JSON arguments)."""
+    text = Path(value[1:]).read_text() if value.startswith("@") else value
+    try:
+        return json.loads(text)
+    except ValueError as e:
+        fail(f"the body is not JSON: {e}")
+
+
+# ---------------------------------------------------------------- status, watch, events, requests
+
+STATUS_COLUMNS = ["container", "host", "resource", "guard", "usage", "current", "upper", "lower", "min", "max"]
+
+
+@app.command()
+def status(as_json: bool = JSON_OPT) -> None:
+    """Containers: usage against current, upper, lower, min and max (cpu in shares, mem in MiB)."""
+    data = call("GET", "/status")
+    if as_json:
+        print(json.dumps(data["containers"]))
+        return
+    show_table(data["containers"], STATUS_COLUMNS, "containers (cpu in shares: 100 = 1 core; mem in MiB)", False)
+    services = ", ".join(f"{s['name']} {'on' if s.get('active') else 'off'}" for s in data["services"])
+    console.print(f"services: {services}", highlight=False)
+
+
+def _bar(row: dict[str, Any], width: int = 30) -> str:
+    top = row.get("max") or 0
+    if not top:
+        return ""
+    usage, current = row.get("usage") or 0, row.get("current") or 0
+    u = min(width, int(round(width * max(usage, 0) / top)))
+    c = min(width, int(round(width * current / top)))
+    cells = ["[red]█[/]" if i < u and i < c else "[yellow]▒[/]" if i < u else "[green]░[/]" if i < c else " "
+             for i in range(width)]
+    return "".join(cells) + "│"
+
+
+@app.command()
+def watch(
+    interval: float = typer.Option(1.0, min=0.1, help="seconds between refreshes"),
+    count: int = typer.Option(0, min=0, help="stop after this many refreshes (0: until Ctrl-C)"),
+) -> None:
+    """A live view of usage against limits (bars: usage █, current ░, up to max │)."""
+    from rich.live import Live
+
+    def render() -> Table:
+        rows = call("GET", "/status")["containers"]
+        t = Table(title=f"{api_url()}  {time.strftime('%H:%M:%S')}  (usage █ ▒ / current ░ / max │)")
+        for col in ("container", "res", "usage", "current", "upper", "lower", "min", "max", ""):
+            t.add_column(col, justify="left" if col in ("container", "res", "") else "right")
+        for r in rows:
+            t.add_row(r["container"], r["resource"] + (" *" if r["guard"] else ""),
+                      *(_cell(r.get(c)) for c in ("usage", "current", "upper", "lower", "min", "max")), _bar(r))
+        return t
+
+    n = 0
+    try:
+        with Live(render(), console=console, auto_refresh=False) as live:
+            n = 1
+            while count == 0 or n < count:
+                time.sleep(interval)
+                live.update(render(), refresh=True)
+                n += 1
+    except KeyboardInterrupt:
+        pass
+
+
+@app.command()
+def events(
+    structure: Optional[str] = typer.Option(None, "--structure", "-s", help="only this structure"),
+    limit: int = typer.Option(20, min=1, help="the newest N"),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Recent events of the Guardian (bottleneck / underuse), newest last."""
+    rows = call("GET", "/events", structure=structure, limit=limit)
+    for r in rows:
+        r["when"] = time.strftime("%H:%M:%S", time.localtime(r.get("timestamp", 0)))
+        r["scale"] = json.dumps(r.get("action", {}).get("events", {}).get("scale", {}))
+    show_table(rows, ["when", "structure", "resource", "name", "scale"], "events", as_json)
+
+
+@app.command()
+def requests(
+    structure: Optional[str] = typer.Option(None, "--structure", "-s", help="only this structure"),
+    limit: int = typer.Option(20, min=1, help="the newest N"),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Recent scaling requests and what the Scaler did with them, newest last."""
+    rows = call("GET", "/requests", structure=structure, limit=limit)
+    for r in rows:
+        r["when"] = time.strftime("%H:%M:%S", time.localtime(r.get("timestamp", 0)))
+    show_table(rows, ["when", "structure", "resource", "action", "rule", "amount", "outcome", "new_current",
+                      "reason"], "requests", as_json)
+
+
+# ---------------------------------------------------------------- structures
+
+
+@structure_app.command("list")
+def structure_list(
+    subtype: Optional[str] = typer.Option(None, help="container, host or application"),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """All structures."""
+    rows = call("GET", "/structure/", subtype=subtype)
+    for r in rows:
+        res = r.get("resources", {})
+        r["cpu"] = _cell(res.get("cpu", {}).get("current", res.get("cpu", {}).get("free")))
+        r["mem"] = _cell(res.get("mem", {}).get("current", res.get("mem", {}).get("free")))
+    show_table(rows, ["name", "subtype", "host", "guard", "cpu", "mem"], "structures (cpu/mem: current, or free)",
+               as_json)
+
+
+@structure_app.command("get")
+def structure_get(name: str, as_json: bool = JSON_OPT) -> None:
+    """One structure document."""
+    show_json(call("GET", f"/structure/{name}"), as_json)
+
+
+@structure_app.command("resources")
+def structure_resources(
+    name: str,
+    resource: Optional[str] = typer.Argument(None),
+    parameter: Optional[str] = typer.Argument(None),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """The resources of a structure, one resource, or one parameter of it."""
+    path = f"/structure/{name}/resources" + (f"/{resource}" if resource else "") + (
+        f"/{parameter}" if resource and parameter else "")
+    show_json(call("GET", path), as_json)
+
+
+@structure_app.command("guard")
+def structure_guard(name: str, resources: Optional[list[str]] = typer.Argument(None)) -> None:
+    """Guard a structure, or some of its resources (set_to_guarded.sh, set_many_resource_to_guarded.sh)."""
+    if resources:
+        call("PUT", f"/structure/{name}/resources/guard", {"resources": resources})
+        done(f"{name}: {', '.join(resources)} guarded")
+    else:
+        call("PUT", f"/structure/{name}/guard")
+        done(f"{name} guarded")
+
+
+@structure_app.command("unguard")
+def structure_unguard(name: str, resources: Optional[list[str]] = typer.Argument(None)) -> None:
+    """Unguard a structure, or some of its resources (set_to_unguarded.sh, …)."""
+    if resources:
+        call("PUT", f"/structure/{name}/resources/unguard", {"resources": resources})
+        done(f"{name}: {', '.join(resources)} unguarded")
+    else:
+        call("PUT", f"/structure/{name}/unguard")
+        done(f"{name} unguarded")
+
+
+@structure_app.command("set")
+def structure_set(name: str, resource: str, parameter: str, value: str) -> None:
+    """Set max, min or weight of a resource (set_structure_resource_max.sh, …_min.sh, …_parameter.sh)."""
+    call("PUT", f"/structure/{name}/resources/{resource}/{parameter}", {"value": number(value)})
+    done(f"{name}: {resource}.{parameter} = {value}")
+
+
+@structure_app.command("state")
+def structure_state(name: str, state: str) -> None:
+    """Set the state of an application: running, stopped, hdfs_downloading, hdfs_uploading."""
+    call("PUT", f"/structure/{name}/state/{state}")
+    done(f"{name}: state {state}")
+
+
+# ---------------------------------------------------------------- limits
+
+
+@limits_app.command("get")
+def limits_get(name: str, resource: Optional[str] = typer.Argument(None), as_json: bool = JSON_OPT) -> None:
+    """Limits of a structure (boundary, boundary_type, upper, lower per resource)."""
+    data = call("GET", f"/structure/{name}/limits" + (f"/{resource}" if resource else ""))
+    if resource or as_json:
+        show_json(data, as_json)
+        return
+    rows = [{"resource": r, **v} for r, v in data.items()]
+    show_table(rows, ["resource", "boundary", "boundary_type", "upper", "lower"], f"limits of {name}", False)
+
+
+@limits_app.command("boundary")
+def limits_boundary(name: str, resource: str, value: int) -> None:
+    """Boundary of a resource, a percentage 0..100 (set_new_boundary.sh)."""
+    call("PUT", f"/structure/{name}/limits/{resource}/boundary", {"value": value})
+    done(f"{name}: {resource} boundary {value}")
+
+
+@limits_app.command("boundary-type")
+def limits_boundary_type(name: str, resource: str, value: str) -> None:
+    """percentage_of_max or percentage_of_current (set_new_boundary_type.sh)."""
+    call("PUT", f"/structure/{name}/limits/{resource}/boundary_type", {"value": value})
+    done(f"{name}: {resource} boundary type {value}")
+
+
+# ---------------------------------------------------------------- containers, hosts, applications
+
+
+@container_app.command("list")
+def container_list(as_json: bool = JSON_OPT) -> None:
+    """Subscribed containers."""
+    structure_list(subtype="container", as_json=as_json)
+
+
+@container_app.command("subscribe")
+def container_subscribe(
+    name: str,
+    host: Optional[str] = typer.Option(None, help="the container's host"),
+    cpu: str = typer.Option("20,200,200", help="MIN,CURRENT,MAX shares (100 = one core)"),
+    mem: str = typer.Option("512,1024,1024", help="MIN,CURRENT,MAX MiB"),
+    boundary: int = typer.Option(10, min=0, max=100, help="boundary of cpu and mem, % of max"),
+    guard: bool = typer.Option(False, help="guard it (and its cpu and mem) at once"),
+    body: Optional[str] = typer.Option(None, help="the whole JSON body (or @file), as subscribe_container.sh"),
+) -> None:
+    """Subscribe a container: cores and memory from its host, limits applied (subscribe_container.sh)."""
+    if body is not None:
+        payload = body_from(body)
+    else:
+        if not host:
+            fail("give --host (or --body)")
+        res = {}
+        for r, spec in (("cpu", cpu), ("mem", mem)):
+            p = triple(spec, r)
+            res[r] = {"min": p[0], "current": p[1] if len(p) == 3 else p[-1], "max": p[-1], "guard": guard}
+        payload = {
+            "container": {"name": name, "host": host, "host_rescaler_ip": host, "host_rescaler_port": "8000",
+                          "subtype": "container", "guard": guard, "resources": res},
+            "limits": {"resources": {r: {"boundary": boundary, "boundary_type": "percentage_of_max"}
+                                     for r in ("cpu", "mem")}},
+        }
+    doc = call("PUT", f"/structure/container/{name}", payload)
+    cpu_now = doc["resources"]["cpu"]["current"]
+    done(f"{name} subscribed on {doc['host']}: cpu {_cell(cpu_now)} shares, mem {_cell(doc['resources']['mem']['current'])} MiB")
+
+
+@container_app.command("desubscribe")
+def container_desubscribe(name: str) -> None:
+    """Desubscribe a container; its cores and memory go back to its host (desubscribe_container.sh)."""
+    call("DELETE", f"/structure/container/{name}")
+    done(f"{name} desubscribed")
+
+
+@host_app.command("list")
+def host_list(as_json: bool = JSON_OPT) -> None:
+    """Subscribed hosts."""
+    rows = call("GET", "/structure/", subtype="host")
+    for r in rows:
+        for res in ("cpu", "mem"):
+            x = r.get("resources", {}).get(res, {})
+            r[f"{res} free/max"] = f"{_cell(x.get('free'))}/{_cell(x.get('max'))}"
+    show_table(rows, ["name", "cpu free/max", "mem free/max", "reachable"], "hosts", as_json)
+
+
+@host_app.command("subscribe")
+def host_subscribe(
+    name: str,
+    cpu: Optional[int] = typer.Option(None, help="CPU shares (cores × 100)"),
+    mem: Optional[int] = typer.Option(None, help="memory, MiB"),
+    body: Optional[str] = typer.Option(None, help="the whole JSON body (or @file), as subscribe_host.sh"),
+) -> None:
+    """Subscribe a host whose ContainerScaler runs (subscribe_host.sh)."""
+    if body is not None:
+        payload = body_from(body)
+    else:
+        if cpu is None or mem is None:
+            fail("give --cpu and --mem (or --body)")
+        payload = {"name": name, "host": name, "subtype": "host", "host_rescaler_ip": name,
+                   "host_rescaler_port": "8000",
+                   "resources": {"cpu": {"max": cpu, "free": cpu}, "mem": {"max": mem, "free": mem}}}
+    call("PUT", f"/structure/host/{name}", payload)
+    done(f"host {name} subscribed")
+
+
+@host_app.command("desubscribe")
+def host_desubscribe(name: str) -> None:
+    """Desubscribe a host that has no containers (desubscribe_host.sh)."""
+    call("DELETE", f"/structure/host/{name}")
+    done(f"host {name} desubscribed")
+
+
+@app_app.command("list")
+def app_list(as_json: bool = JSON_OPT) -> None:
+    """Applications and their containers."""
+    rows = call("GET", "/structure/", subtype="application")
+    for r in rows:
+        r["containers"] = ", ".join(r.get("containers", []))
+    show_table(rows, ["name", "state", "guard", "user", "containers"], "applications", as_json)
+
+
+@app_app.command("subscribe")
+def app_subscribe(
+    name: str,
+    cpu: str = typer.Option("20,1600", help="MIN,MAX shares"),
+    mem: str = typer.Option("512,24576", help="MIN,MAX MiB"),
+    boundary: int = typer.Option(5, min=0, max=100, help="boundary of cpu and mem, % of max"),
+    body: Optional[str] = typer.Option(None, help="the whole JSON body (or @file), as subscribe_app.sh"),
+) -> None:
+    """Subscribe an application, with no containers yet (subscribe_app.sh)."""
+    if body is not None:
+        payload = body_from(body)
+    else:
+        res = {}
+        for r, spec in (("cpu", cpu), ("mem", mem)):
+            p = triple(spec, r)
+            res[r] = {"min": p[0], "max": p[-1], "guard": False, "weight": 1}
+        payload = {"app": {"name": name, "subtype": "application", "guard": False, "resources": res},
+                   "limits": {"resources": {r: {"boundary": boundary, "boundary_type": "percentage_of_max"}
+                                            for r in ("cpu", "mem")}}}
+    call("PUT", f"/structure/apps/{name}", payload)
+    done(f"application {name} subscribed")
+
+
+@app_app.command("desubscribe")
+def app_desubscribe(name: str) -> None:
+    """Desubscribe an application and its limits (desubscribe_app.sh)."""
+    call("DELETE", f"/structure/apps/{name}")
+    done(f"application {name} desubscribed")
+
+
+@app_app.command("add")
+def app_add(name: str, container: str) -> None:
+    """Add a container to an application (subscribe_container_to_app.sh)."""
+    call("PUT", f"/structure/container/{container}/{name}")
+    done(f"{container} added to {name}")
+
+
+@app_app.command("remove")
+def app_remove(name: str, container: str) -> None:
+    """Remove a container from an application (desubscribe_container_from_app.sh)."""
+    call("DELETE", f"/structure/container/{container}/{name}")
+    done(f"{container} removed from {name}")
+
+
+# ---------------------------------------------------------------- rules
+
+
+@rule_app.command("list")
+def rule_list(as_json: bool = JSON_OPT) -> None:
+    """All rules."""
+    rows = call("GET", "/rule/")
+    for r in rows:
+        r["policy"] = r.get("rescale_policy")
+        r["type"] = r.get("rescale_type")
+        r["remove"] = r.get("events_to_remove")
+    show_table(rows, ["name", "resource", "generates", "active", "policy", "type", "amount", "remove"], "rules",
+               as_json)
+
+
+@rule_app.command("get")
+def rule_get(name: str, as_json: bool = JSON_OPT) -> None:
+    """One rule, with its JSON-logic."""
+    show_json(call("GET", f"/rule/{name}"), as_json)
+
+
+@rule_app.command("activate")
+def rule_activate(name: str) -> None:
+    """Activate a rule (activate_rule.sh)."""
+    call("PUT", f"/rule/{name}/activate")
+    done(f"rule {name} active")
+
+
+@rule_app.command("deactivate")
+def rule_deactivate(name: str) -> None:
+    """Deactivate a rule (deactivate_rule.sh)."""
+    call("PUT", f"/rule/{name}/deactivate")
+    done(f"rule {name} inactive")
+
+
+@rule_app.command("amount")
+def rule_amount(name: str, value: int) -> None:
+    """Amount of a scale-up request rule (change_amount.sh)."""
+    call("PUT", f"/rule/{name}/amount", {"value": value})
+    done(f"rule {name}: amount {value}")
+
+
+@rule_app.command("policy")
+def rule_policy(name: str, policy: str) -> None:
+    """Rescale policy: amount, proportional, fit_to_usage (change_policy.sh)."""
+    call("PUT", f"/rule/{name}/policy", {"value": policy})
+    done(f"rule {name}: policy {policy}")
+
+
+@rule_app.command("events")
+def rule_events(name: str, event_type: str = typer.Argument(..., help="up or down"), value: int = typer.Argument(...)) -> None:
+    """Events of one type a request rule needs (change_events_amount.sh, change_down_events_amount.sh)."""
+    doc = call("PUT", f"/rule/{name}/events_required", {"value": value, "event_type": event_type})
+    done(f"rule {name}: {event_type} events {value}; removes {doc.get('events_to_remove')} when it fires")
+
+
+# ---------------------------------------------------------------- services
+
+
+@service_app.command("list")
+def service_list(as_json: bool = JSON_OPT) -> None:
+    """All services, their state and config."""
+    rows = call("GET", "/service/")
+    if as_json:
+        print(json.dumps(rows))
+        return
+    for r in rows:
+        cfg = dict(r.get("config", {}))
+        r["active"] = cfg.pop("ACTIVE", None)
+        r["config"] = " ".join(f"{k}={_cell(v)}" for k, v in cfg.items())
+        r["heartbeat"] = time.strftime("%H:%M:%S", time.localtime(r["heartbeat"])) if r.get("heartbeat") else "-"
+    show_table(rows, ["name", "active", "heartbeat", "config"], "services", False)
+
+
+@service_app.command("get")
+def service_get(name: str, as_json: bool = JSON_OPT) -> None:
+    """One service document."""
+    show_json(call("GET", f"/service/{name}"), as_json)
+
+
+@service_app.command("set")
+def service_set(name: str, key: str, values: list[str] = typer.Argument(..., help="one value, or several for a list")) -> None:
+    """Set a config key, as the scripts do (set_window_timelapse.sh → `sc service set guardian WINDOW_TIMELAPSE 1`).
+
+    Values are sent as strings and coerced by the API ("true" → true, "10" → 10);
+    several values make a list (`sc service set guardian GUARDABLE_RESOURCES cpu mem`).
+    """
+    value: Any = values if len(values) > 1 else values[0]
+    doc = call("PUT", f"/service/{name}/{key}", {"value": value})
+    done(f"{name}: {key} = {json.dumps(doc['config'].get(key))}")
+
+
+@service_app.command("activate")
+def service_activate(name: str) -> None:
+    """ACTIVE = true (Guardian/activate.sh, Scaler/activate.sh, …)."""
+    call("PUT", f"/service/{name}/ACTIVE", {"value": "true"})
+    done(f"{name} active")
+
+
+@service_app.command("deactivate")
+def service_deactivate(name: str) -> None:
+    """ACTIVE = false (Guardian/deactivate.sh, Scaler/deactivate.sh, …)."""
+    call("PUT", f"/service/{name}/ACTIVE", {"value": "false"})
+    done(f"{name} inactive")
+
+
+# ---------------------------------------------------------------- users
+
+
+@user_app.command("list")
+def user_list(as_json: bool = JSON_OPT) -> None:
+    """All users and their applications."""
+    rows = call("GET", "/user/")
+    for r in rows:
+        r["clusters"] = ", ".join(r.get("clusters", []))
+    show_table(rows, ["name", "balancing_method", "clusters"], "users", as_json)
+
+
+@user_app.command("get")
+def user_get(name: str, as_json: bool = JSON_OPT) -> None:
+    """One user document."""
+    show_json(call("GET", f"/user/{name}"), as_json)
+
+
+@user_app.command("subscribe")
+def user_subscribe(
+    name: str,
+    cpu: str = typer.Option("100,2000", help="MIN,MAX shares"),
+    mem: str = typer.Option("1024,8192", help="MIN,MAX MiB"),
+    body: Optional[str] = typer.Option(None, help="the whole JSON body (or @file), as subscribe_user.sh"),
+) -> None:
+    """Subscribe a user (subscribe_user.sh)."""
+    if body is not None:
+        payload = body_from(body)
+    else:
+        res = {}
+        for r, spec in (("cpu", cpu), ("mem", mem)):
+            p = triple(spec, r)
+            res[r] = {"min": p[0], "max": p[-1]}
+        payload = {"user": {"name": name, "subtype": "user", "resources": res}}
+    call("PUT", f"/user/{name}", payload)
+    done(f"user {name} subscribed")
+
+
+@user_app.command("desubscribe")
+def user_desubscribe(name: str) -> None:
+    """Desubscribe a user; its applications stay (desubscribe_user.sh)."""
+    call("DELETE", f"/user/{name}")
+    done(f"user {name} desubscribed")
+
+
+@user_app.command("add")
+def user_add(name: str, application: str) -> None:
+    """Give an application to a user."""
+    call("PUT", f"/user/clusters/{name}/{application}")
+    done(f"{application} belongs to {name}")
+
+
+@user_app.command("remove")
+def user_remove(name: str, application: str) -> None:
+    """Take an application from a user."""
+    call("DELETE", f"/user/clusters/{name}/{application}/")
+    done(f"{application} no longer belongs to {name}")
+
+
+@user_app.command("set")
+def user_set(name: str, resource: str, parameter: str, value: str) -> None:
+    """Set max or min of a user's resource (set_new_max_energy.sh → `sc user set U energy max N`)."""
+    call("PUT", f"/user/{name}/resources/{resource}/{parameter}", {"value": number(value)})
+    done(f"user {name}: {resource}.{parameter} = {value}")
+
+
+# ---------------------------------------------------------------- modes
+
+REQUEST_RULES = {"cpu": ("CpuRescaleUp", "CpuRescaleDown"), "mem": ("MemRescaleUp", "MemRescaleDown")}
+
+
+@app.command()
+def mode(
+    to: str = typer.Argument(..., help="serverless or untreated", metavar="serverless|untreated"),
+    scope: str = typer.Option("container", help="container or application (serverless only)"),
+    resources: str = typer.Option("cpu,mem", help="resources to guard or unguard"),
+) -> None:
+    """Guard or unguard everything, as set_system_to_serverless_cont.sh / _app.sh / set_system_to_untreated.sh.
+
+    serverless: the Guardian guards `scope`; every structure of that scope and its
+    resources are guarded; the request rules of those resources and the Guardian and
+    Scaler are activated. untreated: every container and application is unguarded,
+    the request rules deactivated, and the Guardian and Scaler deactivated.
+    """
+    if to not in ("serverless", "untreated"):
+        fail(f"unknown mode {to!r}: serverless or untreated")
+    if scope not in ("container", "application"):
+        fail(f"unknown scope {scope!r}: container or application")
+    wanted = [r.strip() for r in resources.split(",") if r.strip()]
+    steps: list[tuple[str, Callable[[], Any]]] = []
+    structures = call("GET", "/structure/")
+
+    def guard_all(subtype: str, state: bool) -> None:
+        verb = "guard" if state else "unguard"
+        for s in structures:
+            if s.get("subtype") != subtype:
+                continue
+            present = [r for r in wanted if isinstance(s.get("resources", {}).get(r), dict)]
+            if present:
+                call("PUT", f"/structure/{s['name']}/resources/{verb}", {"resources": present})
+            call("PUT", f"/structure/{s['name']}/{verb}")
+
+    rules = [r for res in wanted for r in REQUEST_RULES.get(res, ())]
+    if to == "serverless":
+        steps = [
+            (f"Guardian guards {scope}s", lambda: call("PUT", "/service/guardian/STRUCTURE_GUARDED", {"value": scope})),
+            (f"{scope}s and their {', '.join(wanted)} guarded", lambda: guard_all(scope, True)),
+            ("request rules active", lambda: [call("PUT", f"/rule/{r}/activate") for r in rules]),
+            ("Guardian and Scaler active", lambda: [call("PUT", f"/service/{s}/ACTIVE", {"value": "true"})
+                                                    for s in ("guardian", "scaler")]),
+        ]
+    else:
+        steps = [
+            (f"containers and their {', '.join(wanted)} unguarded", lambda: guard_all("container", False)),
+            (f"applications and their {', '.join(wanted)} unguarded", lambda: guard_all("application", False)),
+            ("request rules inactive", lambda: [call("PUT", f"/rule/{r}/deactivate") for r in rules]),
+            ("Guardian and Scaler inactive", lambda: [call("PUT", f"/service/{s}/ACTIVE", {"value": "false"})
+                                                      for s in ("guardian", "scaler")]),
+        ]
+    for what, step in steps:
+        step()
+        done(what)
+
+
+# ---------------------------------------------------------------- the cluster (these verbs use Ray)
 
 
 def _connect(address: Optional[str]) -> None:
@@ -55,13 +733,14 @@ def _connect(address: Optional[str]) -> None:
 def demo(
     out: Path = typer.Option(Path("demo-out"), help="where the PNG plots, Parquet series and summary go"),
     scale: float = typer.Option(1.0, min=0.2, max=10, help="stretch (>1) or shrink (<1) the load phases"),
+    backend: str = typer.Option("cgroup", help="cgroup: plain cgroups; lxc: two busybox LXC containers"),
 ) -> None:
-    """Scale two real-cgroup containers under a phased load, on an embedded Ray (~90 s)."""
+    """Scale two containers under a phased load, on an embedded Ray (~90 s)."""
     from cluster.demo import run
 
     try:
-        summary = run(duration_scale=scale, out_dir=str(out))
-    except PermissionError as e:
+        summary = run(duration_scale=scale, out_dir=str(out), backend=backend)
+    except (PermissionError, ValueError) as e:
         fail(str(e))
     except KeyboardInterrupt:
         fail("interrupted; cgroups and processes removed", 130)
@@ -83,11 +762,19 @@ def up(
     state_dir: Optional[Path] = typer.Option(None, help="where the StateDB keeps its journal and checkpoints"),
     backend: str = typer.Option("auto", help="cgroup_v1, cgroup_v2, lxc or auto (per node)"),
     parent: str = typer.Option("serverless", help="cgroup parent of plain-cgroup containers"),
+    api_host: str = typer.Option("127.0.0.1", help="address the HTTP API listens on (0.0.0.0: every interface)"),
+    api_port: int = typer.Option(8000, help="port of the HTTP API"),
+    token: Optional[str] = typer.Option(None, envvar="SC_API_TOKEN",
+                                        help="bearer token every change through the API must carry"),
 ) -> None:
-    """Start (or join) Ray and deploy the control plane; returns when every actor answers."""
+    """Start (or join) Ray, deploy the control plane and its HTTP API; returns when all answer."""
+    # Ray reads RAY_AUTH_MODE when it is imported: a `ray start` head uses tokens.
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
     from cluster.deploy import deploy
     from cluster.local import connect, current_cluster_address, default_state_dir, start_head
+    from cluster.serve_deploy import deploy_api, is_loopback
 
+    token = token or _opts["token"]
     started_head = False
     if address in (None, "") and not current_cluster_address():
         console.print("starting a Ray head …")
@@ -103,24 +790,35 @@ def up(
     sd = str(state_dir or default_state_dir())
     actors = deploy(sd, node_defaults={"backend": backend, "parent": parent},
                     progress=lambda m: console.print(f"  {m}"))
+    if not is_loopback(api_host) and not token:
+        err.print(f"[yellow]warning:[/] the API listens on {api_host} without a token: anyone who reaches it "
+                  "can change limits (give --token or SC_API_TOKEN)")
+    try:
+        url = deploy_api(api_host, api_port, token)
+    except TimeoutError as e:
+        fail(f"{e}: is port {api_port} taken? (give --api-port)")
+    console.print(f"  API at {url}" + (" (token required for changes)" if token else ""))
     f = _state_file()
     f.parent.mkdir(parents=True, exist_ok=True)
     f.write_text(json.dumps({"address": addr, "started_head": started_head, "state_dir": sd,
-                             "hosts": actors["hosts"]}))
+                             "hosts": actors["hosts"], "url": url}))
     console.print(f"[green]ready[/]: {len(actors['hosts'])} host(s) {', '.join(actors['hosts'])}; state in {sd}")
 
 
 @app.command()
 def down(keep_ray: bool = typer.Option(False, help="leave the Ray head running")) -> None:
-    """Stop what `sc up` started: the actors, and the Ray head if `sc up` started it."""
+    """Stop what `sc up` started: the API, the actors, and the Ray head if `sc up` started it."""
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
     import subprocess
 
     import ray
 
     from cluster.deploy import undeploy
+    from cluster.serve_deploy import undeploy_api
 
     rec = _recorded()
     _connect(None)
+    undeploy_api()
     undeploy()
     ray.shutdown()
     if rec.get("started_head") and not keep_ray:
@@ -130,37 +828,82 @@ def down(keep_ray: bool = typer.Option(False, help="leave the Ray head running")
     console.print("[green]stopped[/]")
 
 
-@app.command()
-def status(
-    address: Optional[str] = typer.Option(None, help="Ray address (default: what `sc up` recorded)"),
-    as_json: bool = typer.Option(False, "--json", help="print JSON for scripts"),
+# ---------------------------------------------------------------------------- history, report, bench
+
+from cluster.history import history_command, report_command  # noqa: E402  (no Ray: reads Parquet)
+
+app.command("history")(history_command)
+app.command("report")(report_command)
+
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print numbers and write JSON and PNG.")
+app.add_typer(bench_app, name="bench")
+
+
+def _bench_out(out: Path) -> str:
+    out.mkdir(parents=True, exist_ok=True)
+    return str(out)
+
+
+@bench_app.command("reaction")
+def bench_reaction(
+    steps: int = typer.Option(20, min=1, help="CPU steps with our default timing"),
+    original_steps: int = typer.Option(3, min=0, help="CPU steps with the original's timing (about 2 min each)"),
+    cores: float = typer.Option(1.0, min=0.2, max=4, help="demand of each step, in cores"),
+    out: Path = typer.Option(Path("bench-out"), help="where reaction.json and reaction.png go"),
 ) -> None:
-    """A table of containers: usage, current, upper, lower, min, max per resource."""
-    import ray
+    """Step start → quota raised and step end → quota lowered, ours vs the original's timing."""
+    from cluster.bench import reaction
+    from cluster.demo import cgroups_writable
 
-    from sc_actors.settings import NAMESPACE, STATEDB_NAME
-
-    _connect(address)
-    db = ray.get_actor(STATEDB_NAME, namespace=NAMESPACE)
-    containers = ray.get(db.list.remote("structures", "container"))
-    limits = {c["name"]: ray.get(db.get.remote("limits", c["name"])) for c in containers}
-    rows = []
-    for c in containers:
-        for res in ("cpu", "mem"):
-            r = c["resources"].get(res, {})
-            lr = (limits.get(c["name"]) or {}).get("resources", {}).get(res, {})
-            rows.append({"container": c["name"], "host": c["host"], "resource": res, "guard": c.get("guard") and r.get("guard"),
-                         "usage": r.get("usage"), "current": r.get("current"), "upper": lr.get("upper"),
-                         "lower": lr.get("lower"), "min": r.get("min"), "max": r.get("max")})
-    if as_json:
-        print(json.dumps(rows))
-        return
-    t = Table(title="containers (cpu in shares: 100 = 1 core; mem in MiB)")
-    for col in rows[0].keys() if rows else ("container",):
+    reason = cgroups_writable()
+    if reason:
+        fail(reason)
+    r = reaction(steps=steps, original_steps=original_steps, cores=cores, out_dir=_bench_out(out),
+                 progress=lambda m: console.print(f"  {m}"))
+    console.print(f"machine: {r['machine']}")
+    t = Table(title="reaction (s), read from the cgroup files")
+    for col in ("profile", "direction", "n", "p50", "p95", "p99", "max"):
         t.add_column(col, justify="right")
-    for r in rows:
-        t.add_row(*("-" if v is None else f"{v:.0f}" if isinstance(v, float) else str(v) for v in r.values()))
+    for profile, res in r["steps"].items():
+        for kind in ("up", "down"):
+            p = res[kind]
+            t.add_row(profile, kind, *(str(p[k]) for k in ("n", "p50", "p95", "p99", "max")))
     console.print(t)
+    for key in ("speedup_up_p50", "speedup_down_p50"):
+        if key in r:
+            console.print(f"{key}: {r[key]}×")
+    console.print(f"written: {out / 'reaction.json'}, {out / 'reaction.png'}")
+
+
+@bench_app.command("scale")
+def bench_scale(
+    sizes: str = typer.Option("100,1000,10000", help="numbers of simulated containers, comma-separated"),
+    nodes: int = typer.Option(3, min=1, help="simulated Ray nodes (one ContainerScaler each)"),
+    window: float = typer.Option(1.0, min=0.1, help="Guardian window, seconds"),
+    duration: float = typer.Option(30.0, min=5, help="measured seconds per size"),
+    out: Path = typer.Option(Path("bench-out"), help="where scale.json and scale.png go"),
+) -> None:
+    """Control-plane cost for N simulated containers over M nodes (synthetic backend)."""
+    from cluster.bench import scale
+
+    try:
+        ns = tuple(int(x) for x in sizes.split(","))
+    except ValueError:
+        fail(f"--sizes must be integers separated by commas, got {sizes!r}")
+    r = scale(sizes=ns, nodes=nodes, window_s=window, duration_s=duration, out_dir=_bench_out(out),
+              progress=lambda m: console.print(f"  {m}"))
+    console.print(f"machine: {r['machine']}  config: {r['config']}")
+    t = Table(title="scale")
+    for col in ("containers", "epoch p50", "epoch p99", "req→applied p50", "p99", "CPU %", "RSS MiB",
+                "writes/s", "keeps up"):
+        t.add_column(col, justify="right")
+    for n, run in r["runs"].items():
+        t.add_row(n, str(run["guardian_epoch_s"]["p50"]), str(run["guardian_epoch_s"]["p99"]),
+                  str(run["request_to_applied_s"]["p50"]), str(run["request_to_applied_s"]["p99"]),
+                  str(run["control_plane_cpu_pct"]), str(run["control_plane_rss_mib"]),
+                  str(run["statedb_writes_per_s"]), "yes" if run["keeps_up"] else "NO")
+    console.print(t)
+    console.print(f"written: {out / 'scale.json'}, {out / 'scale.png'}")
 
 
 def main() -> None:

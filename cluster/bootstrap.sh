@@ -51,7 +51,18 @@ install_python() {
   fi
 }
 
+prepare_lxc() {
+  # The LXC tests and `sc demo --backend lxc` create busybox containers offline
+  # (template from liblxc-common, busybox from busybox-static) with no network
+  # (lxc.net.0.type = empty) and AppArmor unconfined: no bridge, no image download.
+  # Only the container directory must exist.
+  command -v lxc-config >/dev/null || return 0
+  [ "$(id -u)" -eq 0 ] || return 0
+  mkdir -p "$(lxc-config lxc.lxcpath)"
+}
+
 install_debian
+prepare_lxc
 install_python
 export PATH="$root/.venv/bin:$PATH"
 

@@ -6,6 +6,11 @@ each (idle → burst of ~1.5 cores → medium → idle), subscribe and guard the
 live table, then report the scale-up and scale-down reaction times (measured from
 the cgroup files, not the control plane's log), write one PNG per container and the
 series as Parquet, and remove the cgroups and processes — also on Ctrl-C.
+
+With `backend="lxc"` (`sc demo --backend lxc`, `run_lxc_demo`) the two containers
+are busybox LXC containers (offline template, no network), the node scales them
+through the LXC backend, the same phases run inside them as a shell duty cycle
+started with lxc-attach (`LXC_LOAD_SH`), and the containers are destroyed at the end.
 """
 from __future__ import annotations
 
@@ -86,6 +91,79 @@ def start_load(c: DemoContainer, node: Any) -> None:
     threading.Thread(target=read_phases, daemon=True).start()
 
 
+LXC_LOAD_SH = r"""
+worker() {  # $1: percent of one core (1-100), $2: end in centiseconds of /proc/uptime
+  while :; do
+    read u _ < /proc/uptime; t=${u%.*}${u#*.}
+    [ "$t" -ge "$2" ] && return
+    b=$((t + $1 / 5))
+    while [ "$t" -lt "$b" ]; do read u _ < /proc/uptime; t=${u%.*}${u#*.}; done
+    [ "$1" -lt 100 ] && usleep $(( (100 - $1) * 2000 ))
+  done
+}
+read go
+read u _ < /proc/uptime; start=${u%.*}${u#*.}
+i=0
+for p in "$@"; do
+  d=${p%:*}; end=$((start + ${p#*:}))
+  echo "phase $i $d"
+  n=0
+  while [ $((n * 100)) -lt "$d" ]; do
+    pct=$((d - n * 100)); [ "$pct" -gt 100 ] && pct=100
+    worker "$pct" "$end" &
+    n=$((n + 1))
+  done
+  while :; do read u _ < /proc/uptime; t=${u%.*}${u#*.}; [ "$t" -ge "$end" ] && break; usleep 100000; done
+  wait
+  start=$end; i=$((i + 1))
+done
+echo end
+"""
+"""The phased load inside a busybox container (busybox has no Python): `sh -c LXC_LOAD_SH
+sh DEMAND:CS …`, demand in shares, duration in centiseconds. After a line on stdin it
+runs each phase with one worker per started core; a worker is busy `pct`% of each
+200 ms slice (busy-waiting on /proc/uptime, then usleep). It prints `phase I DEMAND`
+at each start and `end` at the end; the host stamps the lines as they arrive."""
+
+
+def start_load_lxc(c: DemoContainer, backend: Any) -> None:
+    """Run the phases inside LXC container `c` (lxc-attach); phase starts as `start_load` records them."""
+    phases = [f"{round(d)}:{round(s * 100)}" for d, s in c.phases]
+    c.proc = subprocess.Popen(
+        backend.attach_argv(c.name, ["sh", "-c", LXC_LOAD_SH, "sh", *phases]),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+    def read_phases() -> None:
+        assert c.proc is not None and c.proc.stdout is not None
+        for line in c.proc.stdout:
+            words, now = line.split(), time.time()
+            if len(words) == 3 and words[0] == "phase":
+                c.phase_starts.append({"phase": int(words[1]), "demand": float(words[2]), "t": now})
+            elif words == ["end"]:
+                c.phase_starts.append({"phase": len(c.phases), "demand": 0, "t": now, "end": True})
+
+    threading.Thread(target=read_phases, daemon=True).start()
+
+
+def lxc_ready() -> str | None:
+    """None when this machine can run the LXC demo, else the reason why not."""
+    import shutil
+
+    if os.geteuid() != 0:
+        return "sc demo --backend lxc needs root: it creates LXC containers (run it with sudo)"
+    missing = [t for t in ("lxc-create", "lxc-start", "lxc-attach", "lxc-destroy", "busybox") if not shutil.which(t)]
+    if missing:
+        return f"missing {', '.join(missing)}: install the Debian packages lxc and busybox-static"
+    try:
+        import lxc  # noqa: F401
+    except ImportError:
+        return "the `lxc` Python bindings are missing: apt install lxc-dev, then pip install -e '.[lxc]'"
+    return None
+
+
 def reactions(samples: list[dict[str, Any]], phase_starts: list[dict[str, Any]]) -> dict[str, list[float]]:
     """Scale-up and scale-down reaction times, seconds, from sampled limits.
 
@@ -153,7 +231,8 @@ def _fmt(v: Any) -> str:
 
 
 def run(duration_scale: float = 1.0, out_dir: str = "demo-out", live: bool = True,
-        sample_s: float = 0.2) -> dict[str, Any]:
+        sample_s: float = 0.2, backend: str = "cgroup") -> dict[str, Any]:
+    """The demo; `backend` "cgroup" (plain cgroups, the default) or "lxc" (busybox LXC containers)."""
     import ray
     from rich.console import Console
     from rich.live import Live
@@ -165,7 +244,10 @@ def run(duration_scale: float = 1.0, out_dir: str = "demo-out", live: bool = Tru
     from .local import default_host_name, init_embedded
 
     console = Console()
-    reason = cgroups_writable()
+    kind = backend
+    if kind not in ("cgroup", "lxc"):
+        raise ValueError(f"unknown demo backend {kind!r}: cgroup or lxc")
+    reason = cgroups_writable() or (lxc_ready() if kind == "lxc" else None)
     if reason:
         raise PermissionError(reason)
     out = Path(out_dir)
@@ -174,11 +256,13 @@ def run(duration_scale: float = 1.0, out_dir: str = "demo-out", live: bool = Tru
     containers = default_containers(duration_scale)
     console.print(f"[bold]sc demo[/]: starting an embedded Ray on host [cyan]{host}[/] …")
     init_embedded(host, parent=DEMO_PARENT)
-    backend = make_backend("auto", "/sys/fs/cgroup", DEMO_PARENT)
+    backend = make_backend("lxc") if kind == "lxc" else make_backend("auto", "/sys/fs/cgroup", DEMO_PARENT)
     state_dir = tempfile.mkdtemp(prefix="sc-demo-state-")
     rows: list[dict[str, Any]] = []
     try:
-        actors = deploy(state_dir, node_defaults={"parent": DEMO_PARENT},
+        defaults = {"parent": DEMO_PARENT, **({"backend": "lxc"} if kind == "lxc" else {})}
+        shutil.rmtree(out / "timeseries", ignore_errors=True)  # this run's series only
+        actors = deploy(state_dir, node_defaults=defaults, dataset_dir=str(out / "timeseries"),
                         progress=lambda m: console.print(f"  {m}"))
         db, scaler = actors["statedb"], actors["scaler"]
         from sc_actors.settings import NAMESPACE, container_scaler_name
@@ -187,7 +271,10 @@ def run(duration_scale: float = 1.0, out_dir: str = "demo-out", live: bool = Tru
         for c in containers:
             backend.remove(c.name)  # leftovers of an interrupted run
             ray.get(node.create_container.remote(c.name))
-            start_load(c, node)
+            if kind == "lxc":
+                start_load_lxc(c, backend)
+            else:
+                start_load(c, node)
             ray.get(scaler.subscribe_container.remote(container_doc(c, host)))
             ray.get(db.patch.remote("structures", c.name,
                                     {"guard": True, "resources.cpu.guard": True, "resources.mem.guard": True}))
@@ -252,8 +339,13 @@ def run(duration_scale: float = 1.0, out_dir: str = "demo-out", live: bool = Tru
             try:
                 backend.remove(c.name)
             except Exception as e:  # keep cleaning the others
-                console.print(f"[yellow]could not remove cgroup {c.name}: {e}[/]")
+                console.print(f"[yellow]could not remove container {c.name}: {e}[/]")
         try:
             undeploy()
         finally:
             ray.shutdown()
+
+
+def run_lxc_demo(duration_scale: float = 1.0, out_dir: str = "demo-out", live: bool = True) -> dict[str, Any]:
+    """`sc demo --backend lxc`: the demo on two busybox LXC containers."""
+    return run(duration_scale=duration_scale, out_dir=out_dir, live=live, backend="lxc")

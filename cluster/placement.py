@@ -13,9 +13,11 @@ from typing import Any
 import ray
 
 from sc_actors.container_scaler import ContainerScaler
+from sc_actors.database_snapshoter import DatabaseSnapshoter
 from sc_actors.guardian import Guardian
 from sc_actors.scaler import Scaler
 from sc_actors.settings import (
+    DATABASE_SNAPSHOTER_NAME,
     GUARDIAN_NAME,
     HOST_LABEL,
     NAMESPACE,
@@ -26,6 +28,8 @@ from sc_actors.settings import (
 )
 from sc_actors.snapshoters import StructuresSnapshoter
 from sc_actors.statedb import StateDB
+
+from .membership import MEMBERSHIP_NAME, Membership
 
 _COMMON: dict[str, Any] = dict(
     namespace=NAMESPACE,
@@ -57,6 +61,20 @@ def structures_snapshoter_actor() -> Any:
     ).remote()
 
 
+def database_snapshoter_actor(dataset_dir: str) -> Any:
+    """On the head, beside the StateDB: the dataset is on the head's disk, where `sc history` reads it."""
+    return ray.remote(DatabaseSnapshoter).options(
+        name=DATABASE_SNAPSHOTER_NAME, resources=HEAD, max_concurrency=100, **_COMMON
+    ).remote(dataset_dir)
+
+
+def membership_actor(node_defaults: dict[str, Any], settings: dict[str, Any] | None = None) -> Any:
+    """On the head: it watches the nodes, so it must not live on one that can go away."""
+    return ray.remote(Membership).options(
+        name=MEMBERSHIP_NAME, resources=HEAD, max_concurrency=100, **_COMMON
+    ).remote(node_defaults, settings)
+
+
 def container_scaler_actor(host: str, settings: dict[str, Any]) -> Any:
     return ray.remote(ContainerScaler).options(
         name=container_scaler_name(host),
@@ -66,4 +84,6 @@ def container_scaler_actor(host: str, settings: dict[str, Any]) -> Any:
     ).remote(host, settings)
 
 
-CONTROL_PLANE = (STATEDB_NAME, GUARDIAN_NAME, SCALER_NAME, STRUCTURES_SNAPSHOTER_NAME)
+# NOTE: the Membership comes first: taken down last, it would place ContainerScalers again.
+CONTROL_PLANE = (MEMBERSHIP_NAME,
+                 STATEDB_NAME, GUARDIAN_NAME, SCALER_NAME, STRUCTURES_SNAPSHOTER_NAME, DATABASE_SNAPSHOTER_NAME)

@@ -25,17 +25,24 @@ class ContainerScaler:
     def __init__(self, host: str, settings: dict[str, Any] | None = None):
         self.host = host
         self.settings = ContainerScalerSettings.model_validate(settings or {})
-        self.backend = make_backend(self.settings.backend, self.settings.cgroup_root, self.settings.parent)
+        if self.settings.backend == "synthetic":
+            from .backends.synthetic import SyntheticBackend
+
+            self.backend = SyntheticBackend(seed=self.settings.parent, cores=self.settings.synthetic_cores)
+        else:
+            self.backend = make_backend(self.settings.backend, self.settings.cgroup_root, self.settings.parent)
         self._guardian = None
         self._stop = asyncio.Event()
         self._last_push_ok = 0.0
         self.windows_pushed = 0
+        self.lagged_windows = 0
         self._task = asyncio.get_event_loop().create_task(self._loop())
 
     # ------------------------------------------------------------------ queries
 
     async def ping(self) -> dict[str, Any]:
-        return {"host": self.host, "backend": self.backend.kind, "windows_pushed": self.windows_pushed}
+        return {"host": self.host, "backend": self.backend.kind, "windows_pushed": self.windows_pushed,
+                "lagged_windows": self.lagged_windows}
 
     async def host_info(self) -> dict[str, Any]:
         import ray
@@ -92,12 +99,19 @@ class ContainerScaler:
     async def _loop(self) -> None:
         # NOTE: one failed window must never stop sampling.
         prev = {}
+        pushing: asyncio.Task[None] | None = None
         while not self._stop.is_set():
             t_start = time.time()
             try:
                 prev, batch = await self._one_window(prev, t_start)
                 if batch is not None and batch.usages:
-                    await self._push(batch)
+                    # Windows follow each other back to back; the push of one runs
+                    # while the next is sampled. A Guardian still busy with the
+                    # previous window holds the next push back (no pile-up).
+                    if pushing is not None and not pushing.done():
+                        self.lagged_windows += 1
+                        await pushing
+                    pushing = asyncio.get_running_loop().create_task(self._push(batch))
             except Exception:
                 log.exception("usage window failed on %s", self.host)
                 await asyncio.sleep(self.settings.window_s)
@@ -145,8 +159,13 @@ class ContainerScaler:
             if self._guardian is None:
                 self._guardian = ray.get_actor(GUARDIAN_NAME, namespace=NAMESPACE)
             # Fire and forget, but bounded: a slow Guardian must not stall sampling.
-            await asyncio.wait_for(self._guardian.on_usage.remote(batch.model_dump()), timeout=self.settings.window_s)
+            window_s = await asyncio.wait_for(
+                self._guardian.on_usage.remote(batch.model_dump()), timeout=max(self.settings.window_s, 1.0)
+            )
             self.windows_pushed += 1
+            # The node's window follows the Guardian's WINDOW_TIMELAPSE.
+            if isinstance(window_s, (int, float)) and window_s > 0 and window_s != self.settings.window_s:
+                self.settings = self.settings.model_copy(update={"window_s": float(window_s)})
         except ValueError:
             self._guardian = None  # not deployed yet
         except asyncio.TimeoutError:

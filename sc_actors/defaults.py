@@ -12,7 +12,9 @@ from typing import Any
 
 from .model import Rule, Service
 from .settings import (
+    DatabaseSnapshoterSettings,
     GuardianSettings,
+    RefeederSettings,
     ScalerSettings,
     StructuresSnapshoterSettings,
 )
@@ -161,4 +163,6 @@ def default_services() -> list[Service]:
         Service(name="guardian", config=GuardianSettings().to_config()),
         Service(name="scaler", config=ScalerSettings().to_config()),
         Service(name="structures_snapshoter", config=StructuresSnapshoterSettings().to_config()),
+        Service(name="database_snapshoter", config=DatabaseSnapshoterSettings().to_config()),
+        Service(name="refeeder", config=RefeederSettings().to_config()),
     ]

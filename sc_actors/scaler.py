@@ -5,23 +5,32 @@ orders them (§4.5), plans each with the pure `plan_container_request` against a
 working copy of its host (free shares, per-core map, memory), applies it through
 the container's node's ContainerScaler, and records the new `current` and the host
 accounting in the StateDB in one call. A write the node refuses is rolled back to
-the previous limits and leaves the accounting untouched.
+the previous limits and leaves the accounting untouched. An application's or user's
+request is split over its containers (reference §4.8, `policy.applications`) and
+applied all or nothing: one refused part puts back the parts already written.
 
-All host accounting goes through this actor (subscriptions too), under one lock,
-so the Orchestrator never races the Scaler over a host's free resources (the
-original disabled its Scaler and slept to avoid that, reference §11.3).
+All host accounting goes through this actor (subscriptions too), under one lock
+per host, so the Orchestrator never races the Scaler over a host's free resources
+(the original disabled its Scaler and slept to avoid that, reference §11.3).
+
+Requests are applied in one lane per host: a node that does not answer delays only
+its own host's requests, never the others' (the original let one dead NodeRescaler
+block the whole cluster, §11.2). A host the Membership marked unreachable has its
+requests dropped at once, with the reason in the request log.
 """
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import copy
 import logging
 import time
-from typing import Any
+from typing import Any, AsyncIterator, Iterable
 
 from .errors import Conflict, Invalid, NotFound, Unavailable
-from .model import Container, ContainerLimits, Host, Limits, Request, check_name
+from .model import Application, Container, ContainerLimits, Host, Limits, Request, User, check_name
+from .policy.applications import Placement, plan_application_request, plan_user_request
 from .policy.cores import allocate_cores, core_distribution
 from .policy.limits import margin
 from .policy.planning import plan_container_request
@@ -56,6 +65,15 @@ def physical_of(container: Container, host: Host) -> ContainerLimits:
     )
 
 
+def mem_margin_of(container: Container, limits_doc: dict[str, Any] | None) -> float:
+    """The container's memory margin (from its limits' boundary), MiB; 0 without limits."""
+    if not limits_doc or "mem" not in limits_doc.get("resources", {}):
+        return 0.0
+    lm = Limits.model_validate(limits_doc).resources["mem"]
+    m = container.resources["mem"]
+    return margin(lm.boundary, lm.boundary_type, m.max, m.current)
+
+
 def bounds_of(container: Container) -> dict[str, Any]:
     cpu, mem = container.resources["cpu"], container.resources["mem"]
     return {"cpu": (cpu.min or 0, cpu.max), "mem": (mem.min or 64, mem.max)}
@@ -65,7 +83,12 @@ class Scaler:
     def __init__(self) -> None:
         self.pending: list[Request] = []
         self._wake = asyncio.Event()
-        self._lock = asyncio.Lock()
+        # NOTE: one lock per host's accounting, taken in name order. Requests are
+        # applied in one lane per host, so a node that does not answer delays only
+        # its own host (the original let one dead NodeRescaler stop all, §11.2).
+        self._host_locks: collections.defaultdict[str, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
+        self._lanes: dict[str, asyncio.Task] = {}
+        self._backlog: dict[str, list[Request]] = {}
         self._statedb = None
         self._node_scalers: dict[str, Any] = {}
         self.outcomes: collections.Counter[str] = collections.Counter()
@@ -116,14 +139,55 @@ class Scaler:
                 continue
             batch, self.pending = self.pending, []
             try:
-                await self._process(batch)
+                await self._dispatch(batch)
             except Exception:
                 log.exception("scaler batch failed")
 
-    async def _process(self, batch: list[Request]) -> None:
+    async def _dispatch(self, batch: list[Request]) -> None:
+        """Hand each container request to its host's lane; application and user
+        requests (and unknown names) share one lane of their own."""
+        containers = sorted({r.structure for r in batch if r.structure_type == "container"})
+        host_of = await self._db().container_hosts.remote(containers) if containers else {}
+        for r in batch:
+            key = host_of.get(r.structure, "") if r.structure_type == "container" else ""
+            self._backlog.setdefault(key, []).append(r)
+            lane = self._lanes.get(key)
+            if lane is None or lane.done():
+                self._lanes[key] = asyncio.get_event_loop().create_task(self._lane(key))
+
+    async def _lane(self, key: str) -> None:
+        """Apply the requests queued for one lane, a batch at a time, until none are left."""
+        while self._backlog.get(key):
+            batch = self._backlog.pop(key)
+            try:
+                await self._process(batch)
+            except Exception:
+                log.exception("scaler batch of lane %r failed", key)
+
+    @contextlib.asynccontextmanager
+    async def _hosts_locked(self, hosts: Iterable[str]) -> AsyncIterator[None]:
+        """Hold the accounting locks of these hosts (in name order: lanes never deadlock)."""
+        async with contextlib.AsyncExitStack() as stack:
+            for h in sorted(set(hosts)):
+                await stack.enter_async_context(self._host_locks[h])
+            yield
+
+    async def _view(self, batch: list[Request]) -> dict[str, Any]:
         db = self._db()
         names = sorted({r.structure for r in batch})
         view = await db.scaler_view.remote(names)
+        groups = sorted({r.structure for r in batch if r.structure_type != "container"})
+        if groups:
+            # Applications and users: their sums, containers, hosts, limits, usages.
+            extra = await db.group_scaler_view.remote(groups)
+            for key in ("structures", "hosts", "limits", "usages"):
+                view[key].update(extra[key])
+            view["users"] = extra["users"]
+        return view
+
+    async def _process(self, batch: list[Request]) -> None:
+        db = self._db()
+        view = await self._view(batch)
         settings = ScalerSettings.from_config(view["config"])
         now = time.time()
         kept, purged = filter_requests(batch, now, settings.request_timeout_s)
@@ -135,11 +199,14 @@ class Scaler:
             if entries:
                 await db.log_requests.remote(entries)
             return
-        if settings.apply_delay_s > 0:
+        if settings.aligned_polling:
             # The original's clock-aligned polling tick, for side-by-side benchmarks.
             p = settings.polling_frequency_s
             await asyncio.sleep(p - (time.time() % p))
-        async with self._lock:
+        async with self._hosts_locked(view["hosts"]):
+            # Read again under the locks: another lane or a subscription may just have
+            # changed these hosts' accounting.
+            view = await self._view(kept)
             entries += await self._apply_all(sort_requests(kept), view)
 
     async def _apply_all(self, requests: list[Request], view: dict[str, Any]) -> list[dict[str, Any]]:
@@ -147,9 +214,13 @@ class Scaler:
         structures = view["structures"]
         hosts = {n: Host.model_validate(d) for n, d in view["hosts"].items()}
         currents: dict[str, dict[str, float]] = {}
+        maxes: dict[str, dict[str, float]] = {}
         entries = []
         for req in requests:
             t0 = time.perf_counter()
+            if req.structure_type in ("application", "user"):
+                entries += await self._apply_group(req, view, hosts, currents, maxes)
+                continue
             doc = structures.get(req.structure)
             if doc is None or doc.get("subtype") != "container":
                 entries.append(self._entry(req, "refused", "not a subscribed container"))
@@ -162,7 +233,11 @@ class Scaler:
                 entries.append(self._entry(req, "refused", f"host {container.host!r} unknown"))
                 continue
             if not host.reachable:
-                entries.append(self._entry(req, "dropped", f"host {container.host!r} unreachable"))
+                # The Membership marked it: its Ray node died or its ContainerScaler is silent.
+                why = (host.model_extra or {}).get("unreachable_reason") or "its node is gone"
+                reason = f"host {container.host!r} unreachable: {why}"
+                log.warning("request %s of %s dropped: %s", req.action, req.structure, reason)
+                entries.append(self._entry(req, "dropped", reason))
                 continue
             ldoc = view["limits"].get(container.name)
             mem_margin = 0.0
@@ -185,7 +260,8 @@ class Scaler:
             try:
                 await self._write(container, plan.change)
             except Exception as e:
-                await self._rollback(container, host)
+                if not isinstance(e, Unavailable):  # a silent node would not answer the rollback either
+                    await self._rollback(container, host)
                 entries.append(self._entry(req, "failed", _reason(e)))
                 continue
             # Accounting follows only a write that succeeded.
@@ -198,16 +274,106 @@ class Scaler:
             for n, h in hosts.items()
             if h.model_dump() != view["hosts"].get(n)
         }
-        if currents or host_updates or entries:
+        if maxes:
+            await db.record_group_scaling.remote(currents, maxes, host_updates, entries)
+        elif currents or host_updates or entries:
             await db.record_scaling.remote(currents, host_updates, entries)
         return entries
 
+    async def _apply_group(
+        self,
+        req: Request,
+        view: dict[str, Any],
+        hosts: dict[str, Host],
+        currents: dict[str, dict[str, float]],
+        maxes: dict[str, dict[str, float]],
+    ) -> list[dict[str, Any]]:
+        """An application's or user's request: split over its containers, every part written or none (§4.5, §4.8).
+
+        The pure planner bounds, splits and plans every part against its host before
+        anything is written; then the parts are written one by one, and if a node
+        refuses one, every part already written is put back and nothing is recorded.
+        """
+        t0 = time.perf_counter()
+        if req.structure_type == "user":
+            doc = view.get("users", {}).get(req.structure)
+        else:
+            doc = view["structures"].get(req.structure)
+            doc = doc if doc is not None and doc.get("subtype") == "application" else None
+        if doc is None:
+            return [self._entry(req, "refused", f"no {req.structure_type} {req.structure!r}")]
+        try:
+            placement = self._placement(view, hosts, currents)
+            if req.structure_type == "user":
+                apps = {n: Application.model_validate(d) for n, d in view["structures"].items()
+                        if d.get("subtype") == "application"}
+                plan = plan_user_request(req, User.model_validate(doc), apps, placement)
+            else:
+                plan = plan_application_request(req, Application.model_validate(doc), placement)
+        except Exception as e:  # e.g. Σ current of the containers above the application's max
+            return [self._entry(req, "refused", _reason(e))]
+        decision: dict[str, Any] = {"split": plan.split, "usages": plan.usages, "bases": plan.bases}
+        if plan.app_split:
+            decision["app_split"] = plan.app_split
+        if plan.outcome == "refused":
+            return [self._entry(req, "refused", plan.reason, **decision)]
+        written: list[Container] = []
+        try:
+            for part in plan.parts:
+                if part.plan.change is None:
+                    continue
+                c = placement.containers[part.request.structure]
+                written.append(c)
+                await self._write(c, part.plan.change)
+        except Exception as e:
+            # All or nothing: the failed part and every one before it go back.
+            for c in reversed(written):
+                await self._rollback(c, hosts[c.host])
+            return [self._entry(req, "failed", f"{written[-1].name}: {_reason(e)}; no part applied", **decision)]
+        hosts.update(plan.hosts)
+        out = [self._entry(req, plan.outcome, plan.reason, plan.granted, None, **decision)]
+        for part in plan.parts:
+            name = part.request.structure
+            currents.setdefault(name, {})[req.resource] = part.plan.new_current
+            if part.plan.new_max is not None:
+                maxes.setdefault(name, {})[req.resource] = part.plan.new_max
+            out.append(self._entry(part.request, part.plan.outcome, part.plan.reason, part.plan.amount,
+                                   part.plan.new_current, parent=req.structure))
+        for name, value in plan.new_max.items():
+            maxes.setdefault(name, {})[req.resource] = value
+        self.apply_s.append(time.perf_counter() - t0)
+        return out
+
+    def _placement(self, view: dict[str, Any], hosts: dict[str, Host], currents: dict[str, dict[str, float]]) -> Placement:
+        """The containers of the view as the accounting holds them now (this batch's changes included)."""
+        containers = {}
+        for name, d in view["structures"].items():
+            if d.get("subtype") != "container":
+                continue
+            c = Container.model_validate(d)
+            for res, value in currents.get(name, {}).items():
+                c.resources[res].current = value
+            containers[name] = c
+        return Placement(
+            containers=containers,
+            hosts=dict(hosts),
+            physical={n: physical_of(c, hosts[c.host]) for n, c in containers.items() if c.host in hosts},
+            usages=view["usages"],
+            mem_margins={n: mem_margin_of(c, view["limits"].get(n)) for n, c in containers.items()},
+            distributions={h: distribution_of(host) for h, host in hosts.items()},
+        )
+
     async def _write(self, container: Container, change: Any) -> None:
         node = self._node(container.host)
-        await asyncio.wait_for(
-            node.apply.remote(container.name, change.model_dump(exclude_none=True), bounds_of(container)),
-            timeout=APPLY_TIMEOUT_S,
-        )
+        try:
+            await asyncio.wait_for(
+                node.apply.remote(container.name, change.model_dump(exclude_none=True), bounds_of(container)),
+                timeout=APPLY_TIMEOUT_S,
+            )
+        except asyncio.TimeoutError:
+            raise Unavailable(
+                f"the ContainerScaler of host {container.host!r} did not answer within {APPLY_TIMEOUT_S:g} s"
+            ) from None
 
     async def _rollback(self, container: Container, host: Host) -> None:
         """Put back the limits the accounting holds, undoing any partial write."""
@@ -221,10 +387,10 @@ class Scaler:
             log.warning("rollback of %s failed: %s", container.name, _reason(e))
 
     def _entry(self, r: Request, outcome: str, reason: str, amount: float | None = None,
-               new_current: float | None = None) -> dict[str, Any]:
+               new_current: float | None = None, **extra: Any) -> dict[str, Any]:
         self.outcomes[outcome] += 1
         d = r.model_dump(exclude_none=True)
-        d.update(outcome=outcome, reason=reason, applied_at=time.time())
+        d.update(outcome=outcome, reason=reason, applied_at=time.time(), **extra)
         if amount is not None:
             d["amount_applied"] = amount
         if new_current is not None:
@@ -235,7 +401,7 @@ class Scaler:
         """Write the recorded limits of these containers back to their nodes (drift repair)."""
         db = self._db()
         done = []
-        async with self._lock:
+        async with self._hosts_locked((await db.container_hosts.remote(names)).values()):
             view = await db.scaler_view.remote(names)
             for name in names:
                 doc = view["structures"].get(name)
@@ -271,7 +437,7 @@ class Scaler:
             raise Invalid(str(e)) from None
         lim = Limits.model_validate({"name": c.name, "resources": (limits or {}).get("resources") or DEFAULT_LIMITS})
         db = self._db()
-        async with self._lock:
+        async with self._hosts_locked([c.host]):
             if await db.exists.remote("structures", c.name):
                 raise Conflict(f"structure {c.name!r} already subscribed")
             try:
@@ -280,8 +446,17 @@ class Scaler:
                 raise NotFound(f"host {c.host!r} not found") from None
             if host.subtype != "host":
                 raise Invalid(f"{c.host!r} is not a host")
+            if not host.reachable:
+                why = (host.model_extra or {}).get("unreachable_reason") or "its node is gone"
+                raise Unavailable(f"host {c.host!r} is unreachable: {why}")
             node = self._node(c.host)
-            if c.name not in await node.list_containers.remote():
+            try:
+                listed = await asyncio.wait_for(node.list_containers.remote(), timeout=APPLY_TIMEOUT_S)
+            except asyncio.TimeoutError:
+                raise Unavailable(
+                    f"the ContainerScaler of host {c.host!r} did not answer within {APPLY_TIMEOUT_S:g} s"
+                ) from None
+            if c.name not in listed:
                 raise NotFound(f"container {c.name!r} not found on host {c.host!r}")
             cpu, mem = c.resources["cpu"], c.resources["mem"]
             if cpu.current is None:
@@ -315,7 +490,7 @@ class Scaler:
     async def desubscribe_container(self, name: str) -> None:
         """Give the container's cores and memory back to its host and forget it."""
         db = self._db()
-        async with self._lock:
+        async with self._hosts_locked((await db.container_hosts.remote([name])).values()):
             try:
                 c = Container.model_validate(await db.get.remote("structures", name))
             except KeyError:

@@ -19,6 +19,7 @@ STATEDB_NAME = "statedb"
 GUARDIAN_NAME = "guardian"
 SCALER_NAME = "scaler"
 STRUCTURES_SNAPSHOTER_NAME = "structures_snapshoter"
+DATABASE_SNAPSHOTER_NAME = "database_snapshoter"
 CONTAINER_SCALER_PREFIX = "container-scaler:"
 HOST_LABEL = "sc_host"
 """Ray node label naming the controlled host a node is (one ContainerScaler each)."""
@@ -45,14 +46,18 @@ class _Settings(BaseModel):
 
 
 class GuardianSettings(_Settings):
-    window_s: float = Field(0.5, gt=0, alias="WINDOW_TIMELAPSE")
-    """Usage window, seconds; one evaluation per window. Original default 10."""
+    window_s: float = Field(0.4, gt=0, alias="WINDOW_TIMELAPSE")
+    """Usage window, seconds; one evaluation per window. Original default 10.
+    Two windows make a scale-up (CpuRescaleUp needs 2 events): 0.4 s gives a
+    reaction of 0.4–1.2 s, about 0.85 s on average, from the step to the quota."""
     window_delay_s: float = Field(0.0, ge=0, alias="WINDOW_DELAY")
     """Artificial delay of the window, seconds. Original 10 (shipped 20); ours 0:
     usage is pushed by the nodes when the window closes, nothing lags behind."""
-    event_timeout_s: float = Field(5.0, gt=0, alias="EVENT_TIMEOUT")
-    """Events older than this are forgotten, seconds. Must exceed (N−1)·window for
-    the rule needing the most events (MemRescaleDown, N = 8: 3.5 s at 0.5 s)."""
+    event_timeout_s: float = Field(4.0, gt=0, alias="EVENT_TIMEOUT")
+    """Events older than this are forgotten, seconds. Must reach N·window for the
+    rule needing the most events (MemRescaleDown, N = 8: 3.2 s at 0.4 s), as the
+    original's SanityChecker demands; short, so a past burst soon stops blocking
+    a scale-down."""
     structure_guarded: Literal["container", "application", "user"] = Field(
         "container", alias="STRUCTURE_GUARDED"
     )
@@ -68,9 +73,9 @@ class ScalerSettings(_Settings):
     request_timeout_s: float = Field(10.0, gt=0, alias="REQUEST_TIMEOUT")
     """A request older than this is dropped, seconds (original 60)."""
     check_core_map: bool = Field(True, alias="CHECK_CORE_MAP")
-    apply_delay_s: float = Field(0.0, ge=0, alias="APPLY_DELAY")
-    """Extra wait before applying requests, seconds: 0 = at once. The original's
-    clock-aligned polling tick is emulated with POLLING_FREQUENCY when > 0."""
+    aligned_polling: bool = Field(False, alias="ALIGNED_POLLING")
+    """Apply requests only on clock-aligned ticks of POLLING_FREQUENCY, as the
+    original did (for side-by-side benchmarks); false = apply each at once."""
 
 
 class StructuresSnapshoterSettings(_Settings):
@@ -84,31 +89,74 @@ class StructuresSnapshoterSettings(_Settings):
     )
 
 
+class DatabaseSnapshoterSettings(_Settings):
+    """The time series dataset (reference §7.2; Parquet instead of OpenTSDB)."""
+
+    dataset_dir: str = Field("", alias="DATASET_DIR")
+    """Where the Parquet dataset goes; "" = `<StateDB state dir>/timeseries`."""
+    flush_rows: int = Field(50_000, gt=0, alias="FLUSH_ROWS")
+    """Buffered rows that trigger a write (bounds the memory: about 100 bytes a row)."""
+    flush_interval_s: float = Field(5.0, gt=0, alias="FLUSH_INTERVAL")
+    """Longest a row waits in memory before it is written, seconds (lost on a SIGKILL)."""
+    compaction_interval_s: float = Field(60.0, gt=0, alias="COMPACTION_INTERVAL")
+    """How often the files of past hours are merged into one per hour, seconds."""
+    retention_days: float = Field(30.0, ge=0, alias="RETENTION_DAYS")
+    """Days of series kept; older day partitions are deleted. 0 keeps everything."""
+    documents_persisted: list[str] = Field(
+        default_factory=lambda: ["limits", "structures", "users", "configs"], alias="DOCUMENTS_PERSISTED"
+    )
+    services_persisted: list[str] = Field(
+        default_factory=lambda: ["guardian", "scaler"], alias="SERVICES_PERSISTED"
+    )
+    fields_persisted: list[str] = Field(
+        default_factory=lambda: ["max", "min", "upper", "lower", "current", "usage", "boundary"],
+        alias="FIELDS_PERSISTED",
+    )
+    polling_frequency_s: float = Field(5.0, gt=0, alias="POLLING_FREQUENCY")
+    """Kept for the original's scripts: snapshots follow the Guardian's windows (pushed)."""
+
+
+class RefeederSettings(_Settings):
+    """Sums of container usage and current into applications and users (reference §7.3)."""
+
+    structures_refeeded: list[str] = Field(
+        default_factory=lambda: ["application", "user"], alias="STRUCTURES_REFEEDED"
+    )
+    generated_metrics: list[str] = Field(default_factory=lambda: ["cpu", "mem"], alias="GENERATED_METRICS")
+    max_age_windows: float = Field(3.0, gt=0, alias="MAX_AGE_WINDOWS")
+    """A container's usage older than this many Guardian windows is missing (its node
+    stopped pushing); an application with a missing container has no usage."""
+
+
 class ContainerScalerSettings(BaseModel):
     """Per-node settings; given by `sc up` / the cluster config, not a service doc."""
 
-    backend: Literal["cgroup_v1", "cgroup_v2", "lxc", "auto"] = "auto"
+    backend: Literal["cgroup_v1", "cgroup_v2", "lxc", "synthetic", "auto"] = "auto"
     cgroup_root: str = "/sys/fs/cgroup"
     """Mount point of the cgroup hierarchy (a temp dir for the fake v2 tree)."""
     parent: str = "serverless"
     """Plain-cgroup containers are `<root>/<controller>/<parent>/<name>`."""
-    sample_period_s: float = Field(0.25, gt=0)
+    sample_period_s: float = Field(0.2, gt=0)
     """How often memory usage is sampled, seconds (CPU uses the cumulative counter)."""
-    window_s: float = Field(0.5, gt=0)
+    window_s: float = Field(0.4, gt=0)
     """Length of the usage window pushed to the Guardian, seconds (follows the
     Guardian's WINDOW_TIMELAPSE)."""
+    synthetic_cores: int = Field(64, gt=0)
+    """Cores a simulated node claims (backend "synthetic", scale benchmark only)."""
 
 
 SETTINGS_BY_SERVICE: dict[str, type[_Settings]] = {
     "guardian": GuardianSettings,
     "scaler": ScalerSettings,
     "structures_snapshoter": StructuresSnapshoterSettings,
+    "database_snapshoter": DatabaseSnapshoterSettings,
+    "refeeder": RefeederSettings,
 }
 
 ORIGINAL_PROFILE: dict[str, dict[str, Any]] = {
     # The original's code defaults (reference §9): window 10 s, delay 10 s, Scaler 5 s.
     "guardian": {"WINDOW_TIMELAPSE": 10, "WINDOW_DELAY": 10, "EVENT_TIMEOUT": 120},
-    "scaler": {"POLLING_FREQUENCY": 5, "REQUEST_TIMEOUT": 60},
+    "scaler": {"POLLING_FREQUENCY": 5, "REQUEST_TIMEOUT": 60, "ALIGNED_POLLING": True},
     "structures_snapshoter": {"POLLING_FREQUENCY": 5},
 }
 
@@ -123,6 +171,7 @@ STR_KEYS = frozenset(
         "CONTROL_POLICY",
         "POWER_MODEL",
         "EVENTS_SYSTEM",
+        "DATASET_DIR",
     }
 )
 """Keys whose string values the original's `PUT /service/<name>/<KEY>` does not coerce."""

@@ -27,6 +27,7 @@ from .defaults import default_rules, default_services
 from .errors import Conflict, Invalid, NotFound
 from .model import Limits, Rule, Service, Structure, User, check_name
 from .policy.jsonlogic import check_rule
+from .refeeder import Refeeder
 from .store.documents import COLLECTIONS, DocumentStore, delete, put
 
 log = logging.getLogger(__name__)
@@ -151,6 +152,8 @@ class StateDB:
             hb = self.heartbeats[doc["name"]]
             doc["heartbeat"] = hb
             doc["heartbeat_human"] = time.strftime("%D %H:%M:%S", time.localtime(hb))
+        if (collection == "structures" and doc.get("subtype") == "application") or collection == "users":
+            doc = self._refeeder().enrich(doc, collection)
         return doc
 
     # ------------------------------------------------------------------ generic writes
@@ -366,6 +369,340 @@ class StateDB:
     def recent_requests(self, name: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         out = [r for r in self.requests if name is None or r.get("structure") == name]
         return out[-limit:]
+
+    # ------------------------------------------------------------------ Orchestrator
+    # Changes of the HTTP API (serve/) that touch several documents: each checks
+    # first and then writes everything in one journal record, so a refused request
+    # changes nothing and a concurrent writer never sees half of it.
+
+    def _structure_of(self, name: str, subtype: str) -> dict[str, Any]:
+        doc = self.store.copy("structures", name)
+        if doc is None:
+            raise NotFound(f"{subtype} {name!r} not found")
+        if doc.get("subtype") != subtype:
+            raise Invalid(f"{name!r} is a {doc.get('subtype')}, not a {subtype}")
+        return doc
+
+    def create_with_limits(self, doc: dict[str, Any], limits: dict[str, Any] | None) -> dict[str, Any]:
+        """A new structure and its limits document; Conflict if the name is taken."""
+        stored = validate("structures", doc)
+        name = stored["name"]
+        if self.store.get("structures", name) is not None:
+            raise Conflict(f"structure {name!r} already exists")
+        ops = [put("structures", name, stored)]
+        if limits is not None:
+            ops.append(put("limits", name, validate("limits", {**limits, "name": name})))
+        self.store.commit(ops)
+        return stored
+
+    def delete_structure(self, name: str, subtype: str) -> None:
+        """Delete an application or a host (and its limits).
+
+        An application is also taken out of its user's clusters. A host that still
+        has subscribed containers is refused (Conflict): its accounting would be lost.
+        """
+        doc = self._structure_of(name, subtype)
+        ops = []
+        if subtype == "host":
+            on_it = sorted(d["name"] for d in self.store.values("structures")
+                           if d.get("subtype") == "container" and d.get("host") == name)
+            if on_it:
+                raise Conflict(f"host {name!r} still has containers {on_it}: desubscribe them first")
+        if subtype == "application":
+            for user in self.store.values("users"):
+                if name in user.get("clusters", []):
+                    u = copy.deepcopy(user)
+                    u["clusters"] = [c for c in u["clusters"] if c != name]
+                    ops.append(put("users", u["name"], validate("users", u)))
+        ops.append(delete("structures", doc["name"]))
+        if self.store.get("limits", name) is not None:
+            ops.append(delete("limits", name))
+        self.store.commit(ops)
+
+    def link_container_to_app(self, container: str, app: str) -> dict[str, Any]:
+        """Append a container to an application (reference §6), with `alloc_ratio`s.
+
+        Conflict if the container already belongs to any application.
+        """
+        c = self._structure_of(container, "container")
+        a = self._structure_of(app, "application")
+        for other in self.store.values("structures"):
+            if other.get("subtype") == "application" and container in other.get("containers", []):
+                raise Conflict(f"container {container!r} is already in application {other['name']!r}")
+        for res, r in c.get("resources", {}).items():
+            ar = a.get("resources", {}).get(res)
+            if isinstance(r, dict) and isinstance(ar, dict) and r.get("max") is not None and ar.get("max"):
+                r["alloc_ratio"] = r["max"] / ar["max"]
+        a["containers"] = [*a.get("containers", []), container]
+        stored_a = validate("structures", a)
+        self.store.commit([put("structures", container, validate("structures", c)),
+                           put("structures", app, stored_a)])
+        return stored_a
+
+    def unlink_container_from_app(self, container: str, app: str) -> dict[str, Any]:
+        a = self._structure_of(app, "application")
+        if container not in a.get("containers", []):
+            raise NotFound(f"container {container!r} is not in application {app!r}")
+        a["containers"] = [x for x in a["containers"] if x != container]
+        stored = validate("structures", a)
+        self.store.commit([put("structures", app, stored)])
+        return stored
+
+    def link_app_to_user(self, user: str, app: str) -> dict[str, Any]:
+        """Give an application to a user: `app.user` and `user.clusters` (reference §6).
+
+        Conflict if the application already belongs to a user.
+        """
+        u = self.store.copy("users", user)
+        if u is None:
+            raise NotFound(f"user {user!r} not found")
+        a = self._structure_of(app, "application")
+        for other in self.store.values("users"):
+            if app in other.get("clusters", []):
+                raise Conflict(f"application {app!r} already belongs to user {other['name']!r}")
+        if a.get("user") not in (None, user):
+            raise Conflict(f"application {app!r} already belongs to user {a['user']!r}")
+        for res, r in a.get("resources", {}).items():
+            ur = u.get("resources", {}).get(res)
+            if isinstance(r, dict) and isinstance(ur, dict) and r.get("max") is not None and ur.get("max"):
+                r["alloc_ratio"] = r["max"] / ur["max"]
+        a["user"] = user
+        u["clusters"] = [*u.get("clusters", []), app]
+        stored_u = validate("users", u)
+        self.store.commit([put("structures", app, validate("structures", a)), put("users", user, stored_u)])
+        return stored_u
+
+    def unlink_app_from_user(self, user: str, app: str) -> dict[str, Any]:
+        u = self.store.copy("users", user)
+        if u is None:
+            raise NotFound(f"user {user!r} not found")
+        if app not in u.get("clusters", []):
+            raise NotFound(f"application {app!r} does not belong to user {user!r}")
+        u["clusters"] = [c for c in u["clusters"] if c != app]
+        stored = validate("users", u)
+        ops = [put("users", user, stored)]
+        a = self.store.copy("structures", app)
+        if a is not None and a.get("user") == user:
+            a.pop("user")
+            ops.append(put("structures", app, validate("structures", a)))
+        self.store.commit(ops)
+        return stored
+
+    def delete_user(self, name: str) -> None:
+        """Delete a user and clear `user` of its applications."""
+        u = self.store.get("users", name)
+        if u is None:
+            raise NotFound(f"user {name!r} not found")
+        ops = []
+        for app in self.store.values("structures"):
+            if app.get("subtype") == "application" and app.get("user") == name:
+                a = copy.deepcopy(app)
+                a.pop("user")
+                ops.append(put("structures", a["name"], validate("structures", a)))
+        ops.append(delete("users", name))
+        self.store.commit(ops)
+
+    # ------------------------------------------------------------------ Applications and time series
+    # Applications and users carry the Refeeder's sums (`usage`, `current`) whenever
+    # they are read; the Guardian and the Scaler get them, with everything else a
+    # group request needs, in one call; the DatabaseSnapshoter gets one consistent
+    # snapshot per window.
+
+    def _refeeder(self) -> Refeeder:
+        refeeder: Refeeder | None = getattr(self, "_refeed", None)
+        if refeeder is None:
+            refeeder = self._refeed = Refeeder(self.store.get, self.usages, self.usage_t)
+        refeeder.configure((self.store.get("services", "refeeder") or {}).get("config"),
+                           (self.store.get("services", "guardian") or {}).get("config"))
+        return refeeder
+
+    def _groups(self, collection: str) -> Iterable[dict[str, Any]]:
+        for d in self.store.values(collection):
+            if collection == "users" or d.get("subtype") == "application":
+                yield d
+
+    def group_guardian_view(self, host: str, subtype: str = "application") -> dict[str, Any]:
+        """Applications (or users) anchored at `host`, with their sums and limits (reference §3.8).
+
+        The Guardian evaluates each once per window of its anchor's node.
+        """
+        collection = "users" if subtype == "user" else "structures"
+        refeeder = self._refeeder()
+        docs = [refeeder.enrich(d, collection) for d in self._groups(collection)
+                if refeeder.anchor(d, collection) == host]
+        self.heartbeats["refeeder"] = time.time()
+        return {
+            "structures": docs,
+            "limits": {d["name"]: self.store.get("limits", d["name"]) for d in docs},
+            "usages": {d["name"]: {res: r["usage"] for res, r in d.get("resources", {}).items()
+                                   if isinstance(r, dict) and r.get("usage") is not None} for d in docs},
+        }
+
+    def group_scaler_view(self, names: list[str]) -> dict[str, Any]:
+        """Applications and users with what their requests need, in one call.
+
+        Their containers (and a user's applications), those containers' hosts, limits
+        and last usage; applications and users carry their sums.
+        """
+        refeeder = self._refeeder()
+        apps: dict[str, dict[str, Any]] = {}
+        users: dict[str, dict[str, Any]] = {}
+        for n in names:
+            d = self.store.get("structures", n)
+            if d is not None and d.get("subtype") == "application":
+                apps[n] = refeeder.enrich(d, "structures")
+            u = self.store.get("users", n)
+            if u is not None:
+                users[n] = refeeder.enrich(u, "users")
+                for a in u.get("clusters", []):
+                    d = self.store.get("structures", a)
+                    if a not in apps and d is not None and d.get("subtype") == "application":
+                        apps[a] = refeeder.enrich(d, "structures")
+        containers = {
+            c: d for a in apps.values() for c in a.get("containers", [])
+            if (d := self.store.get("structures", c)) is not None and d.get("subtype") == "container"
+        }
+        hosts = {
+            h: d for h in {c.get("host") for c in containers.values()}
+            if h and (d := self.store.get("structures", h)) is not None
+        }
+        return {
+            "structures": {**apps, **containers},
+            "users": users,
+            "hosts": hosts,
+            "limits": {n: self.store.get("limits", n) for n in containers},
+            "usages": {n: dict(self.usages.get(n, {})) for n in containers},
+        }
+
+    def record_group_scaling(
+        self,
+        currents: dict[str, dict[str, float]],
+        maxes: dict[str, dict[str, float]],
+        hosts: dict[str, dict[str, Any]],
+        log_entries: list[dict[str, Any]],
+    ) -> int:
+        """`record_scaling` plus new `max` values (containers, applications, users), in one record."""
+        ops = []
+        for name in sorted(set(currents) | set(maxes)):
+            collection = "structures" if self.store.get("structures", name) is not None else "users"
+            doc = self.store.copy(collection, name)
+            if doc is None:
+                continue
+            for res, value in currents.get(name, {}).items():
+                doc["resources"][res]["current"] = value
+            for res, value in maxes.get(name, {}).items():
+                doc["resources"][res]["max"] = value
+            ops.append(put(collection, name, doc))
+        for name, resources in hosts.items():
+            doc = self.store.copy("structures", name)
+            if doc is None:
+                continue
+            for res, fields in resources.items():
+                doc["resources"][res].update(fields)
+            ops.append(put("structures", name, doc))
+        seq = self.store.commit(ops)
+        self.requests.extend(log_entries)
+        self.heartbeats["scaler"] = time.time()
+        return seq
+
+    def timeseries_snapshot(self, host: str | None, names: list[str], services: list[str] | None = None) -> dict[str, Any]:
+        """One consistent snapshot for the DatabaseSnapshoter (reference §7.2).
+
+        The containers `names` (one node's window), the applications and users
+        anchored at `host`, and the configs of `services`: each with the values
+        the StateDB holds now (`usage` of the last window, `current`, `max`, `min`,
+        `upper`, `lower`, `boundary`).
+        """
+        structures = []
+        for n in names:
+            d = self.store.get("structures", n)
+            if d is not None and d.get("subtype") == "container":
+                structures.append(self._series_entry(d, self.usages.get(n, {})))
+        users = []
+        if host is not None:
+            refeeder = self._refeeder()
+            for d in self._groups("structures"):
+                if refeeder.anchor(d, "structures") == host:
+                    structures.append(self._series_entry(refeeder.enrich(d, "structures"), {}))
+            for u in self._groups("users"):
+                if refeeder.anchor(u, "users") == host:
+                    users.append({"name": u["name"], "resources": refeeder.enrich(u, "users").get("resources", {})})
+        return {
+            "structures": structures,
+            "users": users,
+            "services": {s: (self.store.get("services", s) or {}).get("config", {}) for s in services or ()},
+        }
+
+    def _series_entry(self, doc: dict[str, Any], usage: dict[str, float]) -> dict[str, Any]:
+        resources = {}
+        for res, r in doc.get("resources", {}).items():
+            if isinstance(r, dict):
+                resources[res] = {f: r.get(f) for f in ("current", "max", "min", "usage")}
+                if res in usage:
+                    resources[res]["usage"] = usage[res]
+        limits = (self.store.get("limits", doc["name"]) or {}).get("resources", {})
+        return {"name": doc["name"], "subtype": doc.get("subtype", "container"), "resources": resources,
+                "limits": {res: {f: lr.get(f) for f in ("upper", "lower", "boundary")} for res, lr in limits.items()}}
+
+    # ------------------------------------------------------------------ Membership
+    # Written by the Membership actor (cluster/membership.py) as Ray nodes come and go.
+    # A host's `reachable` flag (with `unreachable_reason` and `unreachable_since`)
+    # covers its containers: the Scaler drops their requests while it is False.
+
+    def ensure_host(self, doc: dict[str, Any], node_id: str = "") -> dict[str, Any]:
+        """The host structure of a node whose ContainerScaler answers, reachable.
+
+        Created from `doc` when missing. An existing one (subscribed through the API,
+        or from an earlier life of the node) keeps its accounting; it is only marked
+        reachable, and a capacity different from the node's is reported in
+        `mismatch`. Returns {"created": bool, "mismatch": str | None}.
+        """
+        name = doc["name"]
+        existing = self.store.copy("structures", name)
+        if existing is None:
+            stored = validate("structures", {**doc, "reachable": True, "node_id": node_id})
+            self.store.commit([put("structures", name, stored)])
+            return {"created": True, "mismatch": None}
+        if existing.get("subtype") != "host":
+            raise Conflict(f"{name!r} is a {existing.get('subtype')}, not a host")
+        mismatch = []
+        for res, unit in (("cpu", "shares"), ("mem", "MiB")):
+            have = existing.get("resources", {}).get(res, {}).get("max")
+            node = doc["resources"][res]["max"]
+            if have != node:
+                mismatch.append(f"{res} max is {have:g} {unit} in the StateDB, {node:g} on the node")
+        updated = {k: v for k, v in existing.items() if k not in ("unreachable_reason", "unreachable_since")}
+        updated.update(reachable=True, node_id=node_id)
+        if updated != existing:
+            self.store.commit([put("structures", name, validate("structures", updated))])
+        return {"created": False, "mismatch": "; ".join(mismatch) or None}
+
+    def set_host_reachable(self, name: str, reachable: bool, reason: str = "") -> bool:
+        """Mark a host, and so its containers, reachable or not; True if that changed.
+
+        An unknown name is left alone (False): only hosts a Ray node carried are marked.
+        """
+        doc = self.store.copy("structures", name)
+        if doc is None or doc.get("subtype") != "host" or doc.get("reachable", True) == reachable:
+            return False
+        doc["reachable"] = reachable
+        if reachable:
+            doc.pop("unreachable_reason", None)
+            doc.pop("unreachable_since", None)
+        else:
+            doc["unreachable_reason"] = reason
+            doc["unreachable_since"] = time.time()
+        self.store.commit([put("structures", name, validate("structures", doc))])
+        return True
+
+    def container_hosts(self, names: list[str]) -> dict[str, str]:
+        """The host of each of these containers (others left out): the Scaler's lane per host."""
+        out = {}
+        for n in names:
+            doc = self.store.get("structures", n)
+            if doc is not None and doc.get("subtype") == "container" and doc.get("host"):
+                out[n] = doc["host"]
+        return out
 
 
 def _singular(collection: str) -> str:

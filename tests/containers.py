@@ -26,24 +26,31 @@ def container_doc(name: str, host: str, cpu=(25, 50, 200), mem=(64, 256, 512), g
 
 
 class Containers:
-    """Creates plain-cgroup containers on the test node and cleans them all up."""
+    """Creates plain-cgroup containers on the test nodes and cleans them all up."""
 
     def __init__(self, stack):
         self.stack = stack
         self.names: list[str] = []
+        self.hosts: dict[str, str] = {}
+        """Container → the host it was created on (the head's host unless told)."""
         self.procs: list[subprocess.Popen] = []
 
-    def create(self, prefix: str = "c") -> str:
+    def create(self, prefix: str = "c", host: str | None = None) -> str:
         name = f"{prefix}{next(_ids)}"
-        ray.get(self.stack.node.create_container.remote(name))
+        host = host or self.stack.host
+        ray.get(self.stack.node_of(host).create_container.remote(name))
         self.names.append(name)
+        self.hosts[name] = host
         return name
+
+    def host_of(self, name: str) -> str:
+        return self.hosts.get(name, self.stack.host)
 
     def run(self, name: str, args: list[str], wait_for_go: bool = False) -> subprocess.Popen:
         """Start a process and put it in the container's cgroup before it does work."""
         p = subprocess.Popen(args, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.procs.append(p)
-        ray.get(self.stack.node.attach.remote(name, p.pid))
+        ray.get(self.stack.node_of(self.host_of(name)).attach.remote(name, p.pid))
         return p
 
     def busy_loop(self, name: str) -> subprocess.Popen:
@@ -57,7 +64,7 @@ class Containers:
         return p
 
     def subscribe(self, name: str, **kw: Any) -> dict[str, Any]:
-        return ray.get(self.stack.scaler.subscribe_container.remote(container_doc(name, self.stack.host, **kw)))
+        return ray.get(self.stack.scaler.subscribe_container.remote(container_doc(name, self.host_of(name), **kw)))
 
     def guard(self, name: str, *resources: str) -> None:
         changes = {"guard": True, **{f"resources.{r}.guard": True for r in resources}}
@@ -73,4 +80,4 @@ class Containers:
                 if ray.get(self.stack.statedb.exists.remote("structures", name)):
                     ray.get(self.stack.scaler.desubscribe_container.remote(name))
             finally:
-                self.stack.backend.remove(name)
+                self.stack.backend_of(self.host_of(name)).remove(name)

@@ -20,11 +20,16 @@ __all__ = [
     "make_backend",
 ]
 
-KINDS = ("cgroup_v1", "cgroup_v2", "lxc", "auto")
+KINDS = ("cgroup_v1", "cgroup_v2", "lxc", "synthetic", "auto")
 
 
 def make_backend(kind: str, root: str = "/sys/fs/cgroup", parent: str = "serverless") -> ContainerBackend:
-    """The backend of `kind`; "auto" is v1 when `root` has a cgroup v1 cpu mount, else v2."""
+    """The backend of `kind`; "auto" is v1 when `root` has a cgroup v1 cpu mount, else v2.
+
+    "auto" never picks "lxc": a node scales LXC containers only when configured so
+    (`sc up --backend lxc`, or the node label `sc_backend=lxc`). `parent` is for the
+    plain-cgroup backends; the LXC backend finds containers by their LXC names.
+    """
     if kind == "auto":
         kind = "cgroup_v1" if is_cgroup_v1_root(root) else "cgroup_v2"
     if kind == "cgroup_v1":
@@ -32,8 +37,14 @@ def make_backend(kind: str, root: str = "/sys/fs/cgroup", parent: str = "serverl
     if kind == "cgroup_v2":
         return CgroupV2Backend(root=root, parent=parent)
     if kind == "lxc":
-        # The LXC backend (lxc.py, reference §5.2 "lxc.payload.<name>") plugs in here.
-        raise ValueError("lxc backend not available")
+        # Imported here: only nodes configured for LXC need the `lxc` bindings.
+        from .lxc import LxcBackend
+
+        return LxcBackend(root=root, cgroup_v1=is_cgroup_v1_root(root))
+    if kind == "synthetic":
+        from .synthetic import SyntheticBackend  # simulated containers, scale benchmark only
+
+        return SyntheticBackend(seed=parent)
     raise ValueError(f"unknown backend kind {kind!r}; expected one of {', '.join(KINDS)}")
 
 

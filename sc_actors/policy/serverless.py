@@ -61,7 +61,8 @@ def evaluate_window(
         return GuardianStep(pending_events=events, skipped="no usage in this window")
 
     # The limit chain first, so events compare usage with fresh boundaries (§3.4).
-    new_limits = limits.model_copy(deep=True)
+    # A shallow copy: adjust_limits returns new LimitResource objects, nothing is mutated.
+    new_limits = limits.model_copy(update={"resources": dict(limits.resources)})
     bounds = {}
     for res in guarded:
         fixed = adjust_limits(structure.resources[res], new_limits.resources[res])  # type: ignore[index]

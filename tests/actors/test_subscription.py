@@ -90,16 +90,3 @@ def test_an_invalid_patch_is_refused_and_changes_nothing(stack, containers):
         ray.get(stack.statedb.patch.remote("structures", "ghost", {"guard": True}))
     assert ray.get(stack.statedb.get.remote("structures", name)) == before
 
-
-def test_every_node_of_the_session_cluster_is_a_host_with_its_own_container_scaler(stack):
-    import ray as _ray
-
-    hosts = {h["name"]: h for h in _ray.get(stack.statedb.list.remote("structures", "host"))}
-    assert {stack.host, *stack.worker_hosts} <= set(hosts)
-    node_ids = set()
-    for h in [stack.host, *stack.worker_hosts]:
-        info = _ray.get(stack.node_of(h).host_info.remote())
-        assert info["name"] == h
-        node_ids.add(info["node_id"])
-        assert hosts[h]["resources"]["cpu"]["max"] == info["cores"] * 100
-    assert len(node_ids) == 3  # one ContainerScaler on each node, not all on one

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Start Ray on one host of a Serverless Containers cluster: by hand, or from cluster.yaml.
+#
+#   bash cluster/configs/ray-start.sh head [RAY_START_ARGS...]               # host A
+#   bash cluster/configs/ray-start.sh worker HEAD_IP[:PORT] [RAY_START_ARGS...]  # host B, C, ...
+#
+# Every node gets the label sc_host=<name>: the Membership actor places one
+# ContainerScaler on it and registers a host structure of that name, also when the
+# node joins after `sc up`. Settings, from the environment:
+#
+#   SC_HOST            name of this host (default: `hostname -s`)
+#   SC_BACKEND         cgroup_v1 | cgroup_v2 | lxc | auto: how this node's containers are
+#                      scaled (label sc_backend; default: `sc up --backend`)
+#   SC_CGROUP_PARENT   cgroup parent of plain-cgroup containers (label sc_cgroup_parent)
+#   SC_EXCLUDE=1       Ray runs here, but no ContainerScaler (a head that only hosts the
+#                      control plane)
+#   SC_RAY_PORT        GCS port of the head (6379)
+#   SC_OBJECT_STORE_MB object store of this node, MiB (200; Ray's default is 30 % of RAM)
+#
+# Ray 2.60 authenticates with a token once ~/.ray/auth_token exists: the head makes
+# one, and every worker needs the same file (or RAY_AUTH_TOKEN) before it joins.
+set -euo pipefail
+
+cd "$(dirname "$0")/../.."
+ray=${RAY:-.venv/bin/ray}
+role=${1:?usage: ray-start.sh head|worker [HEAD_IP[:PORT]] [RAY_START_ARGS...]}
+shift
+
+export RAY_AUTH_MODE=token RAY_USAGE_STATS_ENABLED=0
+port=${SC_RAY_PORT:-6379}
+labels="sc_host=${SC_HOST:-$(hostname -s)}"
+if [ -n "${SC_BACKEND:-}" ]; then labels+=",sc_backend=$SC_BACKEND"; fi
+if [ -n "${SC_CGROUP_PARENT:-}" ]; then labels+=",sc_cgroup_parent=$SC_CGROUP_PARENT"; fi
+if [ "${SC_EXCLUDE:-0}" = 1 ]; then labels+=",sc_exclude=1"; fi
+common=(--labels "$labels" --object-store-memory=$(( ${SC_OBJECT_STORE_MB:-200} * 1024 * 1024 )) --disable-usage-stats)
+
+case $role in
+  head)
+    "$ray" get-auth-token --generate >/dev/null   # a no-op when the token exists
+    # A node that dies without a goodbye is declared dead after the GCS's health
+    # checks fail: every 1 s, 5 misses (Ray's default is about 15 s).
+    export RAY_health_check_period_ms=${RAY_health_check_period_ms:-1000}
+    export RAY_health_check_failure_threshold=${RAY_health_check_failure_threshold:-5}
+    exec "$ray" start --head --port="$port" --dashboard-host=0.0.0.0 "${common[@]}" "$@"
+    ;;
+  worker)
+    head=${1:?usage: ray-start.sh worker HEAD_IP[:PORT]}
+    shift
+    [[ $head == *:* ]] || head="$head:$port"
+    if [ ! -s "${RAY_AUTH_TOKEN_PATH:-$HOME/.ray/auth_token}" ] && [ -z "${RAY_AUTH_TOKEN:-}" ]; then
+      echo "no Ray token here: copy ~/.ray/auth_token from the head first" >&2
+      echo "  (e.g. scp root@${head%:*}:.ray/auth_token ~/.ray/auth_token)" >&2
+      exit 1
+    fi
+    exec "$ray" start --address="$head" "${common[@]}" "$@"
+    ;;
+  *)
+    echo "unknown role $role: head or worker" >&2
+    exit 2
+    ;;
+esac

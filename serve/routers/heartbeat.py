@@ -1,0 +1,65 @@
+"""Liveness and the one-call summaries the CLI reads (`sc status`, `sc events`, `sc requests`)."""
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, Optional
+
+from fastapi import APIRouter, Depends, Query
+
+from sc_actors.model import GUARDABLE
+
+from ..deps import Actor, get_statedb
+
+router = APIRouter(tags=["heartbeat"])
+
+
+@router.get("/heartbeat", summary="The API answers")
+async def heartbeat() -> dict[str, str]:
+    return {"status": "alive"}
+
+
+def status_rows(containers: list[dict[str, Any]], limits: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per container and resource: usage against current, upper, lower, min, max."""
+    by_name = {d["name"]: d.get("resources", {}) for d in limits}
+    rows = []
+    for c in sorted(containers, key=lambda d: d["name"]):
+        for res in GUARDABLE:
+            r = c.get("resources", {}).get(res)
+            if not isinstance(r, dict) or r.get("max") is None:
+                continue
+            lr = by_name.get(c["name"], {}).get(res, {})
+            rows.append({
+                "container": c["name"], "host": c.get("host"), "resource": res,
+                "guard": bool(c.get("guard") and r.get("guard")),
+                "usage": r.get("usage"), "current": r.get("current"),
+                "upper": lr.get("upper"), "lower": lr.get("lower"),
+                "min": r.get("min"), "max": r.get("max"),
+            })
+    return rows
+
+
+@router.get("/status", summary="Containers' usage and limits, and the services' state, in one call")
+async def get_status(db: Actor = Depends(get_statedb)) -> dict[str, Any]:
+    containers, limits, services = await asyncio.gather(
+        db.list("structures", "container"), db.list("limits"), db.list("services"))
+    return {
+        "time": time.time(),
+        "containers": status_rows(containers, limits),
+        "services": [{"name": s["name"], "active": s.get("config", {}).get("ACTIVE"),
+                      "heartbeat": s.get("heartbeat", 0.0)} for s in services],
+    }
+
+
+@router.get("/events", summary="Recent events (newest last), optionally of one structure")
+async def get_events(structure: Optional[str] = Query(None, max_length=128),
+                     limit: int = Query(100, ge=1, le=10_000),
+                     db: Actor = Depends(get_statedb)) -> list[dict[str, Any]]:
+    return await db.recent_events(structure, limit)
+
+
+@router.get("/requests", summary="Recent requests and what the Scaler did with them (newest last)")
+async def get_requests(structure: Optional[str] = Query(None, max_length=128),
+                       limit: int = Query(100, ge=1, le=10_000),
+                       db: Actor = Depends(get_statedb)) -> list[dict[str, Any]]:
+    return await db.recent_requests(structure, limit)

@@ -1,0 +1,61 @@
+"""Limits (reference §6, `/structure/<name>/limits…`): boundaries per resource.
+
+`upper` and `lower` are the Guardian's; the API sets only `boundary` (0..100) and
+`boundary_type`.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends
+
+from sc_actors.errors import NotFound
+from sc_actors.model import ResourceName
+
+from ..deps import Actor, get_statedb, require_token
+from ..schemas import BoundaryTypeValue, BoundaryValue, PathName
+
+router = APIRouter(prefix="/structure", tags=["limits"])
+
+
+async def _limits(db: Actor, name: str) -> dict[str, Any]:
+    await db.get("structures", name)
+    try:
+        return await db.get("limits", name)
+    except NotFound:
+        raise NotFound(f"structure {name!r} has no limits") from None
+
+
+@router.get("/{name}/limits", summary="Limits of a structure, per resource")
+async def get_limits(name: PathName, db: Actor = Depends(get_statedb)) -> dict[str, Any]:
+    return (await _limits(db, name)).get("resources", {})
+
+
+@router.get("/{name}/limits/{res}", summary="Limits of one resource of a structure")
+async def get_resource_limits(name: PathName, res: str, db: Actor = Depends(get_statedb)) -> dict[str, Any]:
+    r = (await _limits(db, name)).get("resources", {}).get(res)
+    if r is None:
+        raise NotFound(f"structure {name!r} has no limits for {res!r}")
+    return r  # type: ignore[no-any-return]
+
+
+async def _set(db: Actor, name: str, res: str, field: str, value: Any) -> dict[str, Any]:
+    structure = await db.get("structures", name)
+    if not isinstance(structure.get("resources", {}).get(res), dict):
+        raise NotFound(f"structure {name!r} has no resource {res!r}")
+    await _limits(db, name)
+    return await db.patch("limits", name, {f"resources.{res}.{field}": value})
+
+
+@router.put("/{name}/limits/{res}/boundary", dependencies=[Depends(require_token)],
+            summary="Boundary of a resource, a percentage 0..100")
+async def set_boundary(name: PathName, res: ResourceName, body: BoundaryValue,
+                       db: Actor = Depends(get_statedb)) -> dict[str, Any]:
+    return await _set(db, name, res, "boundary", body.value)
+
+
+@router.put("/{name}/limits/{res}/boundary_type", dependencies=[Depends(require_token)],
+            summary="Boundary type: percentage_of_max or percentage_of_current")
+async def set_boundary_type(name: PathName, res: ResourceName, body: BoundaryTypeValue,
+                            db: Actor = Depends(get_statedb)) -> dict[str, Any]:
+    return await _set(db, name, res, "boundary_type", body.value)

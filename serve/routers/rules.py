@@ -1,0 +1,85 @@
+"""Rules (reference §6 "Rules"): read, activate, and edit amount, policy, events required."""
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Response, status
+
+from sc_actors.errors import Invalid
+from sc_actors.model import Rule
+
+from ..deps import Actor, get_statedb, require_token
+from ..schemas import EventsRequired, IntValue, PathName, PolicyValue
+from ..values import set_events_required
+
+router = APIRouter(prefix="/rule", tags=["rules"])
+
+SUPPORTED_POLICIES = {"up": ("amount", "proportional"), "down": ("amount", "proportional", "fit_to_usage")}
+"""Policies the Scaler implements per rescale type; the original also listed
+`modelling` and `fixed-ratio`, which nothing at its HEAD implements."""
+
+
+@router.get("/", summary="All rules")
+@router.get("", include_in_schema=False)
+async def list_rules(db: Actor = Depends(get_statedb)) -> list[dict[str, Any]]:
+    return await db.list("rules")
+
+
+@router.get("/{name}", summary="One rule")
+async def get_rule(name: PathName, db: Actor = Depends(get_statedb)) -> dict[str, Any]:
+    return await db.get("rules", name)
+
+
+@router.put("/{name}", summary="Create or replace a rule (JSON-logic checked before it is stored)",
+            dependencies=[Depends(require_token)], status_code=status.HTTP_200_OK,
+            responses={201: {"description": "created"}})
+async def put_rule(name: PathName, rule: Rule, response: Response, db: Actor = Depends(get_statedb)) -> dict[str, Any]:
+    if rule.name != name:
+        raise Invalid(f"name mismatch: {rule.name!r} in the body, {name!r} in the URL")
+    existed = await db.exists("rules", name)
+    stored = await db.put("rules", rule.model_dump(mode="json", exclude_none=True))
+    if not existed:
+        response.status_code = status.HTTP_201_CREATED
+    return stored
+
+
+@router.put("/{name}/activate", summary="Activate a rule", dependencies=[Depends(require_token)])
+async def activate_rule(name: PathName, db: Actor = Depends(get_statedb)) -> dict[str, Any]:
+    return await db.patch("rules", name, {"active": True})
+
+
+@router.put("/{name}/deactivate", summary="Deactivate a rule", dependencies=[Depends(require_token)])
+async def deactivate_rule(name: PathName, db: Actor = Depends(get_statedb)) -> dict[str, Any]:
+    return await db.patch("rules", name, {"active": False})
+
+
+@router.put("/{name}/amount", summary="Amount of a scale-up request rule", dependencies=[Depends(require_token)])
+async def set_amount(name: PathName, body: IntValue, db: Actor = Depends(get_statedb)) -> dict[str, Any]:
+    rule = await db.get("rules", name)
+    if rule.get("generates") != "requests" or rule.get("rescale_type") != "up":
+        raise Invalid(f"rule {name!r} can't have its amount changed: only scale-up request rules have one")
+    return await db.patch("rules", name, {"amount": body.value})
+
+
+@router.put("/{name}/policy", summary="Rescale policy of a request rule", dependencies=[Depends(require_token)])
+async def set_policy(name: PathName, body: PolicyValue, db: Actor = Depends(get_statedb)) -> dict[str, Any]:
+    rule = await db.get("rules", name)
+    if rule.get("generates") != "requests":
+        raise Invalid(f"rule {name!r} can't have its policy changed: it is not a request rule")
+    allowed = SUPPORTED_POLICIES.get(rule.get("rescale_type", ""), ())
+    if body.value not in allowed:
+        raise Invalid(f"policy {body.value!r} is not valid for a rescale {rule.get('rescale_type')} rule "
+                      f"(valid: {', '.join(allowed)})")
+    return await db.patch("rules", name, {"rescale_policy": body.value})
+
+
+@router.put("/{name}/events_required", summary="Events of one type a request rule needs",
+            dependencies=[Depends(require_token)])
+async def set_events(name: PathName, body: EventsRequired, db: Actor = Depends(get_statedb)) -> dict[str, Any]:
+    rule = await db.get("rules", name)
+    try:
+        changes = set_events_required(rule, body.event_type, body.value)
+    except ValueError as e:
+        raise Invalid(str(e)) from None
+    # Only if nobody rewrote the rule since we read it (else 409).
+    return await db.patch("rules", name, changes, {"rule": rule["rule"]})

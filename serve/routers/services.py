@@ -1,0 +1,74 @@
+"""Services (reference §6 "Services"): read and change their `config`, original keys."""
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Body, Depends
+from pydantic import ValidationError
+
+from sc_actors.errors import Invalid
+from sc_actors.settings import SETTINGS_BY_SERVICE
+
+from ..deps import Actor, get_statedb, require_token
+from ..schemas import PathName, ServiceValue
+from ..values import coerce_service_value
+
+router = APIRouter(prefix="/service", tags=["services"])
+
+
+@router.get("/", summary="All service documents")
+@router.get("", include_in_schema=False)
+async def list_services(db: Actor = Depends(get_statedb)) -> list[dict[str, Any]]:
+    return await db.list("services")
+
+
+@router.get("/{name}", summary="One service document")
+async def get_service(name: PathName, db: Actor = Depends(get_statedb)) -> dict[str, Any]:
+    return await db.get("services", name)
+
+
+def _check_key(key: str) -> None:
+    if not key or "." in key or len(key) > 128:
+        raise Invalid(f"invalid config key {key!r}")
+
+
+def _check(name: str, config: dict[str, Any]) -> None:
+    """The config must still make valid settings for the services we run."""
+    cls = SETTINGS_BY_SERVICE.get(name)
+    if cls is None:
+        return
+    try:
+        cls.from_config(config)
+    except ValidationError as e:
+        parts = [f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()[:3]]
+        raise Invalid(f"invalid {name} config: " + "; ".join(parts)) from None
+
+
+@router.put("/{name}", summary="Merge keys into the service's config (values as given)",
+            dependencies=[Depends(require_token)])
+async def put_service_config(
+    name: PathName,
+    body: dict[str, Any] = Body(..., examples=[{"WINDOW_TIMELAPSE": 1, "EVENT_TIMEOUT": 10}]),
+    db: Actor = Depends(get_statedb),
+) -> dict[str, Any]:
+    for key in body:
+        _check_key(key)
+    service = await db.get("services", name)
+    config = {**service.get("config", {}), **body}
+    _check(name, config)
+    return await db.patch("services", name, {f"config.{k}": v for k, v in body.items()} if body else {})
+
+
+@router.put("/{name}/{key}", summary="Set one config key; strings are coerced as by the original",
+            dependencies=[Depends(require_token)])
+async def put_service_value(
+    name: PathName, key: str, body: ServiceValue, db: Actor = Depends(get_statedb)
+) -> dict[str, Any]:
+    _check_key(key)
+    try:
+        value = coerce_service_value(key, body.value)
+    except ValueError as e:
+        raise Invalid(str(e)) from None
+    service = await db.get("services", name)
+    _check(name, {**service.get("config", {}), key: value})
+    return await db.patch("services", name, {f"config.{key}": value})
