@@ -258,14 +258,19 @@ def test_a_busy_loop_at_50_shares_uses_half_a_core(backend, container, spawn):
     backend.attach(container, proc.pid)
     wait_for(lambda: backend.read_counters(container).cpu_ns > 0, 5, "the loop to run in the cgroup")
 
-    # 50 shares = a quota of 50 000 µs per 100 000 µs period = 0.5 core.
-    shares = _measure_shares(backend, container)
-    assert 30 <= shares <= 70, f"{shares:.1f} shares"
+    # 50 shares = a quota of 50 000 µs per 100 000 µs period = 0.5 core. The quota is
+    # a ceiling whatever else runs; reaching it needs a free moment of the machine,
+    # so the lower bound is awaited over successive one-second intervals.
+    seen: list[float] = []
+    wait_for(lambda: seen.append(_measure_shares(backend, container)) or seen[-1] >= 30, 30,
+             "an interval with the loop at its quota")
+    assert all(s <= 60 for s in seen), [f"{s:.1f}" for s in seen]
 
-    # The contrast: unthrottled, the same loop takes a whole core (100 shares).
+    # The contrast: unthrottled, the same loop takes (close to) a whole core.
     backend.write_limits(container, LimitChange(cpu_allowance_limit=-1))
-    shares = _measure_shares(backend, container)
-    assert shares >= 75, f"{shares:.1f} shares"
+    free: list[float] = []
+    wait_for(lambda: free.append(_measure_shares(backend, container)) or free[-1] >= 75, 30,
+             "an interval with the loop above its old quota")
 
 
 def _measure_shares(backend, container, interval_s: float = 1.0) -> float:
