@@ -55,10 +55,11 @@ class _Body(BaseModel):
 
 
 class NumberValue(_Body):
-    """`{"value": N}`: a non-negative number (strings like "200" accepted)."""
+    """`{"value": N}`: a non-negative number up to 10⁹ (strings like "200" accepted)."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"value": 200}, {"value": "4096"}]})
-    value: float = Field(..., ge=0, allow_inf_nan=False)
+    # NOTE: 10⁹ shares or MiB is far beyond any host; a larger value is a typo or an attack.
+    value: float = Field(..., ge=0, le=1e9, allow_inf_nan=False)
 
 
 class IntValue(_Body):

@@ -344,6 +344,10 @@ def plan_application_request(
     granted = sum(p.plan.granted for p in parts)
     new_max = {app.name: r.max + granted} if request.field == "max" and r.max is not None else {}
     trimmed = [f"{p.request.structure}: {p.plan.reason}" for p in parts if p.plan.outcome == "trimmed"]
+    placed = sum(split.values())
+    if placed != amount:
+        # The containers' room (max − current) took less than the group's amount.
+        trimmed.insert(0, f"only {placed} of {amount} fits in the containers of {app.name}")
     if amount != request.amount:
         trimmed.insert(0, f"bounded to {amount} by the limits of {app.name}")
     return GroupPlan(

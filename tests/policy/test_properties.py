@@ -156,3 +156,57 @@ def test_a_refused_plan_changes_nothing(world, name_idx, amount):
     assert world.host == before  # inputs are never mutated
     if p.outcome == "refused":
         assert (p.change, p.granted, p.host_deltas) == (None, 0, {})
+
+
+# ---------------------------------------------------------------- applications (§4.8): all parts or nothing
+
+
+@st.composite
+def app_worlds(draw):
+    """A world as above whose containers form one application, with usages and the app's own limits."""
+    from sc_actors.policy.applications import Placement
+    from tests.builders import application
+
+    world = draw(worlds())
+    names = sorted(world.containers)
+    usages = {n: {"cpu": u} for n in names
+              if (u := draw(st.one_of(st.none(), st.integers(0, 600)))) is not None}
+    total = sum(c.resources["cpu"].current for c in world.containers.values())
+    app_min = draw(st.integers(0, int(total)))
+    app_max = draw(st.integers(int(total), int(total) + 800))
+    app = application("app0", cpu=(app_min, total, app_max), containers=names)
+    placement = Placement(containers=dict(world.containers), hosts={"h0": world.host},
+                          physical=dict(world.physical), usages=usages,
+                          distributions={"h0": sorted(world.host.resources["cpu"].core_usage_mapping, key=int)})
+    return world, app, placement
+
+
+APP_EXAMPLES = 300
+
+
+@settings(max_examples=APP_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(aw=app_worlds(), amount=st.one_of(st.integers(-900, -1), st.integers(1, 900)))
+def test_an_application_request_is_applied_whole_or_not_at_all(aw, amount):
+    from sc_actors.policy.applications import plan_application_request
+
+    world, app, placement = aw
+    host_before = world.host.model_copy(deep=True)
+    plan = plan_application_request(request("app0", "cpu", amount, host=None), app, placement)
+    assert world.host == host_before  # inputs are never mutated
+    if plan.outcome == "refused":
+        assert (plan.parts, plan.granted, plan.hosts) == ((), 0, {})
+        return
+    # The parts are the split, and what they grant is the application's grant.
+    assert {p.request.structure: p.request.amount for p in plan.parts} == plan.split
+    assert all(p.plan.outcome != "refused" for p in plan.parts)
+    assert abs(sum(p.plan.granted for p in plan.parts) - plan.granted) < EPS
+    if plan.outcome == "applied":
+        assert abs(plan.granted - amount) < EPS  # the parts sum to the request
+    else:
+        assert plan.outcome == "trimmed" and plan.reason
+        assert abs(plan.granted) <= abs(amount) + EPS
+    for p in plan.parts:
+        r = placement.containers[p.request.structure].resources["cpu"]
+        assert r.min - EPS <= p.plan.new_current <= r.max + EPS
+    if "h0" in plan.hosts:
+        _check_host(plan.hosts["h0"], world)
