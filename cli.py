@@ -222,13 +222,40 @@ def events(
     structure: Optional[str] = typer.Option(None, "--structure", "-s", help="only this structure"),
     limit: int = typer.Option(20, min=1, help="the newest N"),
     as_json: bool = JSON_OPT,
+    explain: Optional[str] = typer.Option(None, "--explain", metavar="NAME",
+                                          help="the decision log of NAME: why each request was made and what came of it"),
 ) -> None:
     """Recent events of the Guardian (bottleneck / underuse), newest last."""
+    if explain:
+        explain_requests(explain, limit, as_json)
+        return
     rows = call("GET", "/events", structure=structure, limit=limit)
     for r in rows:
         r["when"] = time.strftime("%H:%M:%S", time.localtime(r.get("timestamp", 0)))
         r["scale"] = json.dumps(r.get("action", {}).get("events", {}).get("scale", {}))
     show_table(rows, ["when", "structure", "resource", "name", "scale"], "events", as_json)
+
+
+def explain_requests(name: str, limit: int, as_json: bool) -> None:
+    """Per request of `name`: window usage, rule, amount before/after trimming, outcome and why."""
+    rows = call("GET", "/requests", structure=name, limit=limit)
+    if as_json:
+        print(json.dumps(rows))
+        return
+    if not rows:
+        console.print(f"no recent requests of {name}", highlight=False)
+        return
+    for r in rows:
+        when = time.strftime("%H:%M:%S", time.localtime(r.get("timestamp", 0)))
+        asked = r.get("amount_requested", r.get("amount"))
+        console.print(
+            f"{when} {r.get('structure')} {r.get('resource')}: window usage {_cell(r.get('usage'))}, "
+            f"rule {r.get('rule') or '-'} fired"
+            + (f" ({r.get('action')})" if r.get("action") != r.get("rule") else "") + f"; asked {_cell(asked)}, "
+            f"after trimming {_cell(r.get('amount'))}, applied {_cell(r.get('amount_applied'))}"
+            + (f" -> current {_cell(r['new_current'])}" if r.get("new_current") is not None else "")
+            + f"; {r.get('outcome')}" + (f": {r['reason']}" if r.get("reason") else ""),
+            highlight=False, markup=False)
 
 
 @app.command()

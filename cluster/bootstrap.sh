@@ -16,7 +16,7 @@ root=$(pwd)
 verb=${1:-demo}
 shift || true
 
-APT_PACKAGES=(python3-venv python3-dev build-essential pkg-config lxc lxc-dev busybox-static)
+APT_PACKAGES=(python3-venv python3-dev build-essential pkg-config lxc lxc-dev busybox-static chromium)
 
 log() { printf '\033[1m[bootstrap]\033[0m %s\n' "$*" >&2; }
 

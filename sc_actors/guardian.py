@@ -19,6 +19,7 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
+from . import metrics
 from .model import Application, Event, Limits, Rule, Structure, UsageBatch, User
 from .policy.serverless import evaluate_window
 from .settings import DATABASE_SNAPSHOTER_NAME, NAMESPACE, SCALER_NAME, STATEDB_NAME, GuardianSettings
@@ -89,6 +90,7 @@ class Guardian:
         except Exception:
             log.exception("guardian window of %s failed", b.host)
         self.epoch_s.append(time.perf_counter() - t0)
+        metrics.guardian_epoch(b.host, self.epoch_s[-1], time.time() - b.window_end)
         self.windows += 1
 
     async def _evaluate(self, b: UsageBatch) -> None:
@@ -124,6 +126,8 @@ class Guardian:
             if name in b.usages:
                 self.events.pop(name, None)
         await statedb.guardian_report.remote(usages, bounds, new_events, b.window_end)
+        metrics.container_window(b.host, view["structures"], view["limits"], bounds, usages)
+        metrics.events(new_events)
         if self.settings.active and self.settings.structure_guarded != "container":
             requests += await self._evaluate_groups(statedb, b, rules)
         self._notify_snapshoter(b)

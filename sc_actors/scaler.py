@@ -28,6 +28,7 @@ import logging
 import time
 from typing import Any, AsyncIterator, Iterable
 
+from . import metrics
 from .errors import Conflict, Invalid, NotFound, Unavailable
 from .model import Application, Container, ContainerLimits, Host, Limits, Request, User, check_name
 from .policy.applications import Placement, plan_application_request, plan_user_request
@@ -193,11 +194,11 @@ class Scaler:
         kept, purged = filter_requests(batch, now, settings.request_timeout_s)
         entries = [self._entry(r, "expired" if now - r.timestamp > settings.request_timeout_s else "superseded", "")
                    for r in purged]
+        if entries:  # superseded and expired requests are in the decision log too
+            await db.log_requests.remote(entries)
         if not settings.active:
             # Inactive Scaler: requests wait (until they expire), as in the original.
             self.pending = kept + self.pending
-            if entries:
-                await db.log_requests.remote(entries)
             return
         if settings.aligned_polling:
             # The original's clock-aligned polling tick, for side-by-side benchmarks.
@@ -268,6 +269,7 @@ class Scaler:
             hosts[host.name] = plan.host
             currents.setdefault(container.name, {})[req.resource] = plan.new_current
             self.apply_s.append(time.perf_counter() - t0)
+            metrics.scaler_apply(self.apply_s[-1])
             entries.append(self._entry(req, plan.outcome, plan.reason, plan.amount, plan.new_current))
         host_updates = {
             n: {r: h.resources[r].model_dump(exclude_none=True) for r in ("cpu", "mem")}
@@ -342,6 +344,7 @@ class Scaler:
         for name, value in plan.new_max.items():
             maxes.setdefault(name, {})[req.resource] = value
         self.apply_s.append(time.perf_counter() - t0)
+        metrics.scaler_apply(self.apply_s[-1], req.structure_type)
         return out
 
     def _placement(self, view: dict[str, Any], hosts: dict[str, Host], currents: dict[str, dict[str, float]]) -> Placement:
@@ -395,6 +398,7 @@ class Scaler:
             d["amount_applied"] = amount
         if new_current is not None:
             d["new_current"] = new_current
+        metrics.request(d)
         return d
 
     async def reapply(self, names: list[str]) -> list[str]:

@@ -23,6 +23,7 @@ from typing import Any, Iterable
 
 from pydantic import TypeAdapter, ValidationError
 
+from . import metrics
 from .defaults import default_rules, default_services
 from .errors import Conflict, Invalid, NotFound
 from .model import Limits, Rule, Service, Structure, User, check_name
@@ -108,6 +109,7 @@ class StateDB:
     # ------------------------------------------------------------------ status
 
     def ping(self) -> dict[str, Any]:
+        metrics.statedb(self.store.journal.size_bytes(), self.store.checkpoint_age_s())
         return {
             "seq": self.store.seq,
             "replayed": self.store.replayed,
@@ -276,6 +278,7 @@ class StateDB:
         self.store.commit(ops)
         self.events.extend(events)
         self.heartbeats["guardian"] = time.time()
+        metrics.statedb(self.store.journal.size_bytes(), self.store.checkpoint_age_s())
 
     def recent_usage(self, name: str) -> dict[str, float]:
         return dict(self.usages.get(name, {}))

@@ -21,9 +21,72 @@ from sc_actors.errors import ScError
 from sc_actors.settings import NAMESPACE
 
 from .deps import ApiConfig
-from .routers import heartbeat, limits, rules, services, structures, users
+from .routers import heartbeat, limits, rules, services, structures, ui, users
 
 log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 1024 * 1024
+"""Largest request body accepted, bytes; the original's documents are a few KiB."""
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class BodySizeLimit:
+    """ASGI middleware: a body over `max_bytes` is refused with 413 before any route reads it.
+
+    NOTE: the declared Content-Length is checked first; a chunked body is counted
+    as it arrives, so nothing larger than the limit is ever buffered.
+    """
+
+    def __init__(self, app: Any, max_bytes: int = MAX_BODY_BYTES):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        message = f"request body larger than {self.max_bytes} bytes"
+        for key, value in scope.get("headers", ()):
+            if key == b"content-length":
+                try:
+                    too_large = int(value) > self.max_bytes
+                except ValueError:
+                    too_large = False
+                if too_large:
+                    await _error(413, message)(scope, receive, send)
+                    return
+        seen = 0
+        over = False
+        replaced = False
+
+        async def counted_receive() -> Any:
+            nonlocal seen, over
+            msg = await receive()
+            if msg["type"] == "http.request":
+                seen += len(msg.get("body", b""))
+                if seen > self.max_bytes:
+                    over = True
+                    raise BodyTooLarge(message)
+            return msg
+
+        async def checked_send(msg: Any) -> None:
+            # Whatever the app answers to a body cut short, the client gets the 413.
+            nonlocal replaced
+            if not over:
+                await send(msg)
+            elif not replaced and msg["type"] == "http.response.start":
+                replaced = True
+                await _error(413, message)(scope, receive, send)
+
+        try:
+            await self.app(scope, counted_receive, checked_send)
+        except BodyTooLarge:
+            if not replaced:
+                await _error(413, message)(scope, receive, send)
+
 
 DESCRIPTION = """\
 Route-compatible with the Orchestrator of UDC-GAC Serverless Containers: the original's
@@ -99,7 +162,8 @@ def create_app(config: ApiConfig | None = None) -> FastAPI:
     )
     app.state.config = config or ApiConfig()
     install_error_handlers(app)
-    for module in (structures, limits, rules, services, users, heartbeat):
+    app.add_middleware(BodySizeLimit)
+    for module in (structures, limits, rules, services, users, heartbeat, ui):
         app.include_router(module.router)
     return app
 

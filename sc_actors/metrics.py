@@ -1,0 +1,146 @@
+"""Every custom metric of the control plane, in one place (issue 8).
+
+Exported with `ray.util.metrics` on the metrics export port of the node hosting
+the actor that sets them (Prometheus text format, `ray.nodes()[i]["MetricsExportPort"]`),
+where Ray prefixes each name with `ray_` and counters get `_total`:
+
+| name (as scraped)                       | kind      | tags                                   | set by    |
+|-----------------------------------------|-----------|----------------------------------------|-----------|
+| ray_sc_container_usage                  | gauge     | structure, resource, host              | Guardian  |
+| ray_sc_container_current                | gauge     | structure, resource, host              | Guardian  |
+| ray_sc_container_upper                  | gauge     | structure, resource, host              | Guardian  |
+| ray_sc_container_lower                  | gauge     | structure, resource, host              | Guardian  |
+| ray_sc_events_total                     | counter   | structure, resource, name              | Guardian  |
+| ray_sc_requests_total                   | counter   | structure, resource, action, rule, outcome | Scaler |
+| ray_sc_guardian_epoch_seconds           | histogram | host                                   | Guardian  |
+| ray_sc_guardian_lag_seconds             | gauge     | host                                   | Guardian  |
+| ray_sc_scaler_apply_seconds             | histogram | kind                                   | Scaler    |
+| ray_sc_statedb_journal_bytes            | gauge     | -                                      | StateDB   |
+| ray_sc_statedb_checkpoint_age_seconds   | gauge     | -                                      | StateDB   |
+
+CPU in shares (100 = one core), memory in MiB, as everywhere else. The metric
+objects are created lazily, in the process of the actor that first sets them; when
+Ray is not initialised (pure tests, the CLI) every call is a no-op. A metric never
+raises into the control loop: a failure is logged once and the value dropped.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Iterable, Mapping, Optional
+
+log = logging.getLogger(__name__)
+
+RESOURCES = ("cpu", "mem")
+CONTAINER_TAGS = ("structure", "resource", "host")
+EPOCH_BOUNDARIES = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]
+APPLY_BOUNDARIES = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0]
+
+_m: Optional[dict[str, Any]] = None
+_failed = False
+
+
+def _metrics() -> Optional[dict[str, Any]]:
+    """The metric objects of this process, created on first use; None without Ray."""
+    global _m, _failed
+    if _m is not None or _failed:
+        return _m
+    try:
+        import ray
+
+        if not ray.is_initialized():
+            return None
+        from ray.util.metrics import Counter, Gauge, Histogram
+
+        _m = {
+            "usage": Gauge("sc_container_usage", "Usage of the last window (cpu shares, mem MiB)",
+                           tag_keys=CONTAINER_TAGS),
+            "current": Gauge("sc_container_current", "Current limit (cpu shares, mem MiB)", tag_keys=CONTAINER_TAGS),
+            "upper": Gauge("sc_container_upper", "Upper boundary (cpu shares, mem MiB)", tag_keys=CONTAINER_TAGS),
+            "lower": Gauge("sc_container_lower", "Lower boundary (cpu shares, mem MiB)", tag_keys=CONTAINER_TAGS),
+            "events": Counter("sc_events", "Guardian events by structure, resource and event rule",
+                              tag_keys=("structure", "resource", "name")),
+            "requests": Counter("sc_requests", "Scaler requests by structure, action, rule and outcome "
+                                "(applied, trimmed, refused, failed, superseded, expired, dropped)",
+                                tag_keys=("structure", "resource", "action", "rule", "outcome")),
+            "epoch": Histogram("sc_guardian_epoch_seconds", "Guardian evaluation time of one node's window",
+                               boundaries=EPOCH_BOUNDARIES, tag_keys=("host",)),
+            "lag": Gauge("sc_guardian_lag_seconds", "Seconds from a window's end to the end of its evaluation",
+                         tag_keys=("host",)),
+            "apply": Histogram("sc_scaler_apply_seconds", "Scaler time to plan and write one request",
+                               boundaries=APPLY_BOUNDARIES, tag_keys=("kind",)),
+            "journal": Gauge("sc_statedb_journal_bytes", "Size of the StateDB journal, bytes"),
+            "checkpoint_age": Gauge("sc_statedb_checkpoint_age_seconds", "Seconds since the last StateDB checkpoint"),
+        }
+    except Exception:
+        _failed = True
+        log.exception("metrics disabled in this process")
+    return _m
+
+
+def _safe(fn: Any) -> Any:
+    def wrapper(*args: Any, **kw: Any) -> None:
+        m = _metrics()
+        if m is None:
+            return
+        try:
+            fn(m, *args, **kw)
+        except Exception as e:  # never break the control loop for a metric
+            log.debug("metric %s dropped: %s", fn.__name__, e)
+
+    wrapper.__name__ = fn.__name__
+    wrapper.__doc__ = fn.__doc__
+    return wrapper
+
+
+@_safe
+def container_window(m: dict[str, Any], host: str, structures: Iterable[Mapping[str, Any]],
+                     limits: Mapping[str, Any], bounds: Mapping[str, Mapping[str, Any]],
+                     usages: Mapping[str, Mapping[str, Any]]) -> None:
+    """Gauges of one window: usage, current, upper, lower of each container and resource."""
+    for doc in structures:
+        name = doc["name"]
+        ldoc = (limits.get(name) or {}).get("resources", {})
+        for res in RESOURCES:
+            r = doc.get("resources", {}).get(res)
+            if not isinstance(r, dict):
+                continue
+            tags = {"structure": name, "resource": res, "host": str(doc.get("host") or host)}
+            upper, lower = bounds.get(name, {}).get(res) or (ldoc.get(res, {}).get("upper"),
+                                                              ldoc.get(res, {}).get("lower"))
+            values = {"usage": usages.get(name, {}).get(res), "current": r.get("current"),
+                      "upper": upper, "lower": lower}
+            for key, value in values.items():
+                if value is not None:
+                    m[key].set(float(value), tags=tags)
+
+
+@_safe
+def events(m: dict[str, Any], new_events: Iterable[Mapping[str, Any]]) -> None:
+    for e in new_events:
+        m["events"].inc(1, tags={"structure": str(e.get("structure")), "resource": str(e.get("resource")),
+                                 "name": str(e.get("name"))})
+
+
+@_safe
+def request(m: dict[str, Any], entry: Mapping[str, Any]) -> None:
+    """One logged request (the Scaler's decision-log entry)."""
+    m["requests"].inc(1, tags={"structure": str(entry.get("structure")), "resource": str(entry.get("resource")),
+                               "action": str(entry.get("action")), "rule": str(entry.get("rule") or ""),
+                               "outcome": str(entry.get("outcome"))})
+
+
+@_safe
+def guardian_epoch(m: dict[str, Any], host: str, seconds: float, lag_s: float) -> None:
+    m["epoch"].observe(seconds, tags={"host": host})
+    m["lag"].set(lag_s, tags={"host": host})
+
+
+@_safe
+def scaler_apply(m: dict[str, Any], seconds: float, kind: str = "container") -> None:
+    m["apply"].observe(seconds, tags={"kind": kind})
+
+
+@_safe
+def statedb(m: dict[str, Any], journal_bytes: float, checkpoint_age_s: float) -> None:
+    m["journal"].set(float(journal_bytes))
+    m["checkpoint_age"].set(float(checkpoint_age_s))
