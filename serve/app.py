@@ -174,8 +174,10 @@ def orchestrator_deployment() -> Any:
 
     # No access log: a line per request costs latency, and the control plane's own
     # logs already say what changed.
+    # A dead replica is noticed within about a second (Serve's default check is every 10 s).
     @serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=200, num_replicas=1,
-                      logging_config={"enable_access_log": False})
+                      logging_config={"enable_access_log": False},
+                      health_check_period_s=1, health_check_timeout_s=2)
     @serve.ingress()
     class Orchestrator:
         # NOTE: only the token's SHA-256 reaches the replica (and Serve's stored config).
