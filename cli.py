@@ -761,12 +761,17 @@ def demo(
     out: Path = typer.Option(Path("demo-out"), help="where the PNG plots, Parquet series and summary go"),
     scale: float = typer.Option(1.0, min=0.2, max=10, help="stretch (>1) or shrink (<1) the load phases"),
     backend: str = typer.Option("cgroup", help="cgroup: plain cgroups; lxc: two busybox LXC containers"),
+    observe: bool = typer.Option(False, help="also serve the live /ui page (API on --api-port) and the Ray "
+                                             "dashboard (--dashboard-port) on 127.0.0.1 while it runs"),
+    api_port: int = typer.Option(8000, help="port of the API and /ui with --observe"),
+    dashboard_port: int = typer.Option(8265, help="port of the Ray dashboard with --observe"),
 ) -> None:
     """Scale two containers under a phased load, on an embedded Ray (~90 s)."""
     from cluster.demo import run
 
     try:
-        summary = run(duration_scale=scale, out_dir=str(out), backend=backend)
+        summary = run(duration_scale=scale, out_dir=str(out), backend=backend, observe=observe,
+                      api_port=api_port, dashboard_port=dashboard_port)
     except (PermissionError, ValueError) as e:
         fail(str(e))
     except KeyboardInterrupt:

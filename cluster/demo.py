@@ -232,8 +232,12 @@ def _fmt(v: Any) -> str:
 
 
 def run(duration_scale: float = 1.0, out_dir: str = "demo-out", live: bool = True,
-        sample_s: float = 0.2, backend: str = "cgroup") -> dict[str, Any]:
-    """The demo; `backend` "cgroup" (plain cgroups, the default) or "lxc" (busybox LXC containers)."""
+        sample_s: float = 0.2, backend: str = "cgroup", observe: bool = False,
+        api_port: int = 8000, dashboard_port: int = 8265) -> dict[str, Any]:
+    """The demo; `backend` "cgroup" (plain cgroups, the default) or "lxc" (busybox LXC containers).
+
+    `observe` also serves the Orchestrator API with its live `/ui` page and the Ray
+    dashboard while the demo runs, on 127.0.0.1."""
     import ray
     from rich.console import Console
     from rich.live import Live
@@ -256,7 +260,7 @@ def run(duration_scale: float = 1.0, out_dir: str = "demo-out", live: bool = Tru
     host = default_host_name()
     containers = default_containers(duration_scale)
     console.print(f"[bold]sc demo[/]: starting an embedded Ray on host [cyan]{host}[/] …")
-    init_embedded(host, parent=DEMO_PARENT)
+    init_embedded(host, parent=DEMO_PARENT, dashboard_port=dashboard_port if observe else None)
     backend = make_backend("lxc") if kind == "lxc" else make_backend("auto", "/sys/fs/cgroup", DEMO_PARENT)
     state_dir = tempfile.mkdtemp(prefix="sc-demo-state-")
     rows: list[dict[str, Any]] = []
@@ -266,6 +270,12 @@ def run(duration_scale: float = 1.0, out_dir: str = "demo-out", live: bool = Tru
         actors = deploy(state_dir, node_defaults=defaults, dataset_dir=str(out / "timeseries"),
                         progress=lambda m: console.print(f"  {m}"))
         db, scaler = actors["statedb"], actors["scaler"]
+        if observe:
+            from .serve_deploy import deploy_api
+
+            url = deploy_api("127.0.0.1", api_port, None)
+            console.print(f"  live view: {url.rstrip('/')}/ui   Ray dashboard: http://127.0.0.1:{dashboard_port}"
+                          f"/#/actors")
         from sc_actors.settings import NAMESPACE, container_scaler_name
 
         node = ray.get_actor(container_scaler_name(host), namespace=NAMESPACE)

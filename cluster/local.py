@@ -59,8 +59,12 @@ def current_cluster_address() -> str | None:
     return addr if addr and address_answers(addr) else None
 
 
-def init_embedded(host: str, parent: str | None = None, num_cpus: int | None = None) -> Any:
-    """A private one-node Ray for this process only (the demo); gone when it exits."""
+def init_embedded(host: str, parent: str | None = None, num_cpus: int | None = None,
+                  dashboard_port: int | None = None) -> Any:
+    """A private one-node Ray for this process only (the demo); gone when it exits.
+
+    With `dashboard_port` the Ray dashboard runs on 127.0.0.1 at that port (no token:
+    nothing else can join this Ray)."""
     import ray
 
     os.environ["RAY_AUTH_MODE"] = "disabled"
@@ -74,7 +78,9 @@ def init_embedded(host: str, parent: str | None = None, num_cpus: int | None = N
         labels=labels,
         num_cpus=num_cpus or os.cpu_count(),
         object_store_memory=OBJECT_STORE_BYTES,
-        include_dashboard=False,
+        include_dashboard=dashboard_port is not None,
+        dashboard_host="127.0.0.1",
+        dashboard_port=dashboard_port or 8265,
         log_to_driver=False,
         logging_level="ERROR",
     )
