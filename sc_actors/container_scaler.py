@@ -28,7 +28,8 @@ class ContainerScaler:
         if self.settings.backend == "synthetic":
             from .backends.synthetic import SyntheticBackend
 
-            self.backend = SyntheticBackend(seed=self.settings.parent, cores=self.settings.synthetic_cores)
+            cores = self.settings.synthetic_cores
+            self.backend = SyntheticBackend(seed=self.settings.parent, cores=cores, mem_mib=cores * 4096)
         else:
             self.backend = make_backend(self.settings.backend, self.settings.cgroup_root, self.settings.parent)
         self._guardian = None

@@ -12,6 +12,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+DAY_S = 86_400
+"""Upper bound of every period and timeout, seconds: a larger value is a typo, refused."""
+
 NAMESPACE = "serverless_containers"
 """The fixed Ray namespace of every control-plane actor."""
 
@@ -46,14 +49,14 @@ class _Settings(BaseModel):
 
 
 class GuardianSettings(_Settings):
-    window_s: float = Field(0.4, gt=0, alias="WINDOW_TIMELAPSE")
+    window_s: float = Field(0.4, gt=0, le=DAY_S, alias="WINDOW_TIMELAPSE")
     """Usage window, seconds; one evaluation per window. Original default 10.
     Two windows make a scale-up (CpuRescaleUp needs 2 events): 0.4 s gives a
     reaction of 0.4–1.2 s, about 0.85 s on average, from the step to the quota."""
-    window_delay_s: float = Field(0.0, ge=0, alias="WINDOW_DELAY")
+    window_delay_s: float = Field(0.0, ge=0, le=DAY_S, alias="WINDOW_DELAY")
     """Artificial delay of the window, seconds. Original 10 (shipped 20); ours 0:
     usage is pushed by the nodes when the window closes, nothing lags behind."""
-    event_timeout_s: float = Field(4.0, gt=0, alias="EVENT_TIMEOUT")
+    event_timeout_s: float = Field(4.0, gt=0, le=DAY_S, alias="EVENT_TIMEOUT")
     """Events older than this are forgotten, seconds. Must reach N·window for the
     rule needing the most events (MemRescaleDown, N = 8: 3.2 s at 0.4 s), as the
     original's SanityChecker demands; short, so a past burst soon stops blocking
@@ -67,10 +70,10 @@ class GuardianSettings(_Settings):
 
 
 class ScalerSettings(_Settings):
-    polling_frequency_s: float = Field(5.0, gt=0, alias="POLLING_FREQUENCY")
+    polling_frequency_s: float = Field(5.0, gt=0, le=DAY_S, alias="POLLING_FREQUENCY")
     """Kept for the original's scripts: our Scaler acts on each pushed request at
     once and only uses this period to expire stale requests."""
-    request_timeout_s: float = Field(10.0, gt=0, alias="REQUEST_TIMEOUT")
+    request_timeout_s: float = Field(10.0, gt=0, le=DAY_S, alias="REQUEST_TIMEOUT")
     """A request older than this is dropped, seconds (original 60)."""
     check_core_map: bool = Field(True, alias="CHECK_CORE_MAP")
     aligned_polling: bool = Field(False, alias="ALIGNED_POLLING")
@@ -79,7 +82,7 @@ class ScalerSettings(_Settings):
 
 
 class StructuresSnapshoterSettings(_Settings):
-    polling_frequency_s: float = Field(5.0, gt=0, alias="POLLING_FREQUENCY")
+    polling_frequency_s: float = Field(5.0, gt=0, le=DAY_S, alias="POLLING_FREQUENCY")
     """How often real limits are read back from every node, seconds."""
     resources_persisted: list[str] = Field(
         default_factory=lambda: ["cpu", "mem"], alias="RESOURCES_PERSISTED"
@@ -94,13 +97,13 @@ class DatabaseSnapshoterSettings(_Settings):
 
     dataset_dir: str = Field("", alias="DATASET_DIR")
     """Where the Parquet dataset goes; "" = `<StateDB state dir>/timeseries`."""
-    flush_rows: int = Field(50_000, gt=0, alias="FLUSH_ROWS")
+    flush_rows: int = Field(50_000, gt=0, le=10_000_000, alias="FLUSH_ROWS")
     """Buffered rows that trigger a write (bounds the memory: about 100 bytes a row)."""
-    flush_interval_s: float = Field(5.0, gt=0, alias="FLUSH_INTERVAL")
+    flush_interval_s: float = Field(5.0, gt=0, le=DAY_S, alias="FLUSH_INTERVAL")
     """Longest a row waits in memory before it is written, seconds (lost on a SIGKILL)."""
-    compaction_interval_s: float = Field(60.0, gt=0, alias="COMPACTION_INTERVAL")
+    compaction_interval_s: float = Field(60.0, gt=0, le=DAY_S, alias="COMPACTION_INTERVAL")
     """How often the files of past hours are merged into one per hour, seconds."""
-    retention_days: float = Field(30.0, ge=0, alias="RETENTION_DAYS")
+    retention_days: float = Field(30.0, ge=0, le=36_500, alias="RETENTION_DAYS")
     """Days of series kept; older day partitions are deleted. 0 keeps everything."""
     documents_persisted: list[str] = Field(
         default_factory=lambda: ["limits", "structures", "users", "configs"], alias="DOCUMENTS_PERSISTED"
@@ -112,7 +115,7 @@ class DatabaseSnapshoterSettings(_Settings):
         default_factory=lambda: ["max", "min", "upper", "lower", "current", "usage", "boundary"],
         alias="FIELDS_PERSISTED",
     )
-    polling_frequency_s: float = Field(5.0, gt=0, alias="POLLING_FREQUENCY")
+    polling_frequency_s: float = Field(5.0, gt=0, le=DAY_S, alias="POLLING_FREQUENCY")
     """Kept for the original's scripts: snapshots follow the Guardian's windows (pushed)."""
 
 
@@ -123,7 +126,7 @@ class RefeederSettings(_Settings):
         default_factory=lambda: ["application", "user"], alias="STRUCTURES_REFEEDED"
     )
     generated_metrics: list[str] = Field(default_factory=lambda: ["cpu", "mem"], alias="GENERATED_METRICS")
-    max_age_windows: float = Field(3.0, gt=0, alias="MAX_AGE_WINDOWS")
+    max_age_windows: float = Field(3.0, gt=0, le=1000, alias="MAX_AGE_WINDOWS")
     """A container's usage older than this many Guardian windows is missing (its node
     stopped pushing); an application with a missing container has no usage."""
 

@@ -142,3 +142,10 @@ def test_unicode_and_traversal_names_are_refused_on_every_kind_of_route(http, st
     refused(http.put(f"/structure/apps/{name}", json={"app": {"name": "x"}}))
     refused(http.put(f"/user/{name}", json={"name": "x"}))
     assert _cgroup_tree(stack.parent) == before
+
+
+def test_a_huge_service_period_is_refused_and_changes_nothing(http, stack):
+    before = ray.get(stack.statedb.get.remote("services", "guardian"))["config"]
+    r = http.put("/service/guardian/EVENT_TIMEOUT", json={"value": "1e30"})
+    assert r.status_code in (400, 422) and "message" in r.json(), r.text
+    assert ray.get(stack.statedb.get.remote("services", "guardian"))["config"] == before
