@@ -103,24 +103,9 @@ class Guardian:
         new_events: list[dict[str, Any]] = []
         requests: list[dict[str, Any]] = []
         if self.settings.active and self.settings.structure_guarded == "container":
-            now = b.window_end
-            for doc in view["structures"]:
-                name = doc["name"]
-                try:
-                    structure = _STRUCTURE.validate_python(doc)
-                    ldoc = view["limits"].get(name)
-                    limits = Limits.model_validate(ldoc) if ldoc else None
-                    step = evaluate_window(
-                        structure, limits, rules, usages.get(name, {}), self.events.get(name, []), now, self.settings
-                    )
-                except Exception:
-                    log.exception("guardian: %s skipped this window", name)
-                    continue
-                self.events[name] = step.pending_events
-                if step.bounds:
-                    bounds[name] = step.bounds
-                new_events += [e.model_dump() for e in step.new_events]
-                requests += [r.model_dump() for r in step.requests]
+            bounds, new_events, requests = self._step_all(
+                view["structures"], view["limits"], usages, rules, b.window_end, _STRUCTURE.validate_python
+            )
         # Forget events of structures no longer in the view.
         for name in set(self.events) - {d["name"] for d in view["structures"]}:
             if name in b.usages:
@@ -145,28 +130,41 @@ class Guardian:
         subtype = self.settings.structure_guarded
         view = await statedb.group_guardian_view.remote(b.host, subtype)
         model: Any = User if subtype == "user" else Application
+        bounds, new_events, requests = self._step_all(
+            view["structures"], view["limits"], view["usages"], rules, b.window_end, model.model_validate
+        )
+        if bounds or new_events:
+            await statedb.guardian_report.remote({}, bounds, new_events, b.window_end)
+        return requests
+
+    def _step_all(
+        self,
+        docs: list[dict[str, Any]],
+        limit_docs: dict[str, Any],
+        usages: dict[str, dict[str, float]],
+        rules: list[Rule],
+        now: float,
+        parse: Any,
+    ) -> tuple[dict[str, dict[str, tuple[float, float]]], list[dict[str, Any]], list[dict[str, Any]]]:
+        """One window for each structure: new bounds, new events and requests (events kept here)."""
         bounds: dict[str, dict[str, tuple[float, float]]] = {}
         new_events: list[dict[str, Any]] = []
         requests: list[dict[str, Any]] = []
-        for doc in view["structures"]:
+        for doc in docs:
             name = doc["name"]
             try:
-                group = model.model_validate(doc)
-                ldoc = view["limits"].get(name)
-                limits = Limits.model_validate(ldoc) if ldoc else None
-                step = evaluate_window(group, limits, rules, view["usages"].get(name, {}), self.events.get(name, []),
-                                       b.window_end, self.settings)
+                ldoc = limit_docs.get(name)
+                step = evaluate_window(parse(doc), Limits.model_validate(ldoc) if ldoc else None, rules,
+                                       usages.get(name, {}), self.events.get(name, []), now, self.settings)
             except Exception:
-                log.exception("guardian: %s %s skipped this window", subtype, name)
+                log.exception("guardian: %s skipped this window", name)
                 continue
             self.events[name] = step.pending_events
             if step.bounds:
                 bounds[name] = step.bounds
             new_events += [e.model_dump() for e in step.new_events]
             requests += [r.model_dump() for r in step.requests]
-        if bounds or new_events:
-            await statedb.guardian_report.remote({}, bounds, new_events, b.window_end)
-        return requests
+        return bounds, new_events, requests
 
     def _notify_snapshoter(self, b: UsageBatch) -> None:
         """Tell the DatabaseSnapshoter this window is in the StateDB; never wait for it."""
