@@ -306,19 +306,24 @@ class StateDB:
         currents: dict[str, dict[str, float]],
         hosts: dict[str, dict[str, Any]],
         log_entries: list[dict[str, Any]],
+        maxes: dict[str, dict[str, float]] | None = None,
     ) -> int:
-        """New `current` of containers and the new host accounting, in one record.
+        """New `current` (and `max`) of structures or users and the new host accounting, in one record.
 
         Values are absolute (not deltas), so a retried call changes nothing more.
         """
+        maxes = maxes or {}
         ops = []
-        for name, per_res in currents.items():
-            doc = self.store.copy("structures", name)
+        for name in sorted(set(currents) | set(maxes)):
+            collection = "structures" if self.store.get("structures", name) is not None else "users"
+            doc = self.store.copy(collection, name)
             if doc is None:
                 continue
-            for res, value in per_res.items():
+            for res, value in currents.get(name, {}).items():
                 doc["resources"][res]["current"] = value
-            ops.append(put("structures", name, doc))
+            for res, value in maxes.get(name, {}).items():
+                doc["resources"][res]["max"] = value
+            ops.append(put(collection, name, doc))
         for name, resources in hosts.items():
             doc = self.store.copy("structures", name)
             if doc is None:
@@ -584,29 +589,8 @@ class StateDB:
         hosts: dict[str, dict[str, Any]],
         log_entries: list[dict[str, Any]],
     ) -> int:
-        """`record_scaling` plus new `max` values (containers, applications, users), in one record."""
-        ops = []
-        for name in sorted(set(currents) | set(maxes)):
-            collection = "structures" if self.store.get("structures", name) is not None else "users"
-            doc = self.store.copy(collection, name)
-            if doc is None:
-                continue
-            for res, value in currents.get(name, {}).items():
-                doc["resources"][res]["current"] = value
-            for res, value in maxes.get(name, {}).items():
-                doc["resources"][res]["max"] = value
-            ops.append(put(collection, name, doc))
-        for name, resources in hosts.items():
-            doc = self.store.copy("structures", name)
-            if doc is None:
-                continue
-            for res, fields in resources.items():
-                doc["resources"][res].update(fields)
-            ops.append(put("structures", name, doc))
-        seq = self.store.commit(ops)
-        self.requests.extend(log_entries)
-        self.heartbeats["scaler"] = time.time()
-        return seq
+        """`record_scaling` with new `max` values (containers, applications, users), in one record."""
+        return self.record_scaling(currents, hosts, log_entries, maxes)
 
     def timeseries_snapshot(self, host: str | None, names: list[str], services: list[str] | None = None) -> dict[str, Any]:
         """One consistent snapshot for the DatabaseSnapshoter (reference §7.2).
