@@ -330,3 +330,19 @@ def is_container_name(name: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+@contextmanager
+def container_file(name: str, path: Path) -> Iterator[Path]:
+    """Read or write one cgroup file of a container; its directory gone → ContainerNotFound."""
+    try:
+        yield path
+    except FileNotFoundError:
+        if not path.parent.is_dir():
+            raise ContainerNotFound(f"container {name!r} disappeared") from None
+        raise
+
+
+def subdirs(d: Path) -> list[str]:
+    """Names of the directories inside `d` (none if `d` is missing)."""
+    return [p.name for p in d.iterdir() if p.is_dir()] if d.is_dir() else []

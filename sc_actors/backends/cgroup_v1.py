@@ -53,7 +53,7 @@ class CgroupV1Backend:
     # ----------------------------------------------------------------- limits
 
     def list_containers(self) -> list[str]:
-        return sorted(n for n in self._subdirs(self._parent_dirs["cpu"]) if base.is_container_name(n))
+        return sorted(n for n in base.subdirs(self._parent_dirs["cpu"]) if base.is_container_name(n))
 
     def read_limits(self, name: str) -> ContainerLimits:
         self._require(name)
@@ -120,10 +120,10 @@ class CgroupV1Backend:
         """
         cpus = base.check_cpu_num(cpu_num, base.host_cpus()) if cpu_num is not None else None
         for c in self._distinct_controllers():
-            self._mkdir(self._parent_dirs[c])
+            self._parent_dirs[c].mkdir(exist_ok=True)
         self._init_cpuset(self._parent_dirs["cpuset"], None)
         for c in self._distinct_controllers():
-            self._mkdir(self._dir(c, name))
+            self._dir(c, name).mkdir(exist_ok=True)
         self._init_cpuset(self._dir("cpuset", name), cpus)
 
     def attach(self, name: str, pid: int) -> None:
@@ -156,7 +156,7 @@ class CgroupV1Backend:
         return container_dir(self._parent_dirs[controller], name)
 
     def _require(self, name: str) -> None:
-        if not all(self._is_dir(self._dir(c, name)) for c in CONTROLLERS):
+        if not all(self._dir(c, name).is_dir() for c in CONTROLLERS):
             raise ContainerNotFound(f"no container {name!r} under {self.parent!r}")
 
     def _distinct_controllers(self) -> list[str]:
@@ -173,34 +173,12 @@ class CgroupV1Backend:
     # The only methods that touch the filesystem.
 
     def _read(self, controller: str, name: str, file: str) -> str:
-        path = self._dir(controller, name) / file
-        try:
+        with base.container_file(name, self._dir(controller, name) / file) as path:
             return path.read_text()
-        except FileNotFoundError:
-            if not path.parent.is_dir():
-                raise ContainerNotFound(f"container {name!r} disappeared") from None
-            raise
 
     def _write(self, controller: str, name: str, file: str, value: str) -> None:
-        path = self._dir(controller, name) / file
-        try:
+        with base.container_file(name, self._dir(controller, name) / file) as path:
             base.write_cgroup_file(path, value)
-        except FileNotFoundError:
-            if not path.parent.is_dir():
-                raise ContainerNotFound(f"container {name!r} disappeared") from None
-            raise
-
-    @staticmethod
-    def _is_dir(d: Path) -> bool:
-        return d.is_dir()
-
-    @staticmethod
-    def _subdirs(d: Path) -> list[str]:
-        return [p.name for p in d.iterdir() if p.is_dir()] if d.is_dir() else []
-
-    @staticmethod
-    def _mkdir(d: Path) -> None:
-        d.mkdir(exist_ok=True)
 
     @staticmethod
     def _init_cpuset(d: Path, cpus: str | None) -> None:

@@ -83,7 +83,7 @@ class CgroupV2Backend:
     # ----------------------------------------------------------------- limits
 
     def list_containers(self) -> list[str]:
-        return sorted(n for n in self._subdirs(self._parent_dir) if base.is_container_name(n))
+        return sorted(n for n in base.subdirs(self._parent_dir) if base.is_container_name(n))
 
     def read_limits(self, name: str) -> ContainerLimits:
         self._require(name)
@@ -157,14 +157,14 @@ class CgroupV2Backend:
         cpus = base.check_cpu_num(cpu_num, base.host_cpus()) if cpu_num is not None else None
         d = container_dir(self._parent_dir, name)
         if self.fake:
-            self._mkdir(self._parent_dir)
-            self._mkdir(d)
+            self._parent_dir.mkdir(exist_ok=True)
+            d.mkdir(exist_ok=True)
             self._fake_files(d, cpus)
             return
         self._enable_controllers(self.root)
-        self._mkdir(self._parent_dir)
+        self._parent_dir.mkdir(exist_ok=True)
         self._enable_controllers(self._parent_dir)
-        self._mkdir(d)
+        d.mkdir(exist_ok=True)
         if cpus is not None:
             self._write(name, "cpuset.cpus", cpus)
 
@@ -205,44 +205,22 @@ class CgroupV2Backend:
     # ----------------------------------------------------------------- paths
 
     def _require(self, name: str) -> None:
-        if not self._is_dir(container_dir(self._parent_dir, name)):
+        if not container_dir(self._parent_dir, name).is_dir():
             raise ContainerNotFound(f"no container {name!r} under {self.parent!r}")
 
     # ----------------------------------------------------------------- Cgroupfs IO
     # The only methods that touch the filesystem.
 
     def _read(self, name: str, file: str) -> str:
-        path = container_dir(self._parent_dir, name) / file
-        try:
+        with base.container_file(name, container_dir(self._parent_dir, name) / file) as path:
             return path.read_text()
-        except FileNotFoundError:
-            if not path.parent.is_dir():
-                raise ContainerNotFound(f"container {name!r} disappeared") from None
-            raise
 
     def _write(self, name: str, file: str, value: str) -> None:
-        path = container_dir(self._parent_dir, name) / file
-        try:
+        with base.container_file(name, container_dir(self._parent_dir, name) / file) as path:
             if self.fake:
                 path.write_text(value + "\n")
             else:
                 base.write_cgroup_file(path, value)
-        except FileNotFoundError:
-            if not path.parent.is_dir():
-                raise ContainerNotFound(f"container {name!r} disappeared") from None
-            raise
-
-    @staticmethod
-    def _is_dir(d: Path) -> bool:
-        return d.is_dir()
-
-    @staticmethod
-    def _subdirs(d: Path) -> list[str]:
-        return [p.name for p in d.iterdir() if p.is_dir()] if d.is_dir() else []
-
-    @staticmethod
-    def _mkdir(d: Path) -> None:
-        d.mkdir(exist_ok=True)
 
     @staticmethod
     def _append(path: Path, text: str) -> None:
