@@ -871,71 +871,10 @@ bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print number
 app.add_typer(bench_app, name="bench")
 
 
-def _bench_out(out: Path) -> str:
-    out.mkdir(parents=True, exist_ok=True)
-    return str(out)
+from cluster.bench import commands as bench_commands  # noqa: E402  (Ray imported only when a bench runs)
 
-
-@bench_app.command("reaction")
-def bench_reaction(
-    steps: int = typer.Option(20, min=1, help="CPU steps with our default timing"),
-    original_steps: int = typer.Option(3, min=0, help="CPU steps with the original's timing (about 2 min each)"),
-    cores: float = typer.Option(1.0, min=0.2, max=4, help="demand of each step, in cores"),
-    out: Path = typer.Option(Path("bench-out"), help="where reaction.json and reaction.png go"),
-) -> None:
-    """Step start → quota raised and step end → quota lowered, ours vs the original's timing."""
-    from cluster.bench import reaction
-    from cluster.demo import cgroups_writable
-
-    reason = cgroups_writable()
-    if reason:
-        fail(reason)
-    r = reaction(steps=steps, original_steps=original_steps, cores=cores, out_dir=_bench_out(out),
-                 progress=lambda m: console.print(f"  {m}"))
-    console.print(f"machine: {r['machine']}")
-    t = Table(title="reaction (s), read from the cgroup files")
-    for col in ("profile", "direction", "n", "p50", "p95", "p99", "max"):
-        t.add_column(col, justify="right")
-    for profile, res in r["steps"].items():
-        for kind in ("up", "down"):
-            p = res[kind]
-            t.add_row(profile, kind, *(str(p[k]) for k in ("n", "p50", "p95", "p99", "max")))
-    console.print(t)
-    for key in ("speedup_up_p50", "speedup_down_p50"):
-        if key in r:
-            console.print(f"{key}: {r[key]}×")
-    console.print(f"written: {out / 'reaction.json'}, {out / 'reaction.png'}")
-
-
-@bench_app.command("scale")
-def bench_scale(
-    sizes: str = typer.Option("100,1000,10000", help="numbers of simulated containers, comma-separated"),
-    nodes: int = typer.Option(3, min=1, help="simulated Ray nodes (one ContainerScaler each)"),
-    window: float = typer.Option(1.0, min=0.1, help="Guardian window, seconds"),
-    duration: float = typer.Option(30.0, min=5, help="measured seconds per size"),
-    out: Path = typer.Option(Path("bench-out"), help="where scale.json and scale.png go"),
-) -> None:
-    """Control-plane cost for N simulated containers over M nodes (synthetic backend)."""
-    from cluster.bench import scale
-
-    try:
-        ns = tuple(int(x) for x in sizes.split(","))
-    except ValueError:
-        fail(f"--sizes must be integers separated by commas, got {sizes!r}")
-    r = scale(sizes=ns, nodes=nodes, window_s=window, duration_s=duration, out_dir=_bench_out(out),
-              progress=lambda m: console.print(f"  {m}"))
-    console.print(f"machine: {r['machine']}  config: {r['config']}")
-    t = Table(title="scale")
-    for col in ("containers", "epoch p50", "epoch p99", "req→applied p50", "p99", "CPU %", "RSS MiB",
-                "writes/s", "keeps up"):
-        t.add_column(col, justify="right")
-    for n, run in r["runs"].items():
-        t.add_row(n, str(run["guardian_epoch_s"]["p50"]), str(run["guardian_epoch_s"]["p99"]),
-                  str(run["request_to_applied_s"]["p50"]), str(run["request_to_applied_s"]["p99"]),
-                  str(run["control_plane_cpu_pct"]), str(run["control_plane_rss_mib"]),
-                  str(run["statedb_writes_per_s"]), "yes" if run["keeps_up"] else "NO")
-    console.print(t)
-    console.print(f"written: {out / 'scale.json'}, {out / 'scale.png'}")
+for _name, _command in bench_commands.COMMANDS.items():
+    bench_app.command(_name)(_command)
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ def run(containers: int = 100, seconds: float = 60.0, nodes: int = 3, window_s: 
     import ray
     from ray.cluster_utils import Cluster
 
-    from cluster.bench import _actor_pids, _bulk_subscribe, _cpu_rss
+    from cluster.bench.scale import _actor_pids, _bulk_subscribe, _cpu_rss
     from cluster.deploy import deploy, undeploy, wait_for
     from sc_actors.settings import DATABASE_SNAPSHOTER_NAME, STATEDB_NAME
     from sc_actors.store import timeseries as ts

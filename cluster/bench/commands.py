@@ -1,0 +1,11 @@
+"""The `sc bench` verbs, one per module; cli.py registers them under `sc bench`."""
+from __future__ import annotations
+
+from typing import Callable
+
+from . import reaction, scale
+
+COMMANDS: dict[str, Callable[..., None]] = {
+    "reaction": reaction.command,
+    "scale": scale.command,
+}
