@@ -3,9 +3,11 @@ from __future__ import annotations
 
 from typing import Callable
 
+from . import api
 from . import reaction, scale
 
 COMMANDS: dict[str, Callable[..., None]] = {
+    "api": api.command,
     "reaction": reaction.command,
     "scale": scale.command,
 }

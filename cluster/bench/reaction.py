@@ -21,7 +21,7 @@ from rich.table import Table
 
 from sc_actors.settings import ORIGINAL_PROFILE
 
-from .common import console, fail, out_dir, OURS, REPO, fmt_s, machine, percentiles, poll_until, set_profile, settle
+from .common import OURS, REPO, console, fail, fmt_s, machine, out_dir, percentiles, poll_until, set_profile, settle
 
 BENCH_PARENT = "sc-bench"
 
@@ -33,8 +33,8 @@ def reaction(steps: int = 20, original_steps: int = 3, cores: float = 1.0, out_d
     from sc_actors.backends import make_backend
     from sc_actors.settings import NAMESPACE, container_scaler_name
 
-    from .deploy import deploy, undeploy
-    from .local import default_host_name, init_embedded
+    from ..deploy import deploy, undeploy
+    from ..local import default_host_name, init_embedded
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

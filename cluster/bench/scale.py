@@ -15,7 +15,7 @@ from typing import Any, Callable
 import typer
 from rich.table import Table
 
-from .common import console, fail, out_dir, machine, percentiles
+from .common import console, fail, machine, out_dir, percentiles
 
 
 
@@ -115,7 +115,7 @@ def scale(sizes: tuple[int, ...] = (100, 1000, 10000), nodes: int = 3, window_s:
         container_scaler_name,
     )
 
-    from .deploy import deploy, undeploy
+    from ..deploy import deploy, undeploy
 
     os.environ["RAY_AUTH_MODE"] = "disabled"
     out = Path(out_dir)
