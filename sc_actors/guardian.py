@@ -1,9 +1,12 @@
 """Guardian: turns each pushed usage window into limits, events and requests.
 
-Thin: for each `UsageBatch` a node pushes, it fetches the structures, limits, rules
-and config in one StateDB call, runs the pure `evaluate_window` per container, then
-writes the new boundaries and the window's usage in one StateDB call and sends the
-requests to the Scaler as one message. Events live here, in memory (volatile by
+Thin: for each `UsageBatch` a node pushes, it asks the StateDB in one call for the
+documents that changed since that node's last window, runs the pure
+`evaluate_prepared` per container, then writes the window's usage and the
+boundaries that moved in one StateDB call and sends the requests to the Scaler as
+one message. It keeps each container prepared (parsed, limit chain computed) in a
+mirror until the StateDB says its documents changed: the StateDB stays the one
+place of every fact, the mirror is a cache keyed by the StateDB's write seq. Events live here, in memory (volatile by
 design, as in ARCHITECTURE "StateDB"). With `STRUCTURE_GUARDED` `application` (or
 `user`) the applications (users) anchored at the node are evaluated instead, on the
 Refeeder's sums, right after the window's usage is reported. Each window is then
@@ -21,13 +24,15 @@ from pydantic import TypeAdapter
 
 from . import metrics
 from .model import Application, Event, Limits, Rule, Structure, UsageBatch, User
-from .policy.serverless import evaluate_window
+from .policy.serverless import Prepared, RuleSet, evaluate_prepared, prepare
 from .settings import DATABASE_SNAPSHOTER_NAME, NAMESPACE, SCALER_NAME, STATEDB_NAME, GuardianSettings
 
 log = logging.getLogger(__name__)
 _STRUCTURE = TypeAdapter(Structure)
 SNAPSHOTER_LOOKUP_S = 10.0
 """How often a missing DatabaseSnapshoter is looked up again, seconds."""
+MIRROR_PRUNE_WINDOWS = 200
+"""Every so many windows, prepared containers no node reported in its last window are dropped."""
 
 
 class Guardian:
@@ -40,6 +45,14 @@ class Guardian:
         self.requests_sent = 0
         self._rules_key: Any = None
         self._rules: list[Rule] = []
+        self._ruleset = RuleSet.of([])
+        # The mirror: prepared containers, the StateDB instance and seq each node's view is at.
+        self._prepared: dict[str, Prepared] = {}
+        self._stored_bounds: dict[str, dict[str, tuple[Any, Any]]] = {}
+        self._instance = ""
+        self._seen_seq: dict[str, int] = {}
+        self._host_names: dict[str, list[str]] = {}
+        self._guardable = tuple(self.settings.guardable_resources)
         self._statedb = None
         self._scaler = None
         self._delayed: set[asyncio.Task[None]] = set()
@@ -95,32 +108,97 @@ class Guardian:
 
     async def _evaluate(self, b: UsageBatch) -> None:
         statedb, scaler = self._handles()
-        view = await statedb.guardian_view.remote(list(b.usages))
-        self.settings = GuardianSettings.from_config(view["config"])
-        rules = self._parse_rules(view["rules"])
-        usages = {n: {"cpu": u.cpu, "mem": u.mem} for n, u in b.usages.items()}
+        names = list(b.usages)
+        await self._refresh(statedb, b.host, names)
+        usages: dict[str, dict[str, float]] = b.usages  # type: ignore[assignment]
         bounds: dict[str, dict[str, tuple[float, float]]] = {}
         new_events: list[dict[str, Any]] = []
         requests: list[dict[str, Any]] = []
         if self.settings.active and self.settings.structure_guarded == "container":
-            bounds, new_events, requests = self._step_all(
-                view["structures"], view["limits"], usages, rules, b.window_end, _STRUCTURE.validate_python
-            )
-        # Forget events of structures no longer in the view.
-        for name in set(self.events) - {d["name"] for d in view["structures"]}:
-            if name in b.usages:
-                self.events.pop(name, None)
+            prepared = {n: p for n in names if (p := self._prepared.get(n)) is not None}
+            bounds, new_events, requests = self._step_prepared(prepared, usages, b.window_end)
         await statedb.guardian_report.remote(usages, bounds, new_events, b.window_end)
-        metrics.container_window(b.host, view["structures"], view["limits"], bounds, usages)
-        metrics.events(new_events)
+        metrics.container_window(b.host, self._prepared, names, usages)
+        metrics.events(new_events, per_structure=len(names) <= metrics.PER_CONTAINER_GAUGES_MAX)
         if self.settings.active and self.settings.structure_guarded != "container":
-            requests += await self._evaluate_groups(statedb, b, rules)
+            requests += await self._evaluate_groups(statedb, b)
         self._notify_snapshoter(b)
         if requests:
             self.requests_sent += len(requests)
             await scaler.submit.remote(requests)
 
-    async def _evaluate_groups(self, statedb: Any, b: UsageBatch, rules: list[Rule]) -> list[dict[str, Any]]:
+    async def _refresh(self, statedb: Any, host: str, names: list[str]) -> None:
+        """Bring the mirror of this node's containers up to the StateDB's seq."""
+        need = [n for n in names if n not in self._prepared]
+        changes = await statedb.guardian_changes.remote(names, self._seen_seq.get(host, -1), need, self._instance)
+        if changes["instance"] != self._instance:
+            # A new StateDB (or a new Guardian): what the mirror holds may be stale.
+            self._instance = changes["instance"]
+            self._prepared.clear()
+            self._stored_bounds.clear()
+            self._seen_seq.clear()
+        self._seen_seq[host] = changes["seq"]
+        if changes["config"] is not None:
+            self.settings = GuardianSettings.from_config(changes["config"])
+        if changes["rules"] is not None:
+            self._parse_rules(changes["rules"])
+        if tuple(self.settings.guardable_resources) != self._guardable:
+            # What is guarded changed: every prepared container is re-prepared from its documents.
+            self._guardable = tuple(self.settings.guardable_resources)
+            self._seen_seq[host] = -1
+            self._prepared.clear()
+            changes = await statedb.guardian_changes.remote(names, -1, names, self._instance)
+        for name in changes["gone"]:
+            self._prepared.pop(name, None)
+            self._stored_bounds.pop(name, None)
+            self.events.pop(name, None)
+        for name, doc in changes["structures"].items():
+            ldoc = changes["limits"].get(name)
+            try:
+                limits = Limits.model_validate(ldoc) if ldoc else None
+                self._prepared[name] = prepare(_STRUCTURE.validate_python(doc), limits, self._guardable)
+            except Exception:
+                log.exception("guardian: %s cannot be evaluated until its documents change", name)
+                self._prepared.pop(name, None)
+                continue
+            self._stored_bounds[name] = {res: (r.get("upper"), r.get("lower"))
+                                         for res, r in ((ldoc or {}).get("resources") or {}).items()}
+        self._host_names[host] = names
+        if self.windows % MIRROR_PRUNE_WINDOWS == 0:
+            alive = {n for ns in self._host_names.values() for n in ns}
+            for name in set(self._prepared) - alive:
+                self._prepared.pop(name, None)
+                self._stored_bounds.pop(name, None)
+                self.events.pop(name, None)
+
+    def _step_prepared(
+        self, prepared: dict[str, Prepared], usages: dict[str, dict[str, float]], now: float
+    ) -> tuple[dict[str, dict[str, tuple[float, float]]], list[dict[str, Any]], list[dict[str, Any]]]:
+        """One window for each prepared container: the bounds that moved, new events, requests."""
+        bounds: dict[str, dict[str, tuple[float, float]]] = {}
+        new_events: list[dict[str, Any]] = []
+        requests: list[dict[str, Any]] = []
+        for name, p in prepared.items():
+            try:
+                step = evaluate_prepared(p, self._ruleset, usages.get(name, {}), self.events.get(name, []),
+                                         now, self.settings)
+            except Exception:
+                log.exception("guardian: %s skipped this window", name)
+                continue
+            if step.pending_events:
+                self.events[name] = step.pending_events
+            else:
+                self.events.pop(name, None)
+            stored = self._stored_bounds.get(name, {})
+            moved = {res: ul for res, ul in step.bounds.items() if stored.get(res) != ul}
+            if moved:
+                bounds[name] = moved
+                stored.update(moved)
+            new_events += [e.model_dump() for e in step.new_events]
+            requests += [r.model_dump() for r in step.requests]
+        return bounds, new_events, requests
+
+    async def _evaluate_groups(self, statedb: Any, b: UsageBatch) -> list[dict[str, Any]]:
         """Applications (or users) on the Refeeder's sums, in the same window flow (reference §3.8).
 
         Each is evaluated once per window of its anchor node (the host of its first
@@ -130,41 +208,18 @@ class Guardian:
         subtype = self.settings.structure_guarded
         view = await statedb.group_guardian_view.remote(b.host, subtype)
         model: Any = User if subtype == "user" else Application
-        bounds, new_events, requests = self._step_all(
-            view["structures"], view["limits"], view["usages"], rules, b.window_end, model.model_validate
-        )
+        prepared = {}
+        for doc in view["structures"]:
+            try:
+                ldoc = view["limits"].get(doc["name"])
+                prepared[doc["name"]] = prepare(model.model_validate(doc), Limits.model_validate(ldoc) if ldoc else None,
+                                                self.settings.guardable_resources)
+            except Exception:
+                log.exception("guardian: %s skipped this window", doc["name"])
+        bounds, new_events, requests = self._step_prepared(prepared, view["usages"], b.window_end)
         if bounds or new_events:
             await statedb.guardian_report.remote({}, bounds, new_events, b.window_end)
         return requests
-
-    def _step_all(
-        self,
-        docs: list[dict[str, Any]],
-        limit_docs: dict[str, Any],
-        usages: dict[str, dict[str, float]],
-        rules: list[Rule],
-        now: float,
-        parse: Any,
-    ) -> tuple[dict[str, dict[str, tuple[float, float]]], list[dict[str, Any]], list[dict[str, Any]]]:
-        """One window for each structure: new bounds, new events and requests (events kept here)."""
-        bounds: dict[str, dict[str, tuple[float, float]]] = {}
-        new_events: list[dict[str, Any]] = []
-        requests: list[dict[str, Any]] = []
-        for doc in docs:
-            name = doc["name"]
-            try:
-                ldoc = limit_docs.get(name)
-                step = evaluate_window(parse(doc), Limits.model_validate(ldoc) if ldoc else None, rules,
-                                       usages.get(name, {}), self.events.get(name, []), now, self.settings)
-            except Exception:
-                log.exception("guardian: %s skipped this window", name)
-                continue
-            self.events[name] = step.pending_events
-            if step.bounds:
-                bounds[name] = step.bounds
-            new_events += [e.model_dump() for e in step.new_events]
-            requests += [r.model_dump() for r in step.requests]
-        return bounds, new_events, requests
 
     def _notify_snapshoter(self, b: UsageBatch) -> None:
         """Tell the DatabaseSnapshoter this window is in the StateDB; never wait for it."""
@@ -193,8 +248,8 @@ class Guardian:
         self._snapshots.add(task)
         task.add_done_callback(self._snapshots.discard)
 
-    def _parse_rules(self, docs: list[dict[str, Any]]) -> list[Rule]:
+    def _parse_rules(self, docs: list[dict[str, Any]]) -> None:
         if docs != self._rules_key:
             self._rules = [Rule.model_validate(d) for d in docs]
+            self._ruleset = RuleSet.of(self._rules)
             self._rules_key = docs
-        return self._rules

@@ -18,13 +18,16 @@ where Ray prefixes each name with `ray_` and counters get `_total`:
 | ray_sc_statedb_journal_bytes            | gauge     | -                                      | StateDB   |
 | ray_sc_statedb_checkpoint_age_seconds   | gauge     | -                                      | StateDB   |
 
-CPU in shares (100 = one core), memory in MiB, as everywhere else. The metric
+CPU in shares (100 = one core), memory in MiB, as everywhere else. A node window of
+more than `PER_CONTAINER_GAUGES_MAX` containers skips the per-container gauges and
+counts events with an empty structure label. The metric
 objects are created lazily, in the process of the actor that first sets them; when
 Ray is not initialised (pure tests, the CLI) every call is a no-op. A metric never
 raises into the control loop: a failure is logged once and the value dropped.
 """
 from __future__ import annotations
 
+import collections
 import logging
 from typing import Any, Iterable, Mapping, Optional
 
@@ -92,33 +95,50 @@ def _safe(fn: Any) -> Any:
     return wrapper
 
 
+PER_CONTAINER_GAUGES_MAX = 1000
+"""A node window with more containers sets no per-container gauges and counts its
+events without the structure label: one series per container, resource and field
+would grow past what Prometheus scrapes comfortably (and costs the Guardian more
+than the window itself). The per-host epoch and lag, the requests counter, `sc`
+and `/ui` still cover every container."""
+
+
 @_safe
-def container_window(m: dict[str, Any], host: str, structures: Iterable[Mapping[str, Any]],
-                     limits: Mapping[str, Any], bounds: Mapping[str, Mapping[str, Any]],
+def container_window(m: dict[str, Any], host: str, prepared: Mapping[str, Any], names: Iterable[str],
                      usages: Mapping[str, Mapping[str, Any]]) -> None:
-    """Gauges of one window: usage, current, upper, lower of each container and resource."""
-    for doc in structures:
-        name = doc["name"]
-        ldoc = (limits.get(name) or {}).get("resources", {})
+    """Gauges of one window: usage, current, upper, lower of each container and resource.
+
+    `prepared` maps a name to the Guardian's `Prepared` entry (structure, limits, bounds).
+    """
+    names = list(names)
+    if len(names) > PER_CONTAINER_GAUGES_MAX:
+        return
+    for name in names:
+        p = prepared.get(name)
+        if p is None:
+            continue
         for res in RESOURCES:
-            r = doc.get("resources", {}).get(res)
-            if not isinstance(r, dict):
+            r = p.structure.resources.get(res)
+            if r is None:
                 continue
-            tags = {"structure": name, "resource": res, "host": str(doc.get("host") or host)}
-            upper, lower = bounds.get(name, {}).get(res) or (ldoc.get(res, {}).get("upper"),
-                                                              ldoc.get(res, {}).get("lower"))
-            values = {"usage": usages.get(name, {}).get(res), "current": r.get("current"),
-                      "upper": upper, "lower": lower}
+            tags = {"structure": name, "resource": res, "host": str(getattr(p.structure, "host", None) or host)}
+            upper, lower = p.bounds.get(res) or (None, None)
+            if upper is None and p.limits is not None and res in p.limits.resources:
+                upper, lower = p.limits.resources[res].upper, p.limits.resources[res].lower
+            values = {"usage": usages.get(name, {}).get(res), "current": r.current, "upper": upper, "lower": lower}
             for key, value in values.items():
                 if value is not None:
                     m[key].set(float(value), tags=tags)
 
 
 @_safe
-def events(m: dict[str, Any], new_events: Iterable[Mapping[str, Any]]) -> None:
-    for e in new_events:
-        m["events"].inc(1, tags={"structure": str(e.get("structure")), "resource": str(e.get("resource")),
-                                 "name": str(e.get("name"))})
+def events(m: dict[str, Any], new_events: Iterable[Mapping[str, Any]], per_structure: bool = True) -> None:
+    """Count a window's events; without `per_structure` the structure label is left empty."""
+    counts: collections.Counter[tuple[str, str, str]] = collections.Counter(
+        (str(e.get("structure")) if per_structure else "", str(e.get("resource")), str(e.get("name")))
+        for e in new_events)
+    for (structure, resource, name), n in counts.items():
+        m["events"].inc(n, tags={"structure": structure, "resource": resource, "name": name})
 
 
 @_safe

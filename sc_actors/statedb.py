@@ -18,6 +18,7 @@ import copy
 import logging
 import os
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -29,7 +30,7 @@ from .errors import Conflict, Invalid, NotFound
 from .model import Limits, Rule, Service, Structure, User, check_name
 from .policy.jsonlogic import check_rule
 from .refeeder import Refeeder
-from .store.documents import COLLECTIONS, DocumentStore, delete, put
+from .store.documents import COLLECTIONS, DocumentStore, delete, put, shallow_resources
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +106,8 @@ class StateDB:
         self.requests: collections.deque[dict[str, Any]] = collections.deque(maxlen=REQUEST_LOG_SIZE)
         self.heartbeats: dict[str, float] = {}
         self.started = time.time()
+        self.instance = uuid.uuid4().hex
+        """Changes each time this actor starts: a Guardian holding older documents asks for all."""
 
     # ------------------------------------------------------------------ status
 
@@ -144,7 +147,8 @@ class StateDB:
         return out
 
     def _with_usage(self, collection: str, doc: dict[str, Any]) -> dict[str, Any]:
-        doc = copy.deepcopy(doc)
+        # Only top-level and resource fields are set below; the copy goes no deeper.
+        doc = shallow_resources(doc)
         if collection == "structures":
             for res, value in self.usages.get(doc["name"], {}).items():
                 r = doc.get("resources", {}).get(res)
@@ -231,19 +235,36 @@ class StateDB:
 
     # ------------------------------------------------------------------ Guardian
 
-    def guardian_view(self, names: list[str] | None = None, subtype: str = "container") -> dict[str, Any]:
-        """What one Guardian window needs, in one call: structures, limits, rules, config."""
-        if names is None:
-            structures = [d for d in self.store.values("structures") if d.get("subtype") == subtype]
-        else:
-            structures = [
-                d for n in names if (d := self.store.get("structures", n)) is not None and d.get("subtype") == subtype
-            ]
+    def guardian_changes(self, names: list[str], since: int, need: list[str], instance: str) -> dict[str, Any]:
+        """What one Guardian window needs that the Guardian does not hold yet, in one call.
+
+        The container structures of `names` (one node's window) and their limits
+        written after `since` (this StateDB's seq the Guardian last saw for that
+        node), plus those in `need`; the names that are no container any more; the
+        rules and the Guardian's config when written after `since`. When `instance`
+        is not this StateDB's (it restarted, or the Guardian is new), everything.
+        """
+        full = instance != self.instance or since < 0
+        lws = self.store.last_write_seq
+        wanted = set(need)
+        structures, limits, gone = {}, {}, []
+        for n in names:
+            d = self.store.get("structures", n)
+            if d is None or d.get("subtype") != "container":
+                gone.append(n)
+            elif full or n in wanted or lws.get(("structures", n), -1) > since or lws.get(("limits", n), -1) > since:
+                structures[n] = d
+                limits[n] = self.store.get("limits", n)
         return {
+            "instance": self.instance,
+            "seq": self.store.seq,
             "structures": structures,
-            "limits": {d["name"]: self.store.get("limits", d["name"]) for d in structures},
-            "rules": list(self.store.values("rules")),
-            "config": (self.store.get("services", "guardian") or {}).get("config", {}),
+            "limits": limits,
+            "gone": gone,
+            "rules": list(self.store.values("rules"))
+            if full or self.store.collection_seq.get("rules", -1) > since else None,
+            "config": (self.store.get("services", "guardian") or {}).get("config", {})
+            if full or lws.get(("services", "guardian"), -1) > since else None,
         }
 
     def guardian_report(
@@ -264,7 +285,7 @@ class StateDB:
             self.usage_t[name] = window_end
         ops = []
         for name, per_res in bounds.items():
-            doc = self.store.copy("limits", name)
+            doc = self.store.copy_resources("limits", name)
             if doc is None:
                 continue
             changed = False
@@ -316,7 +337,7 @@ class StateDB:
         ops = []
         for name in sorted(set(currents) | set(maxes)):
             collection = "structures" if self.store.get("structures", name) is not None else "users"
-            doc = self.store.copy(collection, name)
+            doc = self.store.copy_resources(collection, name)
             if doc is None:
                 continue
             for res, value in currents.get(name, {}).items():
@@ -325,7 +346,7 @@ class StateDB:
                 doc["resources"][res]["max"] = value
             ops.append(put(collection, name, doc))
         for name, resources in hosts.items():
-            doc = self.store.copy("structures", name)
+            doc = self.store.copy_resources("structures", name)
             if doc is None:
                 continue
             for res, fields in resources.items():

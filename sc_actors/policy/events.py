@@ -49,27 +49,49 @@ def event_data(
     for every guarded resource that has usage, so a rule of one resource can read
     another's (the energy rule reads `cpu.*`).
     """
-    data: dict[str, Any] = {}
+    parts = {}
     for res in guarded_resources:
         resource = resources.get(res)
-        if resource is None or not has_usage(usages, res):
+        if resource is None:
             continue
         limit = limits.resources.get(res)  # type: ignore[call-overload]
-        structure_part = resource.model_dump(exclude_none=True)
-        structure_part["usage"] = usages[res]
-        limits_part = limit.model_dump(exclude_none=True) if limit is not None else {}
-        data[res] = {"limits": {res: limits_part}, "structure": {res: structure_part}}
+        parts[res] = (resource.model_dump(exclude_none=True),
+                      limit.model_dump(exclude_none=True) if limit is not None else {})
+    return event_data_of_parts(parts, usages)
+
+
+def event_data_of_parts(
+    parts: Mapping[str, tuple[dict[str, Any], dict[str, Any]]], usages: Mapping[str, Optional[float]]
+) -> dict[str, Any]:
+    """`event_data` from each resource's (structure part, limits part), dumped beforehand."""
+    data: dict[str, Any] = {}
+    for res, (structure_part, limits_part) in parts.items():
+        if has_usage(usages, res):
+            data[res] = {"limits": {res: limits_part}, "structure": {res: {**structure_part, "usage": usages[res]}}}
     return data
 
 
-def _rule_fires(rule: Rule, data: dict[str, Any], resources: Mapping[str, Resource], guarded: set[str]) -> bool:
-    res = rule.resource
-    if not rule.active or rule.generates != "events" or res not in guarded or res not in data:
-        return False
-    resource = resources.get(res)
-    if resource is None or not resource.guard:
-        return False
-    return evaluate(rule.rule, data)
+def fire_event_rules(
+    structure_name: str,
+    rules: Iterable[Rule],
+    data: Mapping[str, Any],
+    now: float,
+    currents: Optional[Mapping[str, Optional[float]]] = None,
+) -> list[Event]:
+    """One event per active event rule whose resource is in `data` and whose JSON-logic holds.
+
+    With `currents`, each event records the `current` it was measured against.
+    """
+    events = []
+    for rule in rules:
+        res = rule.resource
+        if not rule.active or rule.generates != "events" or res not in data or not evaluate(rule.rule, data):
+            continue
+        fields: dict[str, Any] = {"current": currents.get(res)} if currents is not None else {}
+        # Built without validation: every field is typed by construction.
+        events.append(Event.model_construct(name=event_name(res, rule.action.get("events", {})), resource=res,
+                                            structure=structure_name, action=rule.action, timestamp=now, **fields))
+    return events
 
 
 def match_usages_and_limits(
@@ -86,23 +108,8 @@ def match_usages_and_limits(
     A rule fires iff its resource is guarded and has usage, the rule is active and
     generates events, the structure's resource has `guard` set, and its JSON-logic holds.
     """
-    guarded = set(guarded_resources)
-    data = event_data(usages, limits, resources, guarded)
-    if not data:
-        return []
-    events = []
-    for rule in rules:
-        if _rule_fires(rule, data, resources, guarded):
-            events.append(
-                Event(
-                    name=event_name(rule.resource, rule.action.get("events", {})),
-                    resource=rule.resource,
-                    structure=structure_name,
-                    action=rule.action,
-                    timestamp=now,
-                )
-            )
-    return events
+    guarded = [res for res in guarded_resources if (r := resources.get(res)) is not None and r.guard]
+    return fire_event_rules(structure_name, rules, event_data(usages, limits, resources, guarded), now)
 
 
 def split_events(events: Iterable[Event], now: float, timeout_s: float) -> tuple[list[Event], list[Event]]:

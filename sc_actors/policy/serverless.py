@@ -4,17 +4,26 @@
 the structure's pending events, and returns everything the Guardian must do: the new
 upper/lower, the events of this window, the events still pending, and the requests.
 No clock, no I/O: `now` comes in, the caller keeps the events.
+
+The work that depends only on the documents is split off so a caller evaluating
+thousands of structures per window does it once per document change, not per
+window: `prepare` parses nothing but computes the limit chain and the JSON-logic
+data parts of one structure, `RuleSet.of` groups the rules. `evaluate_prepared`
+is the per-window rest; `evaluate_window` is both in one call.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Union
+from typing import Any, Sequence, Union
 
-from ..model import Application, Container, Event, Limits, Request, Rule
+from ..model import Application, Container, Event, LimitResource, Limits, Request, Rule
 from ..settings import GuardianSettings
-from .events import match_usages_and_limits, reduce_events, remove_events, split_events
+from .events import event_data_of_parts, fire_event_rules, reduce_events, remove_events, split_events
+from .jsonlogic import evaluate
 from .limits import adjust_limits
 from .requests import match_rules_and_events
+
+Structure = Union[Container, Application]
 
 
 @dataclass(frozen=True)
@@ -30,66 +39,130 @@ class GuardianStep:
     """Why nothing was evaluated ("" when evaluated)."""
 
 
-def guarded_resources(structure: Union[Container, Application], limits: Limits | None, settings: GuardianSettings) -> list[str]:
+@dataclass(frozen=True)
+class RuleSet:
+    """The active rules, split by what they generate, in their original order."""
+
+    event_rules: tuple[Rule, ...]
+    request_rules: tuple[Rule, ...]
+
+    @classmethod
+    def of(cls, rules: Sequence[Rule]) -> "RuleSet":
+        active = [r for r in rules if r.active]
+        return cls(tuple(r for r in active if r.generates == "events"),
+                   tuple(r for r in active if r.generates == "requests"))
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """One structure with what every window reuses until its documents change."""
+
+    structure: Structure
+    limits: Limits | None
+    """The limits with upper/lower already following `current` (§3.4)."""
+    guarded: tuple[str, ...]
+    bounds: dict[str, tuple[float, float]]
+    """(upper, lower) per guarded resource, as the limit chain computes them."""
+    parts: dict[str, tuple[dict[str, Any], dict[str, Any]]]
+    """Per guarded resource: the structure's and the limits' JSON-logic data (no usage)."""
+    skipped: str = ""
+
+
+def guarded_resources(structure: Structure, limits: Limits | None, settings: GuardianSettings) -> list[str]:
     """Resources the Guardian scales: guardable, guarded, and with limits."""
+    return _guarded(structure, limits, settings.guardable_resources)
+
+
+def _guarded(structure: Structure, limits: Limits | None, guardable: Sequence[str]) -> list[str]:
     if limits is None:
         return []
     out = []
-    for res in settings.guardable_resources:
+    for res in guardable:
         r = structure.resources.get(res)  # type: ignore[call-overload]
         if r is not None and r.guard and res in limits.resources and r.current is not None and r.max is not None:
             out.append(res)
     return out
 
 
+def prepare(structure: Structure, limits: Limits | None, guardable: Sequence[str]) -> Prepared:
+    """The per-document part of a window: guarded resources, limit chain, rule data parts."""
+    if not structure.guard:
+        return Prepared(structure, limits, (), {}, {}, skipped="structure not guarded")
+    guarded = _guarded(structure, limits, guardable)
+    if not guarded or limits is None:
+        return Prepared(structure, limits, (), {}, {}, skipped="no guarded resource with limits")
+    # The limit chain first, so events compare usage with fresh boundaries (§3.4).
+    new_resources: dict[str, LimitResource] = dict(limits.resources)  # type: ignore[arg-type]
+    bounds = {}
+    parts = {}
+    for res in guarded:
+        r = structure.resources[res]  # type: ignore[index]
+        fixed = adjust_limits(r, limits.resources[res])  # type: ignore[index]
+        new_resources[res] = fixed
+        bounds[res] = (fixed.upper, fixed.lower)
+        parts[res] = (r.model_dump(exclude_none=True), fixed.model_dump(exclude_none=True))
+    new_limits = limits.model_copy(update={"resources": new_resources})
+    return Prepared(structure, new_limits, tuple(guarded), bounds, parts)
+
+
 def evaluate_window(
-    structure: Union[Container, Application],
+    structure: Structure,
     limits: Limits | None,
-    rules: list[Rule],
+    rules: Sequence[Rule],
     usages: dict[str, float],
     events: list[Event],
     now: float,
     settings: GuardianSettings,
 ) -> GuardianStep:
-    if not structure.guard:
-        return GuardianStep(pending_events=events, skipped="structure not guarded")
-    guarded = guarded_resources(structure, limits, settings)
-    if not guarded or limits is None:
-        return GuardianStep(pending_events=events, skipped="no guarded resource with limits")
-    usages = {r: u for r, u in usages.items() if r in guarded and u is not None and u >= 0}
+    return evaluate_prepared(prepare(structure, limits, settings.guardable_resources), RuleSet.of(rules),
+                             usages, events, now, settings)
+
+
+def evaluate_prepared(
+    prepared: Prepared,
+    rules: RuleSet,
+    usages: dict[str, float],
+    events: list[Event],
+    now: float,
+    settings: GuardianSettings,
+) -> GuardianStep:
+    if prepared.skipped:
+        return GuardianStep(pending_events=events, skipped=prepared.skipped)
+    structure = prepared.structure
+    usages = {r: u for r, u in usages.items() if r in prepared.parts and u is not None and u >= 0}
     if not usages:
         return GuardianStep(pending_events=events, skipped="no usage in this window")
 
-    # The limit chain first, so events compare usage with fresh boundaries (§3.4).
-    # A shallow copy: adjust_limits returns new LimitResource objects, nothing is mutated.
-    new_limits = limits.model_copy(update={"resources": dict(limits.resources)})
-    bounds = {}
-    for res in guarded:
-        fixed = adjust_limits(structure.resources[res], new_limits.resources[res])  # type: ignore[index]
-        new_limits.resources[res] = fixed  # type: ignore[index]
-        bounds[res] = (fixed.upper, fixed.lower)
-
-    new_events = match_usages_and_limits(
-        structure.name, rules, usages, new_limits, structure.resources, guarded, now  # type: ignore[arg-type]
-    )
-    currents = {res: structure.resources[res].current for res in guarded}  # type: ignore[index]
-    for e in new_events:
-        e.current = currents.get(e.resource)  # type: ignore[attr-defined]
+    new_events = _fired_events(prepared, rules, usages, now)
+    if not new_events and not events:
+        return GuardianStep(bounds=prepared.bounds)
+    currents = {res: structure.resources[res].current for res in prepared.guarded}  # type: ignore[index]
     # NOTE: an event compares usage with boundaries derived from `current`; once a
     # scaling changed `current`, the older events of that resource say nothing
     # about the new limits and are dropped (the original kept them until the
     # timeout, so leftover underuse events could block the next scale-up).
     events = [e for e in events if getattr(e, "current", None) in (None, currents.get(e.resource))]
-    valid, _expired = split_events(list(events) + new_events, now, settings.event_timeout_s)
+    valid, _expired = split_events(events + new_events, now, settings.event_timeout_s)
     reduced = reduce_events(valid)
-    requests, to_remove = ([], {})
-    if reduced:
-        requests, to_remove = match_rules_and_events(structure, rules, reduced, new_limits, usages, now)
+    requests: list[Request] = []
+    to_remove: dict[str, int] = {}
+    if reduced and any(r.resource in reduced and evaluate(r.rule, reduced[r.resource]) for r in rules.request_rules):
+        requests, to_remove = match_rules_and_events(structure, rules.request_rules, reduced,
+                                                     prepared.limits, usages, now)  # type: ignore[arg-type]
     pending = remove_events(valid, to_remove) if to_remove else valid
     return GuardianStep(
-        bounds=bounds,
+        bounds=prepared.bounds,
         new_events=new_events,
         pending_events=pending,
         requests=requests,
         removed_events=to_remove,
     )
+
+
+def _fired_events(prepared: Prepared, rules: RuleSet, usages: dict[str, float], now: float) -> list[Event]:
+    """The window's events, as `match_usages_and_limits` finds them, from the prepared parts (§3.5)."""
+    data = event_data_of_parts(prepared.parts, usages)
+    if not data:
+        return []
+    currents = {res: prepared.structure.resources[res].current for res in data}  # type: ignore[index]
+    return fire_event_rules(prepared.structure.name, rules.event_rules, data, now, currents)

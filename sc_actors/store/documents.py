@@ -26,6 +26,14 @@ def delete(collection: str, name: str) -> dict[str, Any]:
     return {"op": "delete", "c": collection, "name": name}
 
 
+def shallow_resources(doc: dict[str, Any]) -> dict[str, Any]:
+    """`doc` copied down to each resource's fields (see `DocumentStore.copy_resources`)."""
+    resources = doc.get("resources")
+    if not isinstance(resources, dict):
+        return dict(doc)
+    return {**doc, "resources": {k: dict(v) if isinstance(v, dict) else v for k, v in resources.items()}}
+
+
 class DocumentStore:
     def __init__(
         self,
@@ -44,6 +52,9 @@ class DocumentStore:
         self.docs: Docs = {c: {} for c in COLLECTIONS}
         self.seq = -1
         self.last_write_seq: dict[tuple[str, str], int] = {}
+        """The seq of the last write of each (collection, name) since this store was opened."""
+        self.collection_seq: dict[str, int] = {}
+        """The seq of the last write to each collection since this store was opened."""
         self.last_checkpoint_t = time.monotonic()
         self.replayed = 0
 
@@ -75,6 +86,15 @@ class DocumentStore:
         doc = self.docs[collection].get(name)
         return copy.deepcopy(doc) if doc is not None else None
 
+    def copy_resources(self, collection: str, name: str) -> dict[str, Any] | None:
+        """A copy down to each resource's fields, for writers that only set those fields.
+
+        Deeper values (a host's core map) are shared with the stored document: replace
+        them, never mutate them. Much cheaper than `copy` for a host of thousands of cores.
+        """
+        doc = self.docs[collection].get(name)
+        return None if doc is None else shallow_resources(doc)
+
     # ------------------------------------------------------------------ writes
 
     def commit(self, ops: list[dict[str, Any]]) -> int:
@@ -98,6 +118,7 @@ class DocumentStore:
             else:
                 raise ValueError(f"unknown journal op {op['op']!r}")
             self.last_write_seq[(c, name)] = seq
+            self.collection_seq[c] = seq
 
     def _maybe_checkpoint(self) -> None:
         if (
