@@ -21,6 +21,10 @@ from .units import bytes_to_mib, cpu_ns_to_shares
 log = logging.getLogger(__name__)
 
 
+PUSH_TIMEOUT_S = 30.0
+"""How long a push waits for the Guardian before the node gives up on that window."""
+
+
 class ContainerScaler:
     def __init__(self, host: str, settings: dict[str, Any] | None = None):
         self.host = host
@@ -37,6 +41,9 @@ class ContainerScaler:
         self._last_push_ok = 0.0
         self.windows_pushed = 0
         self.lagged_windows = 0
+        """Windows replaced by a newer one while the Guardian was still busy (never evaluated)."""
+        self._next_batch: UsageBatch | None = None
+        self._pusher: asyncio.Task[None] | None = None
         self._task = asyncio.get_event_loop().create_task(self._loop())
 
     # ------------------------------------------------------------------ queries
@@ -100,19 +107,20 @@ class ContainerScaler:
     async def _loop(self) -> None:
         # NOTE: one failed window must never stop sampling.
         prev = {}
-        pushing: asyncio.Task[None] | None = None
         while not self._stop.is_set():
             t_start = time.time()
             try:
                 prev, batch = await self._one_window(prev, t_start)
                 if batch is not None and batch.usages:
                     # Windows follow each other back to back; the push of one runs
-                    # while the next is sampled. A Guardian still busy with the
-                    # previous window holds the next push back (no pile-up).
-                    if pushing is not None and not pushing.done():
+                    # while the next is sampled. At most one push is in flight: a
+                    # window finished while the Guardian is still busy waits, and a
+                    # newer one replaces it (the Guardian never piles up windows).
+                    if self._next_batch is not None:
                         self.lagged_windows += 1
-                        await pushing
-                    pushing = asyncio.get_running_loop().create_task(self._push(batch))
+                    self._next_batch = batch
+                    if self._pusher is None or self._pusher.done():
+                        self._pusher = asyncio.get_running_loop().create_task(self._push_latest())
             except Exception:
                 log.exception("usage window failed on %s", self.host)
                 await asyncio.sleep(self.settings.window_s)
@@ -153,15 +161,20 @@ class ContainerScaler:
             )
         return end, UsageBatch(host=self.host, window_start=t_start, window_end=time.time(), usages=usages)
 
+    async def _push_latest(self) -> None:
+        while self._next_batch is not None:
+            batch, self._next_batch = self._next_batch, None
+            await self._push(batch)
+
     async def _push(self, batch: UsageBatch) -> None:
         import ray
 
         try:
             if self._guardian is None:
                 self._guardian = ray.get_actor(GUARDIAN_NAME, namespace=NAMESPACE)
-            # Fire and forget, but bounded: a slow Guardian must not stall sampling.
+            # Sampling goes on meanwhile (see _loop); the bound only gets the node past a hung Guardian.
             window_s = await asyncio.wait_for(
-                self._guardian.on_usage.remote(batch.model_dump()), timeout=max(self.settings.window_s, 1.0)
+                self._guardian.on_usage.remote(batch.model_dump()), timeout=PUSH_TIMEOUT_S
             )
             self.windows_pushed += 1
             # The node's window follows the Guardian's WINDOW_TIMELAPSE.
@@ -170,7 +183,7 @@ class ContainerScaler:
         except ValueError:
             self._guardian = None  # not deployed yet
         except asyncio.TimeoutError:
-            log.warning("guardian slower than one window on %s", self.host)
+            log.warning("guardian did not take %s's window in %g s", self.host, PUSH_TIMEOUT_S)
         except Exception:
             log.exception("push to guardian failed")
             self._guardian = None
