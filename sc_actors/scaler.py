@@ -216,6 +216,7 @@ class Scaler:
         hosts = {n: Host.model_validate(d) for n, d in view["hosts"].items()}
         currents: dict[str, dict[str, float]] = {}
         maxes: dict[str, dict[str, float]] = {}
+        distributions: dict[str, list[str]] = {}  # a host's core order does not change within a batch
         entries = []
         for req in requests:
             t0 = time.perf_counter()
@@ -253,7 +254,7 @@ class Scaler:
                 physical_of(container, host),
                 view["usages"].get(container.name, {}).get("mem"),
                 mem_margin,
-                distribution_of(host),
+                distributions.setdefault(host.name, distribution_of(host)) if req.resource == "cpu" else [],
             )
             if plan.outcome == "refused":
                 entries.append(self._entry(req, "refused", plan.reason))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 from ..model import Container, ContainerLimits, Host, LimitChange, Request, Resource
 from ..units import MEM_MIN_MIB, SHARES_PER_CORE
@@ -248,12 +248,13 @@ def _safety_violation(
 
 
 def _host_after(host: Host, resource: str, draft: _Draft) -> Host:
-    new = host.model_copy(deep=True)
-    hr = new.resources[resource]
-    hr.free = hr.free - draft.delta
+    """The host after the draft: only the changed resource is copied (a core map can be
+    thousands of cores; the planner never mutates one, it builds a new map)."""
+    old = host.resources[resource]
+    update: dict[str, Any] = {"free": old.free - draft.delta}
     if draft.core_map is not None:
-        hr.core_usage_mapping = draft.core_map
-    return new
+        update["core_usage_mapping"] = draft.core_map
+    return host.model_copy(update={"resources": {**host.resources, resource: old.model_copy(update=update)}})
 
 
 def _change(resource: str, draft: _Draft) -> Optional[LimitChange]:
