@@ -154,9 +154,10 @@ def scale(sizes: tuple[int, ...] = (100, 1000, 10000), nodes: int = 3, window_s:
             time.sleep(duration_s)  # the benchmark's measuring interval, not a synchronisation
             elapsed = time.monotonic() - t_start
             cpu1, rss = _cpu_rss(pids)
-            g = ray.get(actors["guardian"].ping.remote())
-            seq1 = ray.get(db.ping.remote())["seq"]
-            reqs = ray.get(db.recent_requests.remote(None, 20000))
+            progress(f"N={n}: measured; collecting figures")
+            g = ray.get(actors["guardian"].ping.remote(), timeout=120)
+            seq1 = ray.get(db.ping.remote(), timeout=120)["seq"]
+            reqs = ray.get(db.recent_requests.remote(None, 20000), timeout=120)
             lat = [r["applied_at"] - r["timestamp"] for r in reqs if r.get("outcome") in ("applied", "trimmed")]
             windows = g["windows"] - g0
             run = {
