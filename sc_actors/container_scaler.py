@@ -88,6 +88,20 @@ class ContainerScaler:
         )
         return limits.model_dump()
 
+    async def apply_many(self, items: list[tuple[str, dict[str, Any], dict[str, Any] | None]]) -> list[str]:
+        """`apply` for several containers in order; one error text per item, "" when written.
+
+        A refused write does not stop the others: the Scaler decides what to put back.
+        """
+        errors = []
+        for name, change, bounds in items:
+            try:
+                await self.apply(name, change, bounds)
+                errors.append("")
+            except Exception as e:
+                errors.append(f"{name}: {e}" or type(e).__name__)
+        return errors
+
     async def create_container(self, name: str, cpu_num: str | None = None) -> None:
         """A plain-cgroup container (demo, tests); LXC containers exist on their own."""
         self.backend.create(name, cpu_num=cpu_num)

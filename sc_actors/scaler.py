@@ -4,8 +4,10 @@ Requests are pushed by the Guardian (`submit`); the Scaler dedups them (§4.2),
 orders them (§4.5), plans each with the pure `plan_container_request` against a
 working copy of its host (free shares, per-core map, memory), applies it through
 the container's node's ContainerScaler, and records the new `current` and the host
-accounting in the StateDB in one call. A write the node refuses is rolled back to
-the previous limits and leaves the accounting untouched. An application's or user's
+accounting in the StateDB in one call. The requests of one host's batch are planned
+one after the other and written in one call to its node; if the node refuses any,
+the whole batch is put back and applied one request at a time. A write the node
+refuses is rolled back to the previous limits and leaves the accounting untouched. An application's or user's
 request is split over its containers (reference §4.8, `policy.applications`) and
 applied all or nothing: one refused part puts back the parts already written.
 
@@ -93,6 +95,8 @@ class Scaler:
         self._statedb = None
         self._node_scalers: dict[str, Any] = {}
         self.outcomes: collections.Counter[str] = collections.Counter()
+        self.batches: collections.Counter[str] = collections.Counter()
+        """Batches of one host written in one call ("written"), or put back after a refusal ("put_back")."""
         self.apply_s: collections.deque[float] = collections.deque(maxlen=1000)
         self._task = asyncio.get_event_loop().create_task(self._loop())
 
@@ -118,7 +122,8 @@ class Scaler:
         return h
 
     async def ping(self) -> dict[str, Any]:
-        return {"pending": len(self.pending), "outcomes": dict(self.outcomes), "apply_s": list(self.apply_s)[-100:]}
+        return {"pending": len(self.pending), "outcomes": dict(self.outcomes), "apply_s": list(self.apply_s)[-100:],
+                "batches": dict(self.batches)}
 
     # ------------------------------------------------------------------ requests
 
@@ -212,66 +217,20 @@ class Scaler:
 
     async def _apply_all(self, requests: list[Request], view: dict[str, Any]) -> list[dict[str, Any]]:
         db = self._db()
-        structures = view["structures"]
         hosts = {n: Host.model_validate(d) for n, d in view["hosts"].items()}
         currents: dict[str, dict[str, float]] = {}
         maxes: dict[str, dict[str, float]] = {}
         distributions: dict[str, list[str]] = {}  # a host's core order does not change within a batch
-        entries = []
-        for req in requests:
-            t0 = time.perf_counter()
-            if req.structure_type in ("application", "user"):
-                entries += await self._apply_group(req, view, hosts, currents, maxes)
-                continue
-            doc = structures.get(req.structure)
-            if doc is None or doc.get("subtype") != "container":
-                entries.append(self._entry(req, "refused", "not a subscribed container"))
-                continue
-            container = Container.model_validate(doc)
-            for res, value in currents.get(container.name, {}).items():
-                container.resources[res].current = value
-            host = hosts.get(container.host)
-            if host is None:
-                entries.append(self._entry(req, "refused", f"host {container.host!r} unknown"))
-                continue
-            if not host.reachable:
-                # The Membership marked it: its Ray node died or its ContainerScaler is silent.
-                why = (host.model_extra or {}).get("unreachable_reason") or "its node is gone"
-                reason = f"host {container.host!r} unreachable: {why}"
-                log.warning("request %s of %s dropped: %s", req.action, req.structure, reason)
-                entries.append(self._entry(req, "dropped", reason))
-                continue
-            ldoc = view["limits"].get(container.name)
-            mem_margin = 0.0
-            if ldoc and "mem" in ldoc.get("resources", {}):
-                lm = Limits.model_validate(ldoc).resources["mem"]
-                m = container.resources["mem"]
-                mem_margin = margin(lm.boundary, lm.boundary_type, m.max, m.current)
-            plan = plan_container_request(
-                req,
-                container,
-                host,
-                physical_of(container, host),
-                view["usages"].get(container.name, {}).get("mem"),
-                mem_margin,
-                distributions.setdefault(host.name, distribution_of(host)) if req.resource == "cpu" else [],
-            )
-            if plan.outcome == "refused":
-                entries.append(self._entry(req, "refused", plan.reason))
-                continue
-            try:
-                await self._write(container, plan.change)
-            except Exception as e:
-                if not isinstance(e, Unavailable):  # a silent node would not answer the rollback either
-                    await self._rollback(container, host)
-                entries.append(self._entry(req, "failed", _reason(e)))
-                continue
-            # Accounting follows only a write that succeeded.
-            hosts[host.name] = plan.host
-            currents.setdefault(container.name, {})[req.resource] = plan.new_current
-            self.apply_s.append(time.perf_counter() - t0)
-            metrics.scaler_apply(self.apply_s[-1])
-            entries.append(self._entry(req, plan.outcome, plan.reason, plan.amount, plan.new_current))
+        entries: list[dict[str, Any]] | None = None
+        if len(requests) > 1 and all(r.structure_type == "container" for r in requests):
+            entries = await self._apply_batched(requests, view, hosts, currents, distributions)
+        if entries is None:
+            entries = []
+            for req in requests:
+                if req.structure_type in ("application", "user"):
+                    entries += await self._apply_group(req, view, hosts, currents, maxes)
+                else:
+                    entries.append(await self._apply_one(req, view, hosts, currents, distributions))
         host_updates = {
             n: {r: h.resources[r].model_dump(exclude_none=True) for r in ("cpu", "mem")}
             for n, h in hosts.items()
@@ -282,6 +241,137 @@ class Scaler:
         elif currents or host_updates or entries:
             await db.record_scaling.remote(currents, host_updates, entries)
         return entries
+
+    def _plan(
+        self, req: Request, view: dict[str, Any], hosts: dict[str, Host], currents: dict[str, dict[str, float]],
+        distributions: dict[str, list[str]],
+    ) -> tuple[Container, Any] | tuple[str, str]:
+        """(container, plan) of one container request against the accounting as it is
+        now (this batch's changes included), or (outcome, reason) saying why not."""
+        doc = view["structures"].get(req.structure)
+        if doc is None or doc.get("subtype") != "container":
+            return "refused", "not a subscribed container"
+        container = Container.model_validate(doc)
+        for res, value in currents.get(container.name, {}).items():
+            container.resources[res].current = value
+        host = hosts.get(container.host)
+        if host is None:
+            return "refused", f"host {container.host!r} unknown"
+        if not host.reachable:
+            # The Membership marked it: its Ray node died or its ContainerScaler is silent.
+            why = (host.model_extra or {}).get("unreachable_reason") or "its node is gone"
+            reason = f"host {container.host!r} unreachable: {why}"
+            log.warning("request %s of %s dropped: %s", req.action, req.structure, reason)
+            return "dropped", reason
+        ldoc = view["limits"].get(container.name)
+        mem_margin = 0.0
+        if ldoc and "mem" in ldoc.get("resources", {}):
+            lm = Limits.model_validate(ldoc).resources["mem"]
+            m = container.resources["mem"]
+            mem_margin = margin(lm.boundary, lm.boundary_type, m.max, m.current)
+        plan = plan_container_request(
+            req,
+            container,
+            host,
+            physical_of(container, host),
+            view["usages"].get(container.name, {}).get("mem"),
+            mem_margin,
+            distributions.setdefault(host.name, distribution_of(host)) if req.resource == "cpu" else [],
+        )
+        if plan.outcome == "refused":
+            return "refused", plan.reason
+        return container, plan
+
+    async def _apply_one(
+        self, req: Request, view: dict[str, Any], hosts: dict[str, Host], currents: dict[str, dict[str, float]],
+        distributions: dict[str, list[str]],
+    ) -> dict[str, Any]:
+        """Plan, write and account one container request."""
+        t0 = time.perf_counter()
+        planned = self._plan(req, view, hosts, currents, distributions)
+        if isinstance(planned[0], str):
+            return self._entry(req, *planned)
+        container, plan = planned
+        try:
+            await self._write(container, plan.change)
+        except Exception as e:
+            if not isinstance(e, Unavailable):  # a silent node would not answer the rollback either
+                await self._rollback(container, hosts[container.host])
+            return self._entry(req, "failed", _reason(e))
+        # Accounting follows only a write that succeeded.
+        hosts[container.host] = plan.host
+        currents.setdefault(container.name, {})[req.resource] = plan.new_current
+        self.apply_s.append(time.perf_counter() - t0)
+        metrics.scaler_apply(self.apply_s[-1])
+        return self._entry(req, plan.outcome, plan.reason, plan.amount, plan.new_current)
+
+    async def _apply_batched(
+        self, requests: list[Request], view: dict[str, Any], hosts: dict[str, Host],
+        currents: dict[str, dict[str, float]], distributions: dict[str, list[str]],
+    ) -> list[dict[str, Any]] | None:
+        """Container requests of one host: planned one after the other, written in one
+        call to its node, accounted when every write succeeded.
+
+        If the node refuses any write, every write of the batch is put back and None
+        is returned, for the caller to apply the batch one request at a time (which
+        finds the culprit). `hosts` and `currents` change only on success.
+        """
+        t0 = time.perf_counter()
+        work_hosts = dict(hosts)
+        work_currents = {n: dict(v) for n, v in currents.items()}
+        not_planned: list[tuple[Request, str, str]] = []
+        planned: list[tuple[Request, Container, Any]] = []
+        for req in requests:
+            p = self._plan(req, view, work_hosts, work_currents, distributions)
+            if isinstance(p[0], str):
+                not_planned.append((req, *p))
+                continue
+            container, plan = p
+            work_hosts[container.host] = plan.host
+            work_currents.setdefault(container.name, {})[req.resource] = plan.new_current
+            planned.append((req, container, plan))
+        node_hosts = {c.host for _, c, _ in planned}
+        if len(node_hosts) > 1:
+            return None  # not one lane's batch: one request at a time
+        if planned:
+            host = node_hosts.pop()
+            items = [(c.name, plan.change.model_dump(exclude_none=True), bounds_of(c))
+                     for _, c, plan in planned if plan.change is not None]
+            try:
+                errors = await self._write_many(host, items)
+            except Unavailable as e:
+                return ([self._entry(req, outcome, reason) for req, outcome, reason in not_planned]
+                        + [self._entry(req, "failed", _reason(e)) for req, _, _ in planned])
+            if any(errors):
+                self.batches["put_back"] += 1
+                log.warning("a batch of %d writes on %s was put back: %s", len(items), host,
+                            next(e for e in errors if e))
+                before = hosts[host]
+                undo = [(c.name, physical_of(c0, before).model_dump(), None)
+                        for c0, c in ((self._container_before(view, c, currents), c) for _, c, _ in planned)]
+                try:
+                    await self._write_many(host, undo)
+                except Exception as e:
+                    log.warning("putting back the batch on %s failed: %s", host, _reason(e))
+                return None
+        self.batches["written"] += 1
+        hosts.update(work_hosts)
+        currents.update(work_currents)
+        entries = [self._entry(req, outcome, reason) for req, outcome, reason in not_planned]
+        per_request = (time.perf_counter() - t0) / max(len(planned), 1)
+        for req, c, plan in planned:
+            self.apply_s.append(per_request)
+            metrics.scaler_apply(per_request)
+            entries.append(self._entry(req, plan.outcome, plan.reason, plan.amount, plan.new_current))
+        return entries
+
+    @staticmethod
+    def _container_before(view: dict[str, Any], c: Container, currents: dict[str, dict[str, float]]) -> Container:
+        """The container as the accounting held it before this batch."""
+        before = Container.model_validate(view["structures"][c.name])
+        for res, value in currents.get(c.name, {}).items():
+            before.resources[res].current = value
+        return before
 
     async def _apply_group(
         self,
@@ -378,6 +468,13 @@ class Scaler:
             raise Unavailable(
                 f"the ContainerScaler of host {container.host!r} did not answer within {APPLY_TIMEOUT_S:g} s"
             ) from None
+
+    async def _write_many(self, host: str, items: list[tuple[str, dict[str, Any], Any]]) -> list[str]:
+        """Write several containers' limits on one node in one call; an error text per item ("" when written)."""
+        try:
+            return await asyncio.wait_for(self._node(host).apply_many.remote(items), timeout=APPLY_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            raise Unavailable(f"the ContainerScaler of host {host!r} did not answer within {APPLY_TIMEOUT_S:g} s") from None
 
     async def _rollback(self, container: Container, host: Host) -> None:
         """Put back the limits the accounting holds, undoing any partial write."""
