@@ -69,12 +69,14 @@ class Guardian:
             self._scaler = ray.get_actor(SCALER_NAME, namespace=NAMESPACE)
         return self._statedb, self._scaler
 
-    async def ping(self) -> dict[str, Any]:
+    async def ping(self, last: int = 100) -> dict[str, Any]:
+        """Counters, and the seconds of the `last` window evaluations (at most 1000)."""
         return {
             "windows": self.windows,
             "requests_sent": self.requests_sent,
             "pending_events": sum(len(v) for v in self.events.values()),
-            "epoch_s": list(self.epoch_s)[-100:],
+            "prepared": len(self._prepared),
+            "epoch_s": list(self.epoch_s)[-last:] if last > 0 else [],
         }
 
     async def on_usage(self, batch: dict[str, Any]) -> float:

@@ -145,6 +145,7 @@ def command(
     r = reaction(steps=steps, original_steps=original_steps, cores=cores, out_dir=out_dir(out),
                  progress=lambda m: console.print(f"  {m}"))
     console.print(f"machine: {r['machine']}")
+    console.print(f"config: {r['config']}  steps of {cores:g} cores")
     t = Table(title="reaction (s), read from the cgroup files")
     for col in ("profile", "direction", "n", "p50", "p95", "p99", "max"):
         t.add_column(col, justify="right")

@@ -34,20 +34,19 @@ def _actor_pids(names: list[str]) -> dict[str, int]:
     return out
 
 
-def _cpu_rss(pids: dict[str, int]) -> tuple[float, float]:
-    """Total CPU seconds and RSS MiB of these processes."""
+def _cpu_rss(pids: dict[str, int]) -> dict[str, tuple[float, float]]:
+    """CPU seconds and RSS MiB of each of these processes (by actor name)."""
     import psutil
 
-    cpu = rss = 0.0
-    for pid in pids.values():
+    out = {}
+    for name, pid in pids.items():
         try:
             p = psutil.Process(pid)
             t = p.cpu_times()
-            cpu += t.user + t.system
-            rss += p.memory_info().rss / 2**20
+            out[name] = (t.user + t.system, p.memory_info().rss / 2**20)
         except psutil.Error:
             pass
-    return cpu, rss
+    return out
 
 
 def _bulk_subscribe(db: Any, hosts: dict[str, list[str]], cpu: tuple[float, float, float],
@@ -100,20 +99,20 @@ def _bulk_subscribe(db: Any, hosts: dict[str, list[str]], cpu: tuple[float, floa
 
 
 def scale(sizes: tuple[int, ...] = (100, 1000, 10000), nodes: int = 3, window_s: float = 1.0,
-          duration_s: float = 30.0, out_dir: str = "bench-out",
+          duration_s: float = 30.0, warmup_s: float = 5.0, out_dir: str = "bench-out",
           progress: Callable[[str], None] = print) -> dict[str, Any]:
-    """N simulated containers over `nodes` ContainerScalers; control-plane cost per window."""
+    """N simulated containers over `nodes` ContainerScalers; control-plane cost per window.
+
+    The control plane is every actor of `placement.CONTROL_PLANE` (StateDB, Guardian,
+    Scaler, snapshoters, Membership); the ContainerScalers are node agents, which in a
+    real cluster run on the hosts they control, and are reported apart.
+    """
     import ray
     from ray.cluster_utils import Cluster
 
-    from sc_actors.settings import (
-        GUARDIAN_NAME,
-        NAMESPACE,
-        SCALER_NAME,
-        STATEDB_NAME,
-        STRUCTURES_SNAPSHOTER_NAME,
-        container_scaler_name,
-    )
+    from sc_actors.settings import NAMESPACE, container_scaler_name
+
+    from ..placement import CONTROL_PLANE
 
     from ..deploy import deploy, undeploy
 
@@ -121,7 +120,8 @@ def scale(sizes: tuple[int, ...] = (100, 1000, 10000), nodes: int = 3, window_s:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"machine": machine(), "config": {"nodes": nodes, "window_s": window_s,
-                                                                "duration_s": duration_s}, "runs": {}}
+                                                                "duration_s": duration_s, "warmup_s": warmup_s},
+                               "runs": {}}
     for n in sizes:
         cluster = Cluster(initialize_head=True, head_node_args=dict(
             num_cpus=2, object_store_memory=150 * 1024**2, include_dashboard=False,
@@ -144,30 +144,35 @@ def scale(sizes: tuple[int, ...] = (100, 1000, 10000), nodes: int = 3, window_s:
             t0 = time.monotonic()
             _bulk_subscribe(db, per_host, cpu=(10, 50, 200), mem=(64, 256, 2048))
             progress(f"N={n}: {n} containers subscribed in {time.monotonic() - t0:.1f}s; running {duration_s:g}s")
-            names = [STATEDB_NAME, GUARDIAN_NAME, SCALER_NAME, STRUCTURES_SNAPSHOTER_NAME] + [
-                container_scaler_name(h) for h in hosts]
-            pids = _actor_pids(names)
+            control = list(CONTROL_PLANE)
+            agents = [container_scaler_name(h) for h in hosts]
+            pids = _actor_pids(control + agents)
+            time.sleep(warmup_s)  # the first windows fetch and prepare every container once
             g0 = ray.get(actors["guardian"].ping.remote())["windows"]
             seq0 = ray.get(db.ping.remote())["seq"]
-            cpu0, _ = _cpu_rss(pids)
-            t_start = time.monotonic()
+            usage0 = _cpu_rss(pids)
+            t_start, wall_start = time.monotonic(), time.time()
             time.sleep(duration_s)  # the benchmark's measuring interval, not a synchronisation
             elapsed = time.monotonic() - t_start
-            cpu1, rss = _cpu_rss(pids)
+            usage1 = _cpu_rss(pids)
             progress(f"N={n}: measured; collecting figures")
-            g = ray.get(actors["guardian"].ping.remote(), timeout=120)
+            g = ray.get(actors["guardian"].ping.remote(1000), timeout=120)
             seq1 = ray.get(db.ping.remote(), timeout=120)["seq"]
-            reqs = ray.get(db.recent_requests.remote(None, 20000), timeout=120)
-            lat = [r["applied_at"] - r["timestamp"] for r in reqs if r.get("outcome") in ("applied", "trimmed")]
+            reqs = ray.get(db.recent_requests.remote(None, 100_000), timeout=120)
+            lat = [r["applied_at"] - r["timestamp"] for r in reqs
+                   if r.get("outcome") in ("applied", "trimmed") and r["applied_at"] >= wall_start]
             windows = g["windows"] - g0
+            cpu_pct = {a: round(100 * (usage1[a][0] - usage0[a][0]) / elapsed, 1) for a in usage1 if a in usage0}
             run = {
                 "containers": n,
-                "guardian_epoch_s": percentiles(g["epoch_s"]),
+                "guardian_epoch_s": percentiles(g["epoch_s"][-windows:] if windows > 0 else []),
                 "guardian_windows_per_node_per_s": round(windows / nodes / elapsed, 2),
                 "request_to_applied_s": percentiles(lat),
                 "requests_applied": len(lat),
-                "control_plane_cpu_pct": round(100 * (cpu1 - cpu0) / elapsed, 1),
-                "control_plane_rss_mib": round(rss, 0),
+                "control_plane_cpu_pct": round(sum(v for a, v in cpu_pct.items() if a in control), 1),
+                "control_plane_rss_mib": round(sum(usage1[a][1] for a in control if a in usage1), 0),
+                "node_agents_cpu_pct": round(sum(v for a, v in cpu_pct.items() if a in agents), 1),
+                "cpu_pct_by_actor": cpu_pct,
                 "statedb_writes_per_s": round((seq1 - seq0) / elapsed, 1),
                 "scaler_outcomes": ray.get(actors["scaler"].ping.remote())["outcomes"],
                 "node_lagged_windows": sum(ray.get(ray.get_actor(container_scaler_name(h), namespace=NAMESPACE)
@@ -200,9 +205,18 @@ def _plot_scale(results: dict[str, Any], path: Path) -> None:
     axes[0].axhline(results["config"]["window_s"], ls="--", c="gray", label="window")
     axes[0].set(title="Guardian epoch (per node batch)", ylabel="s", xscale="log", xlabel="containers")
     axes[0].legend()
-    axes[1].plot(ns, [runs[str(n)]["control_plane_cpu_pct"] for n in ns], "o-")
+    # CPU by actor, stacked, one bar per size; node agents hatched (they run on the hosts).
+    actors = sorted({a for run in runs.values() for a in run["cpu_pct_by_actor"]},
+                    key=lambda a: (a.startswith("container-scaler"), a))
+    bottom = [0.0] * len(ns)
+    for a in actors:
+        vals = [runs[str(n)]["cpu_pct_by_actor"].get(a, 0.0) for n in ns]
+        axes[1].bar([str(n) for n in ns], vals, bottom=bottom, label=a,
+                    hatch="//" if a.startswith("container-scaler") else None)
+        bottom = [b + v for b, v in zip(bottom, vals)]
     axes[1].axhline(100, ls="--", c="gray")
-    axes[1].set(title="control-plane CPU (% of one core)", xscale="log", xlabel="containers")
+    axes[1].set(title="CPU by actor (% of one core)", xlabel="containers")
+    axes[1].legend(fontsize=6)
     axes[2].plot(ns, [runs[str(n)]["request_to_applied_s"]["p99"] or 0 for n in ns], "o-", label="p99")
     axes[2].plot(ns, [runs[str(n)]["request_to_applied_s"]["p50"] or 0 for n in ns], "o-", label="p50")
     axes[2].set(title="request → applied", ylabel="s", xscale="log", xlabel="containers")
@@ -219,25 +233,37 @@ def command(
     nodes: int = typer.Option(3, min=1, help="simulated Ray nodes (one ContainerScaler each)"),
     window: float = typer.Option(1.0, min=0.1, help="Guardian window, seconds"),
     duration: float = typer.Option(30.0, min=5, help="measured seconds per size"),
+    warmup: float = typer.Option(5.0, min=0, help="seconds after subscribing before measuring"),
     out: Path = typer.Option(Path("bench-out"), help="where scale.json and scale.png go"),
 ) -> None:
     """Control-plane cost for N simulated containers over M nodes (synthetic backend)."""
-
     try:
         ns = tuple(int(x) for x in sizes.split(","))
     except ValueError:
         fail(f"--sizes must be integers separated by commas, got {sizes!r}")
-    r = scale(sizes=ns, nodes=nodes, window_s=window, duration_s=duration, out_dir=out_dir(out),
+    if not ns or min(ns) < 1:
+        fail(f"--sizes must be positive, got {sizes!r}")
+    r = scale(sizes=ns, nodes=nodes, window_s=window, duration_s=duration, warmup_s=warmup, out_dir=out_dir(out),
               progress=lambda m: console.print(f"  {m}"))
     console.print(f"machine: {r['machine']}  config: {r['config']}")
-    t = Table(title="scale")
-    for col in ("containers", "epoch p50", "epoch p99", "req→applied p50", "p99", "CPU %", "RSS MiB",
-                "writes/s", "keeps up"):
+    t = Table(title="scale (CPU in % of one core; control plane = every actor but the node agents)")
+    for col in ("containers", "epoch p50 s", "epoch p99 s", "windows/node/s", "req→applied p50 s", "p99 s",
+                "control CPU %", "control RSS MiB", "node agents CPU %", "writes/s", "keeps up"):
         t.add_column(col, justify="right")
     for n, run in r["runs"].items():
         t.add_row(n, str(run["guardian_epoch_s"]["p50"]), str(run["guardian_epoch_s"]["p99"]),
+                  str(run["guardian_windows_per_node_per_s"]),
                   str(run["request_to_applied_s"]["p50"]), str(run["request_to_applied_s"]["p99"]),
                   str(run["control_plane_cpu_pct"]), str(run["control_plane_rss_mib"]),
-                  str(run["statedb_writes_per_s"]), "yes" if run["keeps_up"] else "NO")
+                  str(run["node_agents_cpu_pct"]), str(run["statedb_writes_per_s"]),
+                  "yes" if run["keeps_up"] else "NO")
     console.print(t)
+    by_actor = Table(title="CPU % of one core by actor")
+    by_actor.add_column("actor")
+    for n in r["runs"]:
+        by_actor.add_column(f"N={n}", justify="right")
+    actors = sorted({a for run in r["runs"].values() for a in run["cpu_pct_by_actor"]})
+    for a in actors:
+        by_actor.add_row(a, *(str(run["cpu_pct_by_actor"].get(a, "")) for run in r["runs"].values()))
+    console.print(by_actor)
     console.print(f"written: {out / 'scale.json'}, {out / 'scale.png'}")
