@@ -24,7 +24,7 @@ from pydantic import TypeAdapter
 
 from . import metrics
 from .model import Application, Event, Limits, Rule, Structure, UsageBatch, User
-from .policy.serverless import Prepared, RuleSet, evaluate_prepared, prepare
+from .policy.serverless import Prepared, RuleSet, evaluate_prepared, fire_window, prepare
 from .settings import DATABASE_SNAPSHOTER_NAME, NAMESPACE, SCALER_NAME, STATEDB_NAME, GuardianSettings
 
 log = logging.getLogger(__name__)
@@ -180,10 +180,18 @@ class Guardian:
         bounds: dict[str, dict[str, tuple[float, float]]] = {}
         new_events: list[dict[str, Any]] = []
         requests: list[dict[str, Any]] = []
-        for name, p in prepared.items():
+        names = list(prepared)
+        try:
+            # Every event rule on every structure of the window at once.
+            fired: list[Any] = fire_window([prepared[n] for n in names], self._ruleset,
+                                           [usages.get(n, {}) for n in names])
+        except Exception:
+            log.exception("guardian: the window's rules are evaluated one structure at a time")
+            fired = [None] * len(names)
+        for name, p, f in zip(names, prepared.values(), fired):
             try:
                 step = evaluate_prepared(p, self._ruleset, usages.get(name, {}), self.events.get(name, []),
-                                         now, self.settings)
+                                         now, self.settings, fired=f)
             except Exception:
                 log.exception("guardian: %s skipped this window", name)
                 continue

@@ -82,11 +82,18 @@ def fire_event_rules(
 
     With `currents`, each event records the `current` it was measured against.
     """
+    fired = [rule for rule in rules if rule.active and rule.generates == "events" and rule.resource in data
+             and evaluate(rule.rule, data)]
+    return events_of(structure_name, fired, now, currents)
+
+
+def events_of(
+    structure_name: str, fired: Iterable[Rule], now: float, currents: Optional[Mapping[str, Optional[float]]] = None
+) -> list[Event]:
+    """The events of event rules found to hold (see `fire_event_rules`)."""
     events = []
-    for rule in rules:
+    for rule in fired:
         res = rule.resource
-        if not rule.active or rule.generates != "events" or res not in data or not evaluate(rule.rule, data):
-            continue
         fields: dict[str, Any] = {"current": currents.get(res)} if currents is not None else {}
         # Built without validation: every field is typed by construction.
         events.append(Event.model_construct(name=event_name(res, rule.action.get("events", {})), resource=res,

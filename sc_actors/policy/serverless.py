@@ -14,14 +14,16 @@ is the per-window rest; `evaluate_window` is both in one call.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Sequence, Union
+from collections.abc import Mapping
+from typing import Any, Optional, Sequence, Union
 
 from ..model import Application, Container, Event, LimitResource, Limits, Request, Rule
 from ..settings import GuardianSettings
-from .events import event_data_of_parts, fire_event_rules, reduce_events, remove_events, split_events
+from .events import event_data_of_parts, events_of, fire_event_rules, reduce_events, remove_events, split_events
 from .jsonlogic import evaluate
 from .limits import adjust_limits
 from .requests import match_rules_and_events
+from .vectorized import Compiled, compile_rule, fired_rules
 
 Structure = Union[Container, Application]
 
@@ -45,12 +47,15 @@ class RuleSet:
 
     event_rules: tuple[Rule, ...]
     request_rules: tuple[Rule, ...]
+    compiled: tuple[Optional[Compiled], ...] = ()
+    """`compile_rule` of each event rule (None: evaluated by the JSON-logic engine)."""
 
     @classmethod
     def of(cls, rules: Sequence[Rule]) -> "RuleSet":
         active = [r for r in rules if r.active]
-        return cls(tuple(r for r in active if r.generates == "events"),
-                   tuple(r for r in active if r.generates == "requests"))
+        events = tuple(r for r in active if r.generates == "events")
+        return cls(events, tuple(r for r in active if r.generates == "requests"),
+                   tuple(compile_rule(r.rule) for r in events))
 
 
 @dataclass(frozen=True)
@@ -118,22 +123,54 @@ def evaluate_window(
                              usages, events, now, settings)
 
 
+def window_usages(prepared: Prepared, usages: Mapping[str, Optional[float]]) -> dict[str, float]:
+    """The window's usage of the guarded resources (a negative or missing one is no data)."""
+    return {r: u for r, u in usages.items() if r in prepared.parts and u is not None and u >= 0}  # type: ignore[misc]
+
+
+def fire_window(
+    prepared: Sequence[Prepared], rules: RuleSet, usages: Sequence[Mapping[str, Optional[float]]]
+) -> list[Optional[list[Rule]]]:
+    """The event rules that hold for each structure of one window, all structures at once.
+
+    Pass each result as `fired` to `evaluate_prepared`: the same events as evaluating
+    each structure alone, for a fraction of the cost (`policy.vectorized`). None for a
+    structure whose data the JSON-logic engine fails on (evaluated alone, it raises).
+    """
+    live = [i for i, p in enumerate(prepared) if not p.skipped]
+    fired = fired_rules(rules.event_rules, rules.compiled or [compile_rule(r.rule) for r in rules.event_rules],
+                        [prepared[i].parts for i in live], [window_usages(prepared[i], usages[i]) for i in live])
+    out: list[Optional[list[Rule]]] = [[] for _ in prepared]
+    for i, f in zip(live, fired):
+        out[i] = f
+    return out
+
+
 def evaluate_prepared(
     prepared: Prepared,
     rules: RuleSet,
-    usages: dict[str, float],
+    usages: Mapping[str, Optional[float]],
     events: list[Event],
     now: float,
     settings: GuardianSettings,
+    fired: Optional[Sequence[Rule]] = None,
 ) -> GuardianStep:
+    """One window of a prepared structure; `fired` are its event rules that hold, when
+    `fire_window` found them already (else they are evaluated here)."""
     if prepared.skipped:
         return GuardianStep(pending_events=events, skipped=prepared.skipped)
     structure = prepared.structure
-    usages = {r: u for r, u in usages.items() if r in prepared.parts and u is not None and u >= 0}
+    usages = window_usages(prepared, usages)
     if not usages:
         return GuardianStep(pending_events=events, skipped="no usage in this window")
 
-    new_events = _fired_events(prepared, rules, usages, now)
+    if fired is None:
+        new_events = _fired_events(prepared, rules, usages, now)
+    elif fired:
+        new_events = events_of(structure.name, fired, now,
+                               {r.resource: structure.resources[r.resource].current for r in fired})  # type: ignore[index]
+    else:
+        new_events = []
     if not new_events and not events:
         return GuardianStep(bounds=prepared.bounds)
     currents = {res: structure.resources[res].current for res in prepared.guarded}  # type: ignore[index]
