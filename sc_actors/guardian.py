@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 _STRUCTURE = TypeAdapter(Structure)
 SNAPSHOTER_LOOKUP_S = 10.0
 """How often a missing DatabaseSnapshoter is looked up again, seconds."""
+SUBMITS_IN_FLIGHT = 10
+"""Submissions to the Scaler not yet taken, beyond which a window's requests are dropped."""
 MIRROR_PRUNE_WINDOWS = 200
 """Every so many windows, prepared containers no node reported in its last window are dropped."""
 
@@ -43,6 +45,8 @@ class Guardian:
         self.epoch_s: collections.deque[float] = collections.deque(maxlen=1000)
         self.windows = 0
         self.requests_sent = 0
+        self.requests_dropped = 0
+        self._submits: set[asyncio.Task[None]] = set()
         self._rules_key: Any = None
         self._rules: list[Rule] = []
         self._ruleset = RuleSet.of([])
@@ -74,6 +78,7 @@ class Guardian:
         return {
             "windows": self.windows,
             "requests_sent": self.requests_sent,
+            "requests_dropped": self.requests_dropped,
             "pending_events": sum(len(v) for v in self.events.values()),
             "prepared": len(self._prepared),
             "epoch_s": list(self.epoch_s)[-last:] if last > 0 else [],
@@ -126,8 +131,30 @@ class Guardian:
             requests += await self._evaluate_groups(statedb, b)
         self._notify_snapshoter(b)
         if requests:
-            self.requests_sent += len(requests)
-            await scaler.submit.remote(requests)
+            self._submit(scaler, requests)
+
+    def _submit(self, scaler: Any, requests: list[dict[str, Any]]) -> None:
+        """Hand the window's requests to the Scaler without waiting for it.
+
+        A busy Scaler must not hold up the next window. If it has not taken the last
+        SUBMITS_IN_FLIGHT submissions, this window's requests are dropped and counted:
+        their events are still pending, so the next window asks again.
+        """
+        if len(self._submits) >= SUBMITS_IN_FLIGHT:
+            self.requests_dropped += len(requests)
+            return
+        self.requests_sent += len(requests)
+        ref = scaler.submit.remote(requests)
+
+        async def wait() -> None:
+            try:
+                await asyncio.wait_for(ref, timeout=30)
+            except Exception as e:
+                log.warning("%d requests not taken by the scaler: %s", len(requests), e)
+
+        task = asyncio.get_running_loop().create_task(wait())
+        self._submits.add(task)
+        task.add_done_callback(self._submits.discard)
 
     async def _refresh(self, statedb: Any, host: str, names: list[str]) -> None:
         """Bring the mirror of this node's containers up to the StateDB's seq."""

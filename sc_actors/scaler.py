@@ -43,6 +43,8 @@ from .settings import NAMESPACE, STATEDB_NAME, ScalerSettings, container_scaler_
 log = logging.getLogger(__name__)
 
 APPLY_TIMEOUT_S = 5.0
+YIELD_EVERY = 50
+"""Requests planned between two yields to the event loop."""
 DEFAULT_LIMITS = {"cpu": {"boundary": 10, "boundary_type": "percentage_of_max"},
                   "mem": {"boundary": 10, "boundary_type": "percentage_of_max"}}
 
@@ -96,6 +98,7 @@ class Scaler:
         self._node_scalers: dict[str, Any] = {}
         self.outcomes: collections.Counter[str] = collections.Counter()
         self.batches: collections.Counter[str] = collections.Counter()
+        self._distributions: dict[str, tuple[Any, list[str]]] = {}
         """Batches of one host written in one call ("written"), or put back after a refusal ("put_back")."""
         self.apply_s: collections.deque[float] = collections.deque(maxlen=1000)
         self._task = asyncio.get_event_loop().create_task(self._loop())
@@ -220,17 +223,18 @@ class Scaler:
         hosts = {n: Host.model_validate(d) for n, d in view["hosts"].items()}
         currents: dict[str, dict[str, float]] = {}
         maxes: dict[str, dict[str, float]] = {}
-        distributions: dict[str, list[str]] = {}  # a host's core order does not change within a batch
         entries: list[dict[str, Any]] | None = None
         if len(requests) > 1 and all(r.structure_type == "container" for r in requests):
-            entries = await self._apply_batched(requests, view, hosts, currents, distributions)
+            entries = await self._apply_batched(requests, view, hosts, currents)
         if entries is None:
             entries = []
-            for req in requests:
+            for i, req in enumerate(requests):
+                if i % YIELD_EVERY == YIELD_EVERY - 1:
+                    await asyncio.sleep(0)  # let submit and ping through during a long batch
                 if req.structure_type in ("application", "user"):
                     entries += await self._apply_group(req, view, hosts, currents, maxes)
                 else:
-                    entries.append(await self._apply_one(req, view, hosts, currents, distributions))
+                    entries.append(await self._apply_one(req, view, hosts, currents))
         host_updates = {
             n: {r: h.resources[r].model_dump(exclude_none=True) for r in ("cpu", "mem")}
             for n, h in hosts.items()
@@ -244,7 +248,6 @@ class Scaler:
 
     def _plan(
         self, req: Request, view: dict[str, Any], hosts: dict[str, Host], currents: dict[str, dict[str, float]],
-        distributions: dict[str, list[str]],
     ) -> tuple[Container, Any] | tuple[str, str]:
         """(container, plan) of one container request against the accounting as it is
         now (this batch's changes included), or (outcome, reason) saying why not."""
@@ -276,7 +279,7 @@ class Scaler:
             physical_of(container, host),
             view["usages"].get(container.name, {}).get("mem"),
             mem_margin,
-            distributions.setdefault(host.name, distribution_of(host)) if req.resource == "cpu" else [],
+            self._distribution(host) if req.resource == "cpu" else [],
         )
         if plan.outcome == "refused":
             return "refused", plan.reason
@@ -284,11 +287,10 @@ class Scaler:
 
     async def _apply_one(
         self, req: Request, view: dict[str, Any], hosts: dict[str, Host], currents: dict[str, dict[str, float]],
-        distributions: dict[str, list[str]],
     ) -> dict[str, Any]:
         """Plan, write and account one container request."""
         t0 = time.perf_counter()
-        planned = self._plan(req, view, hosts, currents, distributions)
+        planned = self._plan(req, view, hosts, currents)
         if isinstance(planned[0], str):
             return self._entry(req, *planned)
         container, plan = planned
@@ -307,7 +309,7 @@ class Scaler:
 
     async def _apply_batched(
         self, requests: list[Request], view: dict[str, Any], hosts: dict[str, Host],
-        currents: dict[str, dict[str, float]], distributions: dict[str, list[str]],
+        currents: dict[str, dict[str, float]],
     ) -> list[dict[str, Any]] | None:
         """Container requests of one host: planned one after the other, written in one
         call to its node, accounted when every write succeeded.
@@ -321,8 +323,10 @@ class Scaler:
         work_currents = {n: dict(v) for n, v in currents.items()}
         not_planned: list[tuple[Request, str, str]] = []
         planned: list[tuple[Request, Container, Any]] = []
-        for req in requests:
-            p = self._plan(req, view, work_hosts, work_currents, distributions)
+        for i, req in enumerate(requests):
+            if i % YIELD_EVERY == YIELD_EVERY - 1:
+                await asyncio.sleep(0)  # let submit and ping through during a long batch
+            p = self._plan(req, view, work_hosts, work_currents)
             if isinstance(p[0], str):
                 not_planned.append((req, *p))
                 continue
@@ -454,7 +458,7 @@ class Scaler:
             physical={n: physical_of(c, hosts[c.host]) for n, c in containers.items() if c.host in hosts},
             usages=view["usages"],
             mem_margins={n: mem_margin_of(c, view["limits"].get(n)) for n, c in containers.items()},
-            distributions={h: distribution_of(host) for h, host in hosts.items()},
+            distributions={h: self._distribution(host) for h, host in hosts.items()},
         )
 
     async def _write(self, container: Container, change: Any) -> None:
@@ -468,6 +472,15 @@ class Scaler:
             raise Unavailable(
                 f"the ContainerScaler of host {container.host!r} did not answer within {APPLY_TIMEOUT_S:g} s"
             ) from None
+
+    def _distribution(self, host: Host) -> list[str]:
+        """The host's core order (§4.6), computed again only when its topology changes."""
+        topology = getattr(host, "topology", None)
+        key = topology or len(host.resources["cpu"].core_usage_mapping or {})
+        cached = self._distributions.get(host.name)
+        if cached is None or cached[0] != key:
+            cached = self._distributions[host.name] = (key, distribution_of(host))
+        return cached[1]
 
     async def _write_many(self, host: str, items: list[tuple[str, dict[str, Any], Any]]) -> list[str]:
         """Write several containers' limits on one node in one call; an error text per item ("" when written)."""

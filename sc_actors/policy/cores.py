@@ -125,7 +125,9 @@ class CpuScaling:
 
 
 def _copy(core_map: Mapping[str, Mapping[str, float]]) -> CoreMap:
-    return {core: dict(entry) for core, entry in core_map.items()}
+    """A new map sharing the cores' entries: `_move` copies an entry before changing it,
+    so only the cores a change touches are copied (a host may have thousands)."""
+    return dict(core_map)  # type: ignore[arg-type]
 
 
 def _order(core_map: CoreMap, distribution: Sequence[str]) -> list[str]:
@@ -147,10 +149,10 @@ def _free(core_map: CoreMap, core: str) -> float:
 
 
 def _move(core_map: CoreMap, core: str, src: str, dst: str, wanted: float) -> float:
-    entry = core_map[core]
-    take = min(entry.get(src, 0.0), wanted)
+    take = min(core_map[core].get(src, 0.0), wanted)
     if take <= 0:
         return 0.0
+    entry = core_map[core] = dict(core_map[core])  # copy on write (see _copy)
     entry[src] = entry.get(src, 0.0) - take
     entry[dst] = entry.get(dst, 0.0) + take
     if src != FREE and entry[src] <= _EPS:

@@ -220,8 +220,12 @@ def _cpu_step(draft: _Draft, host: Host, container: str, distribution: Sequence[
     draft.delta, draft.core_map, draft.cpu_num = scaling.shares, scaling.core_map, scaling.cpu_num
 
 
-def _core_map_violation(core_map: CoreMap) -> str:
+def _core_map_violation(core_map: CoreMap, before: Optional[CoreMap] = None) -> str:
+    """"" when every core adds up to 100 shares, none negative; with `before`, only the
+    cores whose entry the change replaced are checked (a change copies what it touches)."""
     for core, entry in core_map.items():
+        if before is not None and entry is before.get(core):
+            continue
         if any(v < -_EPS for v in entry.values()) or abs(sum(entry.values()) - SHARES_PER_CORE) > _EPS:
             return f"core {core} would not add up to {SHARES_PER_CORE} shares: {entry}"
     return ""
@@ -244,7 +248,8 @@ def _safety_violation(
         return f"memory limit {new_current:g} MiB is under {MEM_MIN_MIB} MiB"
     if request.resource == "mem" and draft.delta < 0 and new_current < floor - _EPS:
         return f"memory limit {new_current:g} MiB is under usage + margin = {floor:g} MiB"
-    return _core_map_violation(draft.core_map) if draft.core_map is not None else ""
+    before = host.resources["cpu"].core_usage_mapping if request.resource == "cpu" else None
+    return _core_map_violation(draft.core_map, before) if draft.core_map is not None else ""
 
 
 def _host_after(host: Host, resource: str, draft: _Draft) -> Host:
