@@ -4,9 +4,10 @@ from __future__ import annotations
 from typing import Callable
 
 from . import api
-from . import reaction, scale
+from . import efficiency, reaction, scale
 
 COMMANDS: dict[str, Callable[..., None]] = {
+    "efficiency": efficiency.command,
     "api": api.command,
     "reaction": reaction.command,
     "scale": scale.command,
