@@ -217,8 +217,13 @@ def _plot_scale(results: dict[str, Any], path: Path) -> None:
     axes[1].axhline(100, ls="--", c="gray")
     axes[1].set(title="CPU by actor (% of one core)", xlabel="containers")
     axes[1].legend(fontsize=6)
-    axes[2].plot(ns, [runs[str(n)]["request_to_applied_s"]["p99"] or 0 for n in ns], "o-", label="p99")
-    axes[2].plot(ns, [runs[str(n)]["request_to_applied_s"]["p50"] or 0 for n in ns], "o-", label="p50")
+    for q in ("p99", "p50"):
+        pts = [(n, runs[str(n)]["request_to_applied_s"][q]) for n in ns]
+        pts = [(n, v) for n, v in pts if v is not None]  # none measured: no point, not a zero
+        axes[2].plot([n for n, _ in pts], [v for _, v in pts], "o-", label=q)
+    for n in ns:
+        if runs[str(n)]["request_to_applied_s"]["p50"] is None:
+            axes[2].annotate(f"N={n}: none applied\nin the window", (n, 0), fontsize=7, ha="right")
     axes[2].set(title="request → applied", ylabel="s", xscale="log", xlabel="containers")
     axes[2].legend()
     for a in axes:
