@@ -98,6 +98,22 @@ def _bulk_subscribe(db: Any, hosts: dict[str, list[str]], cpu: tuple[float, floa
         ray.get(db.put.remote("structures", host.model_dump(mode="json", exclude_none=True)))
 
 
+def simulated_cluster(hosts: list[str]) -> Any:
+    """A local Ray cluster with one synthetic-backend node per host name, and this
+    process connected to it; `cluster.shutdown()` (after `ray.shutdown()`) ends it."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args=dict(
+        num_cpus=2, object_store_memory=150 * 1024**2, include_dashboard=False, labels={"sc_role": "head"}))
+    for h in hosts:
+        cluster.add_node(num_cpus=1, object_store_memory=80 * 1024**2,
+                         labels={"sc_host": h, "sc_backend": "synthetic", "sc_cgroup_parent": h})
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, log_to_driver=False, logging_level="ERROR")
+    return cluster
+
+
 def scale(sizes: tuple[int, ...] = (100, 1000, 10000), nodes: int = 3, window_s: float = 1.0,
           duration_s: float = 30.0, warmup_s: float = 5.0, out_dir: str = "bench-out",
           progress: Callable[[str], None] = print) -> dict[str, Any]:
@@ -108,7 +124,6 @@ def scale(sizes: tuple[int, ...] = (100, 1000, 10000), nodes: int = 3, window_s:
     real cluster run on the hosts they control, and are reported apart.
     """
     import ray
-    from ray.cluster_utils import Cluster
 
     from sc_actors.settings import NAMESPACE, container_scaler_name
 
@@ -123,15 +138,8 @@ def scale(sizes: tuple[int, ...] = (100, 1000, 10000), nodes: int = 3, window_s:
                                                                 "duration_s": duration_s, "warmup_s": warmup_s},
                                "runs": {}}
     for n in sizes:
-        cluster = Cluster(initialize_head=True, head_node_args=dict(
-            num_cpus=2, object_store_memory=150 * 1024**2, include_dashboard=False,
-            labels={"sc_role": "head"}))
         hosts = [f"sim{i}" for i in range(nodes)]
-        for h in hosts:
-            cluster.add_node(num_cpus=1, object_store_memory=80 * 1024**2,
-                             labels={"sc_host": h, "sc_backend": "synthetic", "sc_cgroup_parent": h})
-        cluster.wait_for_nodes()
-        ray.init(address=cluster.address, log_to_driver=False, logging_level="ERROR")
+        cluster = simulated_cluster(hosts)
         try:
             # One core per simulated container on average: room for bursts, not for all at max.
             cores = max(8, -(-n // nodes))

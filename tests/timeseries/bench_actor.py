@@ -20,22 +20,15 @@ import time
 
 def run(containers: int = 100, seconds: float = 60.0, nodes: int = 3, window_s: float = 1.0) -> dict:
     import ray
-    from ray.cluster_utils import Cluster
 
-    from cluster.bench.scale import _actor_pids, _bulk_subscribe, _cpu_rss
+    from cluster.bench.scale import _actor_pids, _bulk_subscribe, _cpu_rss, simulated_cluster
     from cluster.deploy import deploy, undeploy, wait_for
     from sc_actors.settings import DATABASE_SNAPSHOTER_NAME, STATEDB_NAME
     from sc_actors.store import timeseries as ts
 
     os.environ["RAY_AUTH_MODE"] = "disabled"
-    cluster = Cluster(initialize_head=True, head_node_args=dict(
-        num_cpus=2, object_store_memory=150 * 1024**2, include_dashboard=False))
     hosts = [f"tsim{i}" for i in range(nodes)]
-    for h in hosts:
-        cluster.add_node(num_cpus=1, object_store_memory=80 * 1024**2,
-                         labels={"sc_host": h, "sc_backend": "synthetic", "sc_cgroup_parent": h})
-    cluster.wait_for_nodes()
-    ray.init(address=cluster.address, log_to_driver=False, logging_level="ERROR")
+    cluster = simulated_cluster(hosts)
     state = tempfile.mkdtemp(prefix="sc-ts-bench-")
     try:
         actors = deploy(state, node_defaults={"synthetic_cores": max(8, -(-containers // nodes))})
@@ -47,14 +40,15 @@ def run(containers: int = 100, seconds: float = 60.0, nodes: int = 3, window_s: 
         _bulk_subscribe(db, per_host, cpu=(10, 50, 200), mem=(64, 256, 2048))
         wait_for(lambda: ray.get(snap.ping.remote())["windows"] > 3 * nodes, 60, what="windows snapshotted")
         pids = _actor_pids([DATABASE_SNAPSHOTER_NAME, STATEDB_NAME])
-        snap_pid, db_pid = {"s": pids[DATABASE_SNAPSHOTER_NAME]}, {"d": pids[STATEDB_NAME]}
         p0 = ray.get(snap.ping.remote())
         root = p0["dataset_dir"]
-        snap_cpu0, db_cpu0 = _cpu_rss(snap_pid)[0], _cpu_rss(db_pid)[0]
+        u0 = _cpu_rss(pids)
+        snap_cpu0, db_cpu0 = u0[DATABASE_SNAPSHOTER_NAME][0], u0[STATEDB_NAME][0]
         t0 = time.monotonic()
         time.sleep(seconds)  # the measuring interval, not a synchronisation
         elapsed = time.monotonic() - t0
-        (snap_cpu1, rss), db_cpu1 = _cpu_rss(snap_pid), _cpu_rss(db_pid)[0]
+        u1 = _cpu_rss(pids)
+        (snap_cpu1, rss), db_cpu1 = u1[DATABASE_SNAPSHOTER_NAME], u1[STATEDB_NAME][0]
         p1 = ray.get(snap.ping.remote())
         ray.get(snap.flush.remote())
         hours = elapsed / 3600
