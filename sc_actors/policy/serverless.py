@@ -73,12 +73,8 @@ class Prepared:
     skipped: str = ""
 
 
-def guarded_resources(structure: Structure, limits: Limits | None, settings: GuardianSettings) -> list[str]:
+def guarded_resources(structure: Structure, limits: Limits | None, guardable: Sequence[str]) -> list[str]:
     """Resources the Guardian scales: guardable, guarded, and with limits."""
-    return _guarded(structure, limits, settings.guardable_resources)
-
-
-def _guarded(structure: Structure, limits: Limits | None, guardable: Sequence[str]) -> list[str]:
     if limits is None:
         return []
     out = []
@@ -93,7 +89,7 @@ def prepare(structure: Structure, limits: Limits | None, guardable: Sequence[str
     """The per-document part of a window: guarded resources, limit chain, rule data parts."""
     if not structure.guard:
         return Prepared(structure, limits, (), {}, {}, skipped="structure not guarded")
-    guarded = _guarded(structure, limits, guardable)
+    guarded = guarded_resources(structure, limits, guardable)
     if not guarded or limits is None:
         return Prepared(structure, limits, (), {}, {}, skipped="no guarded resource with limits")
     # The limit chain first, so events compare usage with fresh boundaries (§3.4).
