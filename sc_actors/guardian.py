@@ -174,9 +174,10 @@ class Guardian:
         if tuple(self.settings.guardable_resources) != self._guardable:
             # What is guarded changed: every prepared container is re-prepared from its documents.
             self._guardable = tuple(self.settings.guardable_resources)
-            self._seen_seq[host] = -1
+            self._seen_seq.clear()
             self._prepared.clear()
             changes = await statedb.guardian_changes.remote(names, -1, names, self._instance)
+            self._seen_seq[host] = changes["seq"]
         for name in changes["gone"]:
             self._prepared.pop(name, None)
             self._stored_bounds.pop(name, None)

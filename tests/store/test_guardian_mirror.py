@@ -1,0 +1,95 @@
+"""The Guardian's mirror follows the StateDB: what changed, what went, and a restart.
+
+Both are the real classes, in one process: the StateDB's methods are called through
+a shim that gives them Ray's `.remote(...)` shape, so no Ray is needed.
+"""
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from sc_actors.guardian import Guardian
+from sc_actors.statedb import StateDB
+
+
+class _Remote:
+    """`db.method.remote(*args)` → an awaitable of `db.method(*args)`, as with an actor handle."""
+
+    def __init__(self, target: Any) -> None:
+        self._target = target
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._target, name)
+
+        class _M:
+            @staticmethod
+            def remote(*args: Any, **kw: Any) -> Any:
+                async def call() -> Any:
+                    return method(*args, **kw)
+                return call()
+
+        return _M
+
+
+def _container(name: str, current: float) -> dict[str, Any]:
+    return {"name": name, "host": "h0", "subtype": "container", "guard": True,
+            "resources": {"cpu": {"min": 10, "current": current, "max": 200, "guard": True},
+                          "mem": {"min": 64, "current": 256, "max": 1024, "guard": False}}}
+
+
+def _db(tmp_path, names=("c0", "c1")) -> StateDB:
+    db = StateDB(str(tmp_path), fsync=False)
+    for n in names:
+        db.put("structures", _container(n, 100))
+        db.put("limits", {"name": n, "resources": {"cpu": {"boundary": 10}, "mem": {"boundary": 10}}})
+    return db
+
+
+def _refresh(g: Guardian, db: Any, names: list[str]) -> None:
+    asyncio.run(g._refresh(_Remote(db), "h0", names))
+
+
+def test_the_mirror_re_prepares_only_what_the_statedb_changed(tmp_path):
+    db, g = _db(tmp_path), Guardian()
+    _refresh(g, db, ["c0", "c1"])
+    first = dict(g._prepared)
+    # m = 10 % of max 200 = 20: upper = 100 − 20 = 80, lower = 60.
+    assert first["c0"].bounds == {"cpu": (80, 60)}
+    db.patch("structures", "c1", {"resources.cpu.current": 150})
+    _refresh(g, db, ["c0", "c1"])
+    assert g._prepared["c0"] is first["c0"]  # unchanged: the same prepared object
+    assert g._prepared["c1"].bounds == {"cpu": (130, 110)}  # 150 − 20, 150 − 40
+
+
+def test_a_container_no_longer_in_the_statedb_leaves_the_mirror_with_its_events(tmp_path):
+    db, g = _db(tmp_path), Guardian()
+    _refresh(g, db, ["c0", "c1"])
+    g.events["c1"] = ["an event"]  # type: ignore[list-item]
+    db.delete("structures", "c1")
+    _refresh(g, db, ["c0", "c1"])
+    assert set(g._prepared) == {"c0"} and "c1" not in g.events
+
+
+def test_a_restarted_statedb_makes_the_guardian_fetch_everything_again(tmp_path):
+    db, g = _db(tmp_path), Guardian()
+    _refresh(g, db, ["c0", "c1"])
+    # Written after the Guardian's last look, then checkpointed: the restarted StateDB
+    # loads it from the checkpoint, with no write seq the Guardian could compare.
+    db.patch("limits", "c0", {"resources.cpu.boundary": 20})
+    db.checkpoint()
+    db.store.close()
+    restarted = StateDB(str(tmp_path), fsync=False)  # same state dir, a new instance
+    assert ("limits", "c0") not in restarted.store.last_write_seq
+    _refresh(g, restarted, ["c0", "c1"])
+    assert g._instance == restarted.instance
+    assert g._prepared["c0"].bounds == {"cpu": (60, 20)}  # m = 20 % of 200 = 40
+
+
+def test_a_changed_set_of_guardable_resources_re_prepares_every_container(tmp_path):
+    db, g = _db(tmp_path), Guardian()
+    _refresh(g, db, ["c0", "c1"])
+    assert g._prepared["c0"].guarded == ("cpu",)
+    db.patch("structures", "c0", {"resources.mem.guard": True})
+    db.patch("services", "guardian", {"config.GUARDABLE_RESOURCES": ["mem"]})
+    _refresh(g, db, ["c0", "c1"])
+    assert g._prepared["c0"].guarded == ("mem",) and g._prepared["c1"].guarded == ()
