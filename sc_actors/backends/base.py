@@ -136,6 +136,32 @@ def check_change(change: LimitChange, bounds: Bounds | None, cpus: Iterable[int]
         check_cpu_num(change.cpu_num, cpus)
 
 
+def check_memory_above_use(name: str, change: LimitChange, read_counters: Callable[[str], UsageCounters]) -> None:
+    """LimitRefused when the change sets a memory limit under the container's use (without page cache).
+
+    For backends whose kernel interface would not refuse it (cgroup v2's memory.max
+    reclaims or kills instead; cgroup v1 answers EBUSY by itself).
+    """
+    if change.mem_limit is not None and change.mem_limit != units.UNLIMITED:
+        used_bytes = read_counters(name).mem_bytes
+        if units.mib_to_bytes(change.mem_limit) < used_bytes:
+            raise LimitRefused(
+                f"memory limit {change.mem_limit} MiB for {name} is below its use "
+                f"({units.bytes_to_mib(used_bytes):.1f} MiB without page cache)"
+            )
+
+
+def counters_of(read_counters: Callable[[str], UsageCounters], names: Iterable[str]) -> dict[str, UsageCounters]:
+    """Each container's counters, by name; a container gone meanwhile is left out."""
+    out: dict[str, UsageCounters] = {}
+    for name in names:
+        try:
+            out[name] = read_counters(name)
+        except ContainerNotFound:
+            continue
+    return out
+
+
 def check_cpu_num(cpu_num: str, cpus: Iterable[int]) -> str:
     """`cpu_num` in canonical form ('0-2' → '0,1,2') if every core exists; else LimitRefused."""
     try:

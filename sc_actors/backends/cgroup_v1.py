@@ -102,13 +102,7 @@ class CgroupV1Backend:
         return UsageCounters(cpu_ns=cpu_ns, mem_bytes=max(0, usage_bytes - cache_bytes), t=t)
 
     def read_counters_many(self, names: Iterable[str]) -> dict[str, UsageCounters]:
-        out: dict[str, UsageCounters] = {}
-        for name in names:
-            try:
-                out[name] = self.read_counters(name)
-            except ContainerNotFound:
-                continue
-        return out
+        return base.counters_of(self.read_counters, names)
 
     # ----------------------------------------------------------------- lifecycle
 

@@ -125,13 +125,7 @@ class LxcBackend:
     ) -> ContainerLimits:
         self._require(name)
         base.check_change(change, bounds, base.host_cpus())
-        if change.mem_limit is not None and change.mem_limit != units.UNLIMITED:
-            used_bytes = self.read_counters(name).mem_bytes
-            if units.mib_to_bytes(change.mem_limit) < used_bytes:
-                raise LimitRefused(
-                    f"memory limit {change.mem_limit} MiB for {name} is below its use "
-                    f"({units.bytes_to_mib(used_bytes):.1f} MiB without page cache)"
-                )
+        base.check_memory_above_use(name, change, self.read_counters)
         # Memory first, as in the cgroup backends: a refusal then leaves the container untouched.
         if change.mem_limit is not None:
             mem = change.mem_limit
@@ -171,13 +165,7 @@ class LxcBackend:
         return UsageCounters(cpu_ns=cpu_ns, mem_bytes=max(0, usage_bytes - cache_bytes), t=t)
 
     def read_counters_many(self, names: Iterable[str]) -> dict[str, UsageCounters]:
-        out: dict[str, UsageCounters] = {}
-        for name in names:
-            try:
-                out[name] = self.read_counters(name)
-            except ContainerNotFound:
-                continue
-        return out
+        return base.counters_of(self.read_counters, names)
 
     # ----------------------------------------------------------------- lifecycle
 
