@@ -1,0 +1,39 @@
+"""The README reads right for a newcomer (issue 14, item 9 and item 8's script table).
+
+A root shell on a fresh Debian image may have no `sudo`, so the commands the README
+gives are run as written by root; every heading stands on its own line; the
+script table names only scripts the original's HEAD has.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+
+
+def _code_lines() -> list[str]:
+    lines, inside = [], False
+    for line in README.splitlines():
+        if line.startswith("```"):
+            inside = not inside
+        elif inside:
+            lines.append(line)
+    return lines
+
+
+def test_no_command_in_the_readme_needs_sudo():
+    assert [line for line in _code_lines() if line.lstrip().startswith("sudo ")] == []
+    assert "as root (or with" in README
+
+
+def test_every_heading_is_on_its_own_line():
+    doubled = [line for line in README.splitlines() if re.match(r"^#+ .*#+ ", line)]
+    assert doubled == []
+    assert README.count("\n## Cluster\n") == 1
+
+
+def test_the_script_table_names_no_user_subscription_script():
+    # The original's HEAD (df2d65e) has no Users/subscribe_user.sh nor desubscribe_user.sh.
+    table = [line for line in README.splitlines() if line.startswith("| `")]
+    assert not any("subscribe_user.sh" in line for line in table)
