@@ -27,3 +27,15 @@ class Invalid(ScError, ValueError):
 
 class Unavailable(ScError):
     status = 503
+
+
+class StorageFailed(Unavailable):
+    """The StateDB could not make a change durable (EIO, a read-only disk, …); nothing changed."""
+
+    status = 503
+
+
+class StorageFull(StorageFailed):
+    """The disk of the StateDB's state dir is full (ENOSPC): 507 Insufficient Storage."""
+
+    status = 507

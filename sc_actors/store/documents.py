@@ -1,21 +1,32 @@
 """Documents in memory, made durable by the journal and Parquet checkpoints.
 
 `commit(ops)` writes the ops to the journal (fsync) and only then applies them,
-so whatever a caller saw acknowledged survives a crash. `open()` loads the last
-checkpoint and replays the journal after it. Ops are absolute (`put`, `delete`),
-never deltas, so replaying a record twice changes nothing.
+so whatever a caller saw acknowledged survives a crash, and a change the journal
+refused (`StorageFull`, `StorageFailed`) is neither applied nor written later.
+`commit_many` is the group commit: several changes, one write and one fsync, each
+its own record and seq. `open()` loads the last checkpoint and replays the journal
+after it; damage stops it (`JournalCorrupt`, `CheckpointCorrupt`, see statedir.py
+for the repair). Ops are absolute (`put`, `delete`), never deltas, so replaying a
+record twice changes nothing.
 """
 from __future__ import annotations
 
 import copy
+import logging
 import time
 from pathlib import Path
 from typing import Any, Iterable
 
-from .checkpoint import Docs, read_checkpoint, write_checkpoint
+from ..errors import StorageFailed
+from .checkpoint import Docs, read_checkpoint, tmp_path, write_checkpoint
 from .journal import Journal
+from .statedir import CHECKPOINT_FILE, JOURNAL_FILE, check_follows_checkpoint, migrate_jsonl
+
+log = logging.getLogger(__name__)
 
 COLLECTIONS = ("structures", "limits", "rules", "services", "users")
+CHECKPOINT_RETRY_S = 5.0
+"""After a checkpoint failed (disk full), seconds before the next try."""
 
 
 def put(collection: str, name: str, doc: dict[str, Any]) -> dict[str, Any]:
@@ -45,8 +56,9 @@ class DocumentStore:
     ):
         self.dir = Path(state_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.checkpoint_path = self.dir / "checkpoint.parquet"
-        self.journal = Journal(self.dir / "journal.jsonl", fsync=fsync)
+        self.checkpoint_path = self.dir / CHECKPOINT_FILE
+        migrate_jsonl(self.dir)
+        self.journal = Journal(self.dir / JOURNAL_FILE, fsync=fsync)
         self.checkpoint_every_records = checkpoint_every_records
         self.checkpoint_every_s = checkpoint_every_s
         self.docs: Docs = {c: {} for c in COLLECTIONS}
@@ -56,12 +68,18 @@ class DocumentStore:
         self.collection_seq: dict[str, int] = {}
         """The seq of the last write to each collection since this store was opened."""
         self.last_checkpoint_t = time.monotonic()
+        self._checkpoint_retry_t = 0.0
         self.replayed = 0
 
     # ------------------------------------------------------------------ life cycle
 
     def open(self) -> "DocumentStore":
+        tmp = tmp_path(self.checkpoint_path)
+        if tmp.exists():
+            log.warning("removing %s: a checkpoint that a crash cut short (the previous one is whole)", tmp)
+            tmp.unlink()
         docs, self.seq = read_checkpoint(self.checkpoint_path)
+        check_follows_checkpoint(self.journal.path, self.journal.first_seq, self.seq, self.journal.size_bytes())
         for c in COLLECTIONS:
             self.docs[c] = docs.get(c, {})
         for seq, ops in self.journal.records(after_seq=self.seq):
@@ -98,15 +116,36 @@ class DocumentStore:
     # ------------------------------------------------------------------ writes
 
     def commit(self, ops: list[dict[str, Any]]) -> int:
-        """Journal then apply `ops` atomically; returns the record's seq."""
-        if not ops:
-            return self.seq
-        seq = self.seq + 1
-        self.journal.append(seq, ops)
-        self._apply(seq, ops)
+        """Journal then apply `ops` atomically; returns the record's seq.
+
+        Raises StorageFull/StorageFailed when the journal cannot be written: then
+        nothing is applied and nothing of it is left on disk.
+        """
+        return self.commit_many([ops])[0]
+
+    def commit_many(self, batches: list[list[dict[str, Any]]]) -> list[int]:
+        """Group commit: each batch its own record, all written with one fsync, then applied.
+
+        Returns each batch's seq (the current seq for an empty batch). All are durable
+        when this returns, or (on StorageFull/StorageFailed) none is applied.
+        """
+        for ops in batches:
+            _check_ops(ops)
+        seqs, records = [], []
+        seq = self.seq
+        for ops in batches:
+            if ops:
+                seq += 1
+                records.append((seq, ops))
+            seqs.append(seq)
+        if not records:
+            return seqs
+        self.journal.append_many(records)
+        for s, ops in records:
+            self._apply(s, ops)
         self.seq = seq
         self._maybe_checkpoint()
-        return seq
+        return seqs
 
     def _apply(self, seq: int, ops: list[dict[str, Any]]) -> None:
         for op in ops:
@@ -121,11 +160,20 @@ class DocumentStore:
             self.collection_seq[c] = seq
 
     def _maybe_checkpoint(self) -> None:
+        now = time.monotonic()
+        if now < self._checkpoint_retry_t:
+            return
         if (
             self.journal.records_since_reset >= self.checkpoint_every_records
-            or time.monotonic() - self.last_checkpoint_t >= self.checkpoint_every_s
+            or now - self.last_checkpoint_t >= self.checkpoint_every_s
         ):
-            self.checkpoint()
+            # NOTE: the change that got here is durable and applied; a failed checkpoint
+            # must not make its caller believe otherwise. The journal still has it all.
+            try:
+                self.checkpoint()
+            except StorageFailed as e:
+                log.warning("checkpoint postponed %.0f s: %s", CHECKPOINT_RETRY_S, e)
+                self._checkpoint_retry_t = now + CHECKPOINT_RETRY_S
 
     def checkpoint(self) -> None:
         write_checkpoint(self.checkpoint_path, self.docs, self.seq)
@@ -137,3 +185,14 @@ class DocumentStore:
 
     def close(self) -> None:
         self.journal.close()
+
+
+def _check_ops(ops: list[dict[str, Any]]) -> None:
+    """Refuse, before anything is written, ops that replay could not apply."""
+    for op in ops:
+        if not isinstance(op, dict) or op.get("op") not in ("put", "delete"):
+            raise ValueError(f"unknown journal op {op!r}")
+        if op.get("c") not in COLLECTIONS or not isinstance(op.get("name"), str):
+            raise ValueError(f"journal op on unknown collection or name: {op.get('c')!r}/{op.get('name')!r}")
+        if op["op"] == "put" and not isinstance(op.get("doc"), dict):
+            raise ValueError(f"put {op['c']}/{op['name']} without a document")

@@ -1,10 +1,9 @@
 """The journal and Parquet checkpoints lose no acknowledged change."""
 from __future__ import annotations
 
-import json
-
 from sc_actors.store.checkpoint import read_checkpoint
 from sc_actors.store.documents import DocumentStore, delete, put
+from sc_actors.store.journal import frame
 
 
 def test_a_reopened_store_has_every_committed_change(tmp_path):
@@ -34,12 +33,12 @@ def test_a_checkpoint_then_more_changes_replays_only_the_journal_tail(tmp_path):
     assert r.get("rules", "r0")["i"] == 100 and len(r.docs["rules"]) == 5
 
 
-def test_a_torn_last_journal_line_is_ignored(tmp_path):
+def test_a_torn_last_journal_record_is_ignored(tmp_path):
     s = DocumentStore(tmp_path).open()
     s.commit([put("services", "guardian", {"name": "guardian"})])
     s.close()
-    with open(tmp_path / "journal.jsonl", "ab") as f:
-        f.write(json.dumps({"seq": 1, "ops": []})[:10].encode())  # died mid-write
+    with open(tmp_path / "journal.wal", "ab") as f:
+        f.write(frame(1, [put("services", "scaler", {"name": "scaler"})])[:30])  # died mid-write
     r = DocumentStore(tmp_path).open()
     assert list(r.docs["services"]) == ["guardian"] and r.seq == 0
 
