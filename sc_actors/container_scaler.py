@@ -169,9 +169,12 @@ class ContainerScaler:
             mem_sum[n] = mem_sum.get(n, 0.0) + c.mem_bytes
             mem_n[n] = mem_n.get(n, 0) + 1
             elapsed = c.t - start[n].t
+            periods = c.periods - start[n].periods
             usages[n] = ContainerUsage(
                 cpu=round(max(cpu_ns_to_shares(c.cpu_ns - start[n].cpu_ns, elapsed), 0.0), 3),
                 mem=round(bytes_to_mib(mem_sum[n] / mem_n[n]), 3),
+                cpu_throttled=round(min(max((c.throttled_periods - start[n].throttled_periods) / periods, 0.0), 1.0), 3)
+                if periods > 0 else 0.0,
             )
         return end, UsageBatch(host=self.host, window_start=t_start, window_end=time.time(), usages=usages)
 

@@ -10,6 +10,7 @@ mounts or one combined `cpu,cpuacct` mount. Files and units:
     memory.limit_in_bytes = MiB in bytes               (−1 unlimited; > 256 GiB reads as −1)
     cpuacct.usage       → UsageCounters.cpu_ns
     memory.usage_in_bytes − total_cache (memory.stat) → UsageCounters.mem_bytes
+    cpu.stat nr_periods, nr_throttled → UsageCounters.periods, throttled_periods
 
 All file access is in the "Cgroupfs IO" section at the end of the class.
 """
@@ -99,7 +100,9 @@ class CgroupV1Backend:
         usage_bytes = int(self._read("memory", name, "memory.usage_in_bytes"))
         stat = base.parse_keyed(self._read("memory", name, "memory.stat"))
         cache_bytes = stat.get("total_cache", stat.get("cache", 0))
-        return UsageCounters(cpu_ns=cpu_ns, mem_bytes=max(0, usage_bytes - cache_bytes), t=t)
+        cpu_stat = base.parse_keyed(self._read("cpu", name, "cpu.stat"))
+        return UsageCounters(cpu_ns=cpu_ns, mem_bytes=max(0, usage_bytes - cache_bytes), t=t,
+                             periods=cpu_stat.get("nr_periods", 0), throttled_periods=cpu_stat.get("nr_throttled", 0))
 
     def read_counters_many(self, names: Iterable[str]) -> dict[str, UsageCounters]:
         return base.counters_of(self.read_counters, names)

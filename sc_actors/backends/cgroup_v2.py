@@ -133,6 +133,8 @@ class CgroupV2Backend:
             cpu_ns=cpu_stat["usage_usec"] * 1000,
             mem_bytes=max(0, current_bytes - file_bytes),
             t=t,
+            periods=cpu_stat.get("nr_periods", 0),
+            throttled_periods=cpu_stat.get("nr_throttled", 0),
         )
 
     def read_counters_many(self, names: Iterable[str]) -> dict[str, UsageCounters]:

@@ -157,12 +157,16 @@ class LxcBackend:
             usage_bytes = int(self._get(name, "memory.usage_in_bytes"))
             stat = base.parse_keyed(self._get(name, "memory.stat"))
             cache_bytes = stat.get("total_cache", stat.get("cache", 0))
+            cpu_stat = base.parse_keyed(self._get(name, "cpu.stat"))
         else:
-            cpu_ns = base.parse_keyed(self._get(name, "cpu.stat"))["usage_usec"] * 1000
+            cpu_stat = base.parse_keyed(self._get(name, "cpu.stat"))
+            cpu_ns = cpu_stat["usage_usec"] * 1000
             t = time.monotonic()
             usage_bytes = int(self._get(name, "memory.current"))
             cache_bytes = base.parse_keyed(self._get(name, "memory.stat")).get("file", 0)
-        return UsageCounters(cpu_ns=cpu_ns, mem_bytes=max(0, usage_bytes - cache_bytes), t=t)
+        return UsageCounters(cpu_ns=cpu_ns, mem_bytes=max(0, usage_bytes - cache_bytes), t=t,
+                             periods=cpu_stat.get("nr_periods", 0),
+                             throttled_periods=cpu_stat.get("nr_throttled", 0))
 
     def read_counters_many(self, names: Iterable[str]) -> dict[str, UsageCounters]:
         return base.counters_of(self.read_counters, names)

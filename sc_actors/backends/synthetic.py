@@ -28,6 +28,14 @@ class _Sim:
     cpu_ns: float = 0.0
     mem_mib: float = 100.0
     t: float = field(default_factory=time.monotonic)
+    periods: float = 0.0
+    """CFS periods (100 ms) elapsed under a quota, and those in which the demand exceeded it."""
+    throttled: float = 0.0
+
+
+def _counters(sim: _Sim, now: float) -> UsageCounters:
+    return UsageCounters(cpu_ns=int(sim.cpu_ns), mem_bytes=int(sim.mem_mib * 1_048_576), t=now,
+                         periods=int(sim.periods), throttled_periods=int(sim.throttled))
 
 
 class SyntheticBackend:
@@ -79,7 +87,7 @@ class SyntheticBackend:
         sim = self._get(name)
         now = time.monotonic()
         self._advance(sim, now)
-        return UsageCounters(cpu_ns=int(sim.cpu_ns), mem_bytes=int(sim.mem_mib * 1_048_576), t=now)
+        return _counters(sim, now)
 
     def read_counters_many(self, names: Iterable[str]) -> dict[str, UsageCounters]:
         now = time.monotonic()
@@ -89,7 +97,7 @@ class SyntheticBackend:
             if sim is None:
                 continue
             self._advance(sim, now)
-            out[n] = UsageCounters(cpu_ns=int(sim.cpu_ns), mem_bytes=int(sim.mem_mib * 1_048_576), t=now)
+            out[n] = _counters(sim, now)
         return out
 
     def _advance(self, sim: _Sim, now: float) -> None:
@@ -104,6 +112,9 @@ class SyntheticBackend:
         want = max(sim.demand, rng.uniform(100, 180)) if now < sim.burst_until else sim.demand
         limit = sim.limits.effective_cpu_limit
         used = want if limit in (-1, 0) else min(want, limit)
+        if limit not in (-1, 0):
+            sim.periods += dt / 0.1
+            sim.throttled += dt / 0.1 if want > limit else 0.0
         sim.cpu_ns += used / 100.0 * dt * 1e9
         sim.mem_mib = min(max(sim.mem_mib + rng.gauss(0, 4) * dt ** 0.5, 32.0), 2048.0)
         sim.t = now
