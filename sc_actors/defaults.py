@@ -1,7 +1,7 @@
 """The documents a fresh StateDB starts with: the original's rules and service configs.
 
 Rules are those of the original at HEAD (`conf/StateDatabase/rules.py`, reference §1.4),
-with one deliberate change: the `*_dropped_lower` rules accept `usage >= 0` instead of
+plus the adaptive profile's four request rules (`adaptive_rules`), with one deliberate change: the `*_dropped_lower` rules accept `usage >= 0` instead of
 `usage > 0`. The original used 0 and −1 as "no metric data"; our nodes push a window
 only when they measured it, so 0 is a real, idle reading, and an idle container must
 scale down (with `> 0` a container whose process stopped would keep its limit forever).
@@ -64,6 +64,10 @@ def _event_rule(name: str, res: str, rule: dict[str, Any], direction: str) -> Ru
     )
 
 
+ORIGINAL_TYPES = ["percentage_of_max", "percentage_of_current"]
+"""The boundary types the original's cpu and mem request rules serve."""
+
+
 def _request_rule(
     name: str,
     res: str,
@@ -72,6 +76,7 @@ def _request_rule(
     rtype: str,
     remove: int,
     amount: int | None = None,
+    boundary_types: list[str] | None = None,
 ) -> Rule:
     return Rule(
         name=name,
@@ -84,7 +89,24 @@ def _request_rule(
         amount=amount,
         rescale_policy=policy,
         rescale_type=rtype,
+        boundary_types=boundary_types,
     )
+
+
+def adaptive_rules() -> list[Rule]:
+    """The adaptive profile's request rules (`sc_actors/profiles.py`), on the same events.
+
+    CpuFitUp: one window above `upper` → fit to the demand seen through throttling.
+    CpuFitDown: three windows below `lower` and none above → fit to usage (1.2 s at 0.4 s).
+    MemFitUp / MemFitDown: the same with five windows down (memory comes down slower).
+    """
+    fit = "fit_to_demand"
+    return [
+        _request_rule("CpuFitUp", "cpu", _events((">=", 1), (">=", 0)), fit, "up", 1, boundary_types=["adaptive"]),
+        _request_rule("CpuFitDown", "cpu", _events(("<=", 0), (">=", 3)), fit, "down", 3, boundary_types=["adaptive"]),
+        _request_rule("MemFitUp", "mem", _events((">=", 1), (">=", 0)), fit, "up", 1, boundary_types=["adaptive"]),
+        _request_rule("MemFitDown", "mem", _events(("<=", 0), (">=", 5)), fit, "down", 5, boundary_types=["adaptive"]),
+    ]
 
 
 def default_rules() -> list[Rule]:
@@ -95,12 +117,15 @@ def default_rules() -> list[Rule]:
         rules.append(_event_rule(f"{res}_dropped_lower", res, _dropped_lower(res), "down"))
     rules += [
         # CpuRescaleUp: 2 up and at most 2 down events → +75 shares.
-        _request_rule("CpuRescaleUp", "cpu", _events((">=", 2), ("<=", 2)), "amount", "up", 2, 75),
+        _request_rule("CpuRescaleUp", "cpu", _events((">=", 2), ("<=", 2)), "amount", "up", 2, 75, ORIGINAL_TYPES),
         # CpuRescaleDown: 6 down and no up events → fit the limit to the usage.
-        _request_rule("CpuRescaleDown", "cpu", _events(("<=", 0), (">=", 6)), "fit_to_usage", "down", 6),
-        _request_rule("MemRescaleUp", "mem", _events((">=", 2), ("<=", 6)), "amount", "up", 2, 256),
-        _request_rule("MemRescaleDown", "mem", _events(("<=", 0), (">=", 8)), "fit_to_usage", "down", 8),
+        _request_rule("CpuRescaleDown", "cpu", _events(("<=", 0), (">=", 6)), "fit_to_usage", "down", 6,
+                      boundary_types=ORIGINAL_TYPES),
+        _request_rule("MemRescaleUp", "mem", _events((">=", 2), ("<=", 6)), "amount", "up", 2, 256, ORIGINAL_TYPES),
+        _request_rule("MemRescaleDown", "mem", _events(("<=", 0), (">=", 8)), "fit_to_usage", "down", 8,
+                      boundary_types=ORIGINAL_TYPES),
     ]
+    rules += adaptive_rules()
     for res, title in (("disk_read", "Disk_read"), ("disk_write", "Disk_write")):
         rules.append(_event_rule(f"{res}_exceeded_upper", res, _exceeded_upper(res), "up"))
         rules.append(_event_rule(f"{res}_dropped_lower", res, _dropped_lower(res), "down"))
@@ -155,6 +180,20 @@ def default_rules() -> list[Rule]:
     ):
         rules.append(Rule(name=name, resource="cpu", rule=rule, generates="", action={}, active=False))
     return rules
+
+
+def upgrade_rules(stored: dict[str, dict[str, Any]]) -> list[Rule]:
+    """Rules to write into a StateDB made before the adaptive profile: its rules, and
+    the original's cpu and mem request rules limited to the original's boundary types
+    (without that, both sets would serve an adaptive container). [] when up to date."""
+    if any(r.name in stored for r in adaptive_rules()):
+        return []
+    out = list(adaptive_rules())
+    for rule in default_rules():
+        doc = stored.get(rule.name)
+        if rule.boundary_types and doc is not None and doc.get("boundary_types") is None:
+            out.append(Rule.model_validate({**doc, "boundary_types": rule.boundary_types}))
+    return out
 
 
 def default_services() -> list[Service]:

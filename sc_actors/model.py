@@ -10,14 +10,17 @@ import re
 from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from typing_extensions import TypedDict
+from typing_extensions import NotRequired, TypedDict
 
 RESOURCES = ("cpu", "mem", "disk", "disk_read", "disk_write", "net", "energy")
 ResourceName = Literal["cpu", "mem", "disk", "disk_read", "disk_write", "net", "energy"]
 GUARDABLE = ("cpu", "mem", "disk_read", "disk_write", "net", "energy")
 
-BoundaryType = Literal["percentage_of_max", "percentage_of_current"]
-RescalePolicy = Literal["amount", "proportional", "fit_to_usage"]
+BoundaryType = Literal["percentage_of_max", "percentage_of_current", "adaptive"]
+"""How `boundary` makes the margin: percent of max or of current (the original's), or
+`adaptive`: percent of current with a floor per resource, served by the fit-to-demand
+rules of the adaptive profile (`policy.limits.margin`, `sc_actors/profiles.py`)."""
+RescalePolicy = Literal["amount", "proportional", "fit_to_usage", "fit_to_demand"]
 RescaleType = Literal["up", "down"]
 AppState = Literal["running", "stopped", "hdfs_downloading", "hdfs_uploading"]
 StructureKind = Literal["container", "application", "user"]
@@ -201,6 +204,10 @@ class Rule(_Doc):
     amount: Optional[int] = None
     rescale_policy: Optional[RescalePolicy] = None
     rescale_type: Optional[RescaleType] = None
+    boundary_types: Optional[list[BoundaryType]] = None
+    """Our addition: a request rule serves only resources whose limits have one of these
+    boundary types (None: every type), so the original's rules and the adaptive
+    profile's live side by side, each container served by the set its limits ask for."""
 
     @model_validator(mode="after")
     def _request_fields(self) -> "Rule":
@@ -318,12 +325,15 @@ class Bounds(BaseModel):
 class ContainerUsage(TypedDict):
     """Average usage over one window: cpu in shares, mem in MiB (no page cache).
 
-    A typed dict, not a model: a node's batch holds thousands, validated as plain
-    dicts in one pass and used as they are.
+    `cpu_throttled` is the share of the window's CFS periods in which the container
+    ran out of quota (0..1; 0 without a quota): usage pinned at the limit hides the
+    demand, this shows it. A typed dict, not a model: a node's batch holds thousands,
+    validated as plain dicts in one pass and used as they are.
     """
 
     cpu: float
     mem: float
+    cpu_throttled: NotRequired[float]
 
 
 class UsageBatch(BaseModel):

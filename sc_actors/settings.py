@@ -79,6 +79,9 @@ class ScalerSettings(_Settings):
     aligned_polling: bool = Field(False, alias="ALIGNED_POLLING")
     """Apply requests only on clock-aligned ticks of POLLING_FREQUENCY, as the
     original did (for side-by-side benchmarks); false = apply each at once."""
+    profile: Literal["adaptive", "original"] = Field("adaptive", alias="PROFILE")
+    """The scaling profile whose limits a subscription without its own gets
+    (`sc_actors/profiles.py`; set with `sc profile NAME`)."""
 
 
 class StructuresSnapshoterSettings(_Settings):
@@ -90,6 +93,9 @@ class StructuresSnapshoterSettings(_Settings):
     structures_persisted: list[str] = Field(
         default_factory=lambda: ["application"], alias="STRUCTURES_PERSISTED"
     )
+    missing_grace_period_s: float = Field(60.0, ge=0, le=DAY_S, alias="MISSING_GRACE_PERIOD")
+    """How long a subscribed container whose cgroup is gone keeps its host's cores and
+    memory, seconds, before it is desubscribed (our addition; 0: at the first look)."""
 
 
 class DatabaseSnapshoterSettings(_Settings):
@@ -175,6 +181,7 @@ STR_KEYS = frozenset(
         "POWER_MODEL",
         "EVENTS_SYSTEM",
         "DATASET_DIR",
+        "PROFILE",
     }
 )
 """Keys whose string values the original's `PUT /service/<name>/<KEY>` does not coerce."""

@@ -18,18 +18,30 @@ NO_DATA = -1
 """The original's "no metric data" usage value."""
 
 
-def margin(boundary: float, boundary_type: str, max_: Optional[float], current: Optional[float]) -> int:
-    """`max(int(ref * boundary / 100), 1)`, ref = max or current by `boundary_type` (§3.3).
+ADAPTIVE_MARGIN_FLOOR: dict[str, int] = {"cpu": 2, "mem": 32}
+"""Smallest margin of an `adaptive` boundary: cpu shares, mem MiB (1 for other resources).
 
-    E.g. 10 % of max 200 → 20; 10 % of current 150 → 15; 0 % → 1.
+Below it the band around usage is narrower than a window's noise: at 20 shares a
+5 % margin would be 1 share, and every noisy window would cross a boundary."""
+
+
+def margin(boundary: float, boundary_type: str, max_: Optional[float], current: Optional[float],
+           resource: str = "") -> int:
+    """`max(int(ref * boundary / 100), floor)`, ref = max or current by `boundary_type` (§3.3).
+
+    The original's types have floor 1: 10 % of max 200 → 20; 10 % of current 150 → 15;
+    0 % → 1. `adaptive` is a percentage of current with `ADAPTIVE_MARGIN_FLOOR` of the
+    `resource`: 5 % of current 120 cpu → 6; 5 % of current 30 cpu → int(1.5) = 1 → floor 2.
     """
-    refs = {"percentage_of_max": ("max", max_), "percentage_of_current": ("current", current)}
+    refs = {"percentage_of_max": ("max", max_), "percentage_of_current": ("current", current),
+            "adaptive": ("current", current)}
     if boundary_type not in refs:
         raise ValueError(f"unknown boundary_type {boundary_type!r}")
     label, ref = refs[boundary_type]
     if ref is None:
         raise ValueError(f"a boundary of type {boundary_type} needs the resource's {label}")
-    return max(int(ref * boundary / 100), 1)
+    floor = ADAPTIVE_MARGIN_FLOOR.get(resource, 1) if boundary_type == "adaptive" else 1
+    return max(int(ref * boundary / 100), floor)
 
 
 def limit_chain(current: float, margin: int) -> tuple[int, int]:
@@ -38,9 +50,9 @@ def limit_chain(current: float, margin: int) -> tuple[int, int]:
     return upper, int(upper - margin)
 
 
-def resource_margin(resource: Resource, limit: LimitResource) -> int:
-    """The margin of one resource from its limits document (§3.3)."""
-    return margin(limit.boundary, limit.boundary_type, resource.max, resource.current)
+def resource_margin(resource: Resource, limit: LimitResource, name: str = "") -> int:
+    """The margin of resource `name` from its limits document (§3.3)."""
+    return margin(limit.boundary, limit.boundary_type, resource.max, resource.current, name)
 
 
 def check_invalid_values(value1: Any, label1: str, value2: Any, label2: str) -> None:
@@ -86,14 +98,14 @@ def check_invalid_state(resource: Resource, limit: LimitResource, name: str = "r
     check_invalid_values(lower, "lower", upper, "upper")
     if not 0 <= limit.boundary <= 100:
         raise ValueError(f"boundary {limit.boundary} of {name} is not a percentage in [0, 100]")
-    expected = current - resource_margin(resource, limit)
+    expected = current - resource_margin(resource, limit, name)
     if upper < expected:
         raise ValueError(f"upper {upper} of {name} is too far from current {current} (expected {expected})")
     if upper > expected:
         raise ValueError(f"upper {upper} of {name} is too close to current {current} (expected {expected})")
 
 
-def adjust_limits(resource: Resource, limit: LimitResource) -> LimitResource:
+def adjust_limits(resource: Resource, limit: LimitResource, name: str = "") -> LimitResource:
     """A copy of `limit` whose upper and lower follow `current` (§3.4).
 
     `current` is clamped to `max` for the computation only (the original's in-memory
@@ -103,7 +115,7 @@ def adjust_limits(resource: Resource, limit: LimitResource) -> LimitResource:
     if resource.current is None or resource.max is None:
         raise ValueError("the limit chain needs the resource's current and max")
     current = min(resource.current, resource.max)
-    m = margin(limit.boundary, limit.boundary_type, resource.max, current)
+    m = margin(limit.boundary, limit.boundary_type, resource.max, current, name)
     upper, lower = limit_chain(current, m)
     return limit.model_copy(update={"upper": upper, "lower": lower})
 

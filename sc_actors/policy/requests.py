@@ -16,7 +16,7 @@ from typing import Any, Optional, Union
 from ..model import Application, Container, LimitResource, Limits, Request, Resource, Rule
 from .events import event_name
 from .jsonlogic import evaluate
-from .limits import resource_margin
+from .limits import ADAPTIVE_MARGIN_FLOOR, margin, resource_margin
 
 
 def request_name(amount: Any, resource: str) -> str:
@@ -56,14 +56,16 @@ def _usage(usage: Optional[float], policy: str) -> float:
     return usage
 
 
-def amount_policy(rule: Rule, resource: Resource, limit: LimitResource, usage: Optional[float]) -> int:
+def amount_policy(rule: Rule, resource: Resource, limit: LimitResource, usage: Optional[float],
+                  throttled: float = 0.0, name: str = "") -> int:
     """The rule's fixed amount (§3.6 `amount`)."""
     if rule.amount is None:
         raise ValueError(f"rule {rule.name} has no amount")
     return int(rule.amount)
 
 
-def proportional_policy(rule: Rule, resource: Resource, limit: LimitResource, usage: Optional[float]) -> int:
+def proportional_policy(rule: Rule, resource: Resource, limit: LimitResource, usage: Optional[float],
+                        throttled: float = 0.0, name: str = "") -> int:
     """`int(min((usage − upper) / (current − upper), 1) × amount)` (§3.6 `proportional`).
 
     E.g. amount 100, current 140, upper 120, usage 130: (130 − 120) / (140 − 120) = 0.5 → 50.
@@ -79,20 +81,70 @@ def proportional_policy(rule: Rule, resource: Resource, limit: LimitResource, us
     return int(ratio * rule.amount)
 
 
-def fit_to_usage_policy(rule: Rule, resource: Resource, limit: LimitResource, usage: Optional[float]) -> int:
+def fit_to_usage_policy(rule: Rule, resource: Resource, limit: LimitResource, usage: Optional[float],
+                        throttled: float = 0.0, name: str = "") -> int:
     """`fit_to_usage_amount` with the resource's margin (§3.6 `fit_to_usage`)."""
     return fit_to_usage_amount(
-        _current(resource), resource_margin(resource, limit), _usage(usage, "fit_to_usage")
+        _current(resource), resource_margin(resource, limit, name), _usage(usage, "fit_to_usage")
     )
 
 
-RescalePolicyFn = Callable[[Rule, Resource, LimitResource, Optional[float]], int]
+def demand(usage: float, throttled: float) -> float:
+    """What the container would use unthrottled: `usage × (1 + throttled)`.
+
+    `throttled` is the share of the window's CFS periods that ran out of quota (0..1).
+    A container pinned at its limit shows only the limit as usage; throttled in every
+    period, it is taken to want twice that, the multiplicative step of Autothrottle's
+    Captain (limit × (1 + ratio)). E.g. usage 100, throttled 0.5 → 150; unthrottled → usage.
+    """
+    return usage * (1.0 + min(max(throttled, 0.0), 1.0))
+
+
+def fit_to_demand_target(demand_: float, boundary: float, boundary_type: str, max_: Optional[float],
+                         resource: str = "") -> int:
+    """The limit that puts `demand_` half-way between its own lower and upper.
+
+    With margin m of the new limit c, usage sits at c − 1.5 m, the middle of the band
+    [c − 2m, c − m]. For `adaptive` (m = max(b·c, floor)) that is the fixed point
+    c = max(demand / (1 − 1.5 b), demand + 1.5 floor), rounded up; for the original's
+    types, c = demand + 1.5 m with m from max (or from c, as for adaptive).
+    E.g. adaptive 5 %, cpu: demand 100 → 100 / 0.925 = 108.1 → 109 (m 5, band [99, 104]);
+    demand 20 → max(21.6, 20 + 3) = 23. percentage_of_max 10 %, max 200: 100 + 30 = 130.
+    """
+    b = boundary / 100
+    if boundary_type == "percentage_of_max":
+        return math.ceil(demand_ + 1.5 * margin(boundary, boundary_type, max_, None))
+    floor = ADAPTIVE_MARGIN_FLOOR.get(resource, 1) if boundary_type == "adaptive" else 1
+    scaled = demand_ / (1 - 1.5 * b) if b < 0.6 else math.inf
+    return math.ceil(min(max(scaled, demand_ + 1.5 * floor), 1e18))
+
+
+def fit_to_demand_policy(rule: Rule, resource: Resource, limit: LimitResource, usage: Optional[float],
+                         throttled: float = 0.0, name: str = "") -> int:
+    """Amount that fits the limit to the window's demand, up or down (our `fit_to_demand`).
+
+    The adaptive profile's one policy for both directions: a scale-up is sized to the
+    demand seen through throttling (`demand`), not a fixed step, and a scale-down
+    lands at the same place fit_to_usage would with the new limit's own margin.
+    E.g. current 100, usage 99, throttled 1.0, adaptive 5 % → demand 198 → 215 → +115.
+    """
+    target = fit_to_demand_target(demand(_usage(usage, "fit_to_demand"), throttled), limit.boundary,
+                                  limit.boundary_type, resource.max, name)
+    amount = int(target - _current(resource))
+    # NOTE: a rule never scales against its direction (0: no request, its events go).
+    return max(amount, 0) if rule.rescale_type == "up" else min(amount, 0)
+
+
+RescalePolicyFn = Callable[[Rule, Resource, LimitResource, Optional[float], float, str], int]
 
 RESCALE_POLICIES: dict[str, RescalePolicyFn] = {
     "amount": amount_policy,
     "proportional": proportional_policy,
     "fit_to_usage": fit_to_usage_policy,
+    "fit_to_demand": fit_to_demand_policy,
 }
+USAGE_POLICIES = frozenset({"proportional", "fit_to_usage", "fit_to_demand"})
+"""Policies that need the window's usage of the rule's resource."""
 """A request rule's `rescale_policy` → the function computing its amount (STYLE §6.4)."""
 
 
@@ -155,6 +207,11 @@ def _request(
     )
 
 
+def serves(rule: Rule, limit: Optional[LimitResource]) -> bool:
+    """Whether a request rule serves a resource with these limits (`Rule.boundary_types`)."""
+    return rule.boundary_types is None or (limit is not None and limit.boundary_type in rule.boundary_types)
+
+
 def match_rules_and_events(
     structure: Union[Container, Application],
     rules: Iterable[Rule],
@@ -162,13 +219,17 @@ def match_rules_and_events(
     limits: Limits,
     usages: Mapping[str, Optional[float]],
     now: float,
+    throttled: Optional[Mapping[str, float]] = None,
 ) -> tuple[list[Request], dict[str, int]]:
     """Requests of the request rules that hold on the event counts (§3.6, §10.2 #15).
 
     Returns (requests, events_to_remove). Each activated rule adds its
     `events_to_remove` under the name of its resource's reduced counts, even when its
     trimmed amount is 0 and no request is emitted. A request records the rule, the
-    usage and the amount before the trim (`amount_requested`).
+    usage and the amount before the trim (`amount_requested`). A rule serves only
+    the limits of its `boundary_types`; one whose policy needs a usage that this
+    window lacks is left for a later window (its events stay), so a resource without
+    a reading never stops the others.
     """
     requests: list[Request] = []
     to_remove: dict[str, int] = {}
@@ -180,11 +241,15 @@ def match_rules_and_events(
         limit = limits.resources.get(res)
         if resource is None or limit is None:
             raise ValueError(f"{structure.name} has no {res} resource or limits for rule {rule.name}")
+        if not serves(rule, limit):
+            continue
         policy = RESCALE_POLICIES.get(rule.rescale_policy or "")
         if policy is None:
             raise ValueError(f"rule {rule.name} has an unknown rescale_policy {rule.rescale_policy!r}")
         usage = usages.get(res)
-        requested = policy(rule, resource, limit, usage)
+        if usage is None and rule.rescale_policy in USAGE_POLICIES:
+            continue
+        requested = policy(rule, resource, limit, usage, (throttled or {}).get(res, 0.0), res)
         amount = adjust_amount(requested, resource, limit)
         name = event_name(res, reduced_events[res]["events"])
         to_remove[name] = to_remove.get(name, 0) + (rule.events_to_remove or 0)

@@ -98,7 +98,7 @@ def prepare(structure: Structure, limits: Limits | None, guardable: Sequence[str
     parts = {}
     for res in guarded:
         r = structure.resources[res]  # type: ignore[index]
-        fixed = adjust_limits(r, limits.resources[res])  # type: ignore[index]
+        fixed = adjust_limits(r, limits.resources[res], res)  # type: ignore[index]
         new_resources[res] = fixed
         bounds[res] = (fixed.upper, fixed.lower)
         parts[res] = (r.model_dump(exclude_none=True), fixed.model_dump(exclude_none=True))
@@ -156,6 +156,7 @@ def evaluate_prepared(
     if prepared.skipped:
         return GuardianStep(pending_events=events, skipped=prepared.skipped)
     structure = prepared.structure
+    throttled = {r: float(t) for r in prepared.guarded if isinstance(t := usages.get(f"{r}_throttled"), (int, float))}
     usages = window_usages(prepared, usages)
     if not usages:
         return GuardianStep(pending_events=events, skipped="no usage in this window")
@@ -181,7 +182,7 @@ def evaluate_prepared(
     to_remove: dict[str, int] = {}
     if reduced and any(r.resource in reduced and evaluate(r.rule, reduced[r.resource]) for r in rules.request_rules):
         requests, to_remove = match_rules_and_events(structure, rules.request_rules, reduced,
-                                                     prepared.limits, usages, now)  # type: ignore[arg-type]
+                                                     prepared.limits, usages, now, throttled)  # type: ignore[arg-type]
     pending = remove_events(valid, to_remove) if to_remove else valid
     return GuardianStep(
         bounds=prepared.bounds,

@@ -1,0 +1,167 @@
+"""The adaptive profile: margins of the current limit with a floor, limits fitted to the demand.
+
+Each expected number has its arithmetic beside it. The original's semantics are pinned
+by the other policy tests, which run the same `default_rules()` on percentage_of_max
+limits: the adaptive rules never serve those.
+"""
+from __future__ import annotations
+
+import pytest
+
+from sc_actors.defaults import adaptive_rules, default_rules, upgrade_rules
+from sc_actors.policy.limits import adjust_limits, margin
+from sc_actors.policy.requests import demand, fit_to_demand_policy, fit_to_demand_target
+from sc_actors.policy.serverless import evaluate_window
+from sc_actors.profiles import PROFILES, profile_documents, subscription_limits
+from sc_actors.settings import GuardianSettings
+from tests.builders import POM, container, limit, limits, resource
+
+AD = "adaptive"
+SETTINGS = GuardianSettings(WINDOW_TIMELAPSE=0.4, EVENT_TIMEOUT=4, GUARDABLE_RESOURCES=["cpu", "mem"])
+
+
+@pytest.mark.parametrize(
+    "boundary, current, res, expected",
+    [
+        pytest.param(5, 120, "cpu", 6, id="5% of 120"),  # int(120 × 0.05) = 6
+        pytest.param(5, 30, "cpu", 2, id="cpu floor"),  # int(1.5) = 1 < floor 2
+        pytest.param(10, 600, "mem", 60, id="10% of 600 MiB"),  # int(60.0) = 60
+        pytest.param(10, 200, "mem", 32, id="mem floor"),  # int(20.0) = 20 < floor 32
+        pytest.param(5, 30, "disk_read", 1, id="other resources: floor 1"),  # int(1.5) = 1
+    ],
+)
+def test_an_adaptive_margin_is_a_percentage_of_current_with_a_floor(boundary, current, res, expected):
+    assert margin(boundary, AD, 200, current, res) == expected
+
+
+def test_the_limit_chain_of_an_adaptive_boundary_follows_current():
+    fixed = adjust_limits(resource(10, 120, 200), limit(5, AD), "cpu")
+    assert (fixed.upper, fixed.lower) == (114, 108)  # m = 6: 120 − 6, 120 − 12
+
+
+@pytest.mark.parametrize(
+    "usage, throttled, expected",
+    [
+        pytest.param(100, 0.0, 100.0, id="unthrottled: the usage"),
+        pytest.param(100, 0.5, 150.0, id="half the periods throttled"),  # 100 × 1.5
+        pytest.param(100, 1.0, 200.0, id="every period throttled: twice"),  # 100 × 2
+        pytest.param(100, 3.0, 200.0, id="a ratio above 1 is 1"),
+    ],
+)
+def test_demand_is_usage_seen_through_throttling(usage, throttled, expected):
+    assert demand(usage, throttled) == expected
+
+
+@pytest.mark.parametrize(
+    "demand_, boundary, btype, res, expected",
+    [
+        pytest.param(100, 5, AD, "cpu", 109, id="adaptive 5%"),  # 100 / (1 − 0.075) = 108.1 → 109
+        pytest.param(20, 5, AD, "cpu", 23, id="adaptive at the floor"),  # max(21.6, 20 + 1.5 × 2) = 23
+        pytest.param(500, 10, AD, "mem", 589, id="adaptive mem"),  # 500 / 0.85 = 588.2 → 589
+        pytest.param(100, 10, POM, "cpu", 130, id="% of max"),  # 100 + 1.5 × 20 = 130
+    ],
+)
+def test_fit_to_demand_puts_the_demand_in_the_middle_of_the_new_band(demand_, boundary, btype, res, expected):
+    target = fit_to_demand_target(demand_, boundary, btype, 200, res)
+    assert target == expected
+    if btype == AD:
+        # The new limit's own chain: usage 1.5 margins under it, between lower and upper.
+        m = margin(boundary, btype, 200, target, res)
+        assert target - 2 * m <= demand_ <= target - m
+
+
+def test_a_throttled_container_is_raised_to_twice_its_usage_and_more():
+    rule = next(r for r in adaptive_rules() if r.name == "CpuFitUp")
+    # usage 99 at current 100, every period throttled: demand 198; 198 / 0.925 = 214.05 → 215; +115.
+    assert fit_to_demand_policy(rule, resource(10, 100, 400), limit(5, AD), 99, 1.0, "cpu") == 115
+    # unthrottled, just above upper (95): 97 / 0.925 = 104.9 → 105: +5, a small step.
+    assert fit_to_demand_policy(rule, resource(10, 100, 400), limit(5, AD), 97, 0.0, "cpu") == 5
+
+
+def test_a_fit_never_scales_against_its_rules_direction():
+    up = next(r for r in adaptive_rules() if r.name == "CpuFitUp")
+    down = next(r for r in adaptive_rules() if r.name == "CpuFitDown")
+    res, lim = resource(10, 100, 400), limit(5, AD)
+    assert fit_to_demand_policy(up, res, lim, 50, 0.0, "cpu") == 0  # 50 / 0.925 → 55: would be −45
+    assert fit_to_demand_policy(down, res, lim, 99, 1.0, "cpu") == 0  # would be +115
+    assert fit_to_demand_policy(down, res, lim, 50, 0.0, "cpu") == -45  # ceil(54.05) = 55; 55 − 100
+
+
+def _step(c, lim, usages, events=(), now=100.0):
+    return evaluate_window(c, lim, default_rules(), usages, list(events), now, SETTINGS)
+
+
+def test_one_window_above_upper_raises_an_adaptive_container_at_once():
+    c = container("c0", cpu=(10, 100, 400))
+    # m = 5; upper 95, lower 90. Usage 100 = the limit, throttled in 3 of 4 periods.
+    s = _step(c, limits("c0", cpu=(5, AD)), {"cpu": 100.0, "cpu_throttled": 0.75})
+    assert s.bounds["cpu"] == (95, 90)
+    # demand 100 × 1.75 = 175; 175 / 0.925 = 189.2 → 190; +90. The original's rules need 2 events.
+    assert [(r.rule, r.amount) for r in s.requests] == [("CpuFitUp", 90)]
+    assert s.removed_events == {"CpuBottleneck": 1} and s.pending_events == []
+
+
+def test_three_windows_below_lower_fit_an_adaptive_container_to_its_usage():
+    c = container("c0", cpu=(10, 100, 400))
+    lim = limits("c0", cpu=(5, AD))
+    s1 = _step(c, lim, {"cpu": 40.0}, now=1.0)
+    s2 = _step(c, lim, {"cpu": 40.0}, s1.pending_events, now=1.4)
+    assert s1.requests == [] and s2.requests == []
+    s3 = _step(c, lim, {"cpu": 40.0}, s2.pending_events, now=1.8)
+    # 40 / 0.925 = 43.2 → 44; 44 − 100 = −56.
+    assert [(r.rule, r.amount) for r in s3.requests] == [("CpuFitDown", -56)]
+
+
+def test_the_original_rules_alone_serve_percentage_of_max_limits():
+    c = container("c0", cpu=(50, 140, 200))
+    lim = limits("c0", cpu=(10, POM))
+    s1 = _step(c, lim, {"cpu": 130.0, "cpu_throttled": 1.0}, now=1.0)
+    assert s1.requests == []  # CpuFitUp would fire on one event; it does not serve % of max
+    s2 = _step(c, lim, {"cpu": 130.0}, s1.pending_events, now=1.4)
+    assert [(r.rule, r.amount) for r in s2.requests] == [("CpuRescaleUp", 60)]  # 140 + 75 > 200 → 60
+
+
+def test_a_resource_without_usage_in_a_window_does_not_stop_the_others():
+    c = container("c0", cpu=(10, 100, 400), mem=(64, 1000, 4096))
+    lim = limits("c0", cpu=(5, AD), mem=(10, AD))
+    events = _step(c, lim, {"cpu": 30.0, "mem": 990.0}, now=1.0).pending_events  # cpu under, mem over
+    # cpu has no reading now: its events wait, mem is still raised.
+    s = _step(c, lim, {"mem": 990.0}, events, now=1.4)
+    # mem m = 100: upper 900; 990 / 0.85 = 1164.7 → 1165: +165.
+    assert [(r.rule, r.amount) for r in s.requests] == [("MemFitUp", 165)]
+    assert any(e.resource == "cpu" for e in s.pending_events)
+
+
+def test_subscription_limits_come_from_the_profile_key_by_key():
+    assert subscription_limits("adaptive", None) == PROFILES["adaptive"]
+    got = subscription_limits("adaptive", {"cpu": {"boundary": 8}})
+    assert got["cpu"] == {"boundary": 8, "boundary_type": AD} and got["mem"] == PROFILES["adaptive"]["mem"]
+    # Another boundary type starts from the model's defaults: the original's 10 %.
+    assert subscription_limits("adaptive", {"cpu": {"boundary_type": POM}})["cpu"] == {"boundary_type": POM}
+    assert subscription_limits("original", None)["cpu"] == {"boundary": 10, "boundary_type": POM}
+    with pytest.raises(ValueError, match="unknown profile"):
+        subscription_limits("fast", None)
+
+
+def test_applying_a_profile_rewrites_boundaries_and_names_it_for_the_scaler():
+    services = [{"name": "scaler", "config": {"PROFILE": "adaptive"}}, {"name": "guardian", "config": {}}]
+    lims = [{"name": "a", "resources": {"cpu": {"boundary": 5, "boundary_type": AD, "upper": 1, "lower": 0}}},
+            {"name": "b", "resources": {"cpu": {"boundary": 10, "boundary_type": POM}}}]
+    puts = profile_documents("original", "original", services, lims)
+    docs = {(c, d["name"]): d for c, d in puts}
+    assert docs[("services", "scaler")]["config"]["PROFILE"] == "original"
+    assert docs[("services", "guardian")]["config"]["WINDOW_TIMELAPSE"] == 10
+    assert docs[("limits", "a")]["resources"]["cpu"]["boundary_type"] == POM
+    assert ("limits", "b") not in docs  # already the original's: not rewritten
+    assert profile_documents("original", None, [{"name": "scaler", "config": {"PROFILE": "original"}}], lims[1:]) == []
+
+
+def test_an_older_statedb_gets_the_adaptive_rules_and_keeps_its_own_edits():
+    stored = {r.name: r.model_dump(exclude={"boundary_types"}) for r in default_rules()
+              if r.name not in {a.name for a in adaptive_rules()}}
+    stored["CpuRescaleUp"]["amount"] = 50  # a user's edit
+    upgraded = {r.name: r for r in upgrade_rules(stored)}
+    assert {"CpuFitUp", "CpuFitDown", "MemFitUp", "MemFitDown"} <= set(upgraded)
+    assert upgraded["CpuRescaleUp"].amount == 50
+    assert upgraded["CpuRescaleUp"].boundary_types == ["percentage_of_max", "percentage_of_current"]
+    assert upgrade_rules({**stored, **{r.name: r.model_dump() for r in upgraded.values()}}) == []
