@@ -787,10 +787,17 @@ def demo(
     console.print(f"series: {summary['parquet']}")
 
 
+def _write_record(record: dict[str, Any]) -> None:
+    f = _state_file()
+    f.parent.mkdir(parents=True, exist_ok=True)
+    f.write_text(json.dumps(record))
+
+
 @app.command()
 def up(
     address: Optional[str] = typer.Option(None, help="join this Ray cluster (host:port or 'auto') instead of starting one"),
     port: int = typer.Option(6390, help="GCS port of the Ray head `sc up` starts"),
+    dashboard_port: int = typer.Option(8265, help="port of the Ray dashboard of the head `sc up` starts"),
     state_dir: Optional[Path] = typer.Option(None, help="where the StateDB keeps its journal and checkpoints"),
     backend: str = typer.Option("auto", help="cgroup_v1, cgroup_v2, lxc or auto (per node)"),
     parent: str = typer.Option("serverless", help="cgroup parent of plain-cgroup containers"),
@@ -803,22 +810,36 @@ def up(
     # Ray reads RAY_AUTH_MODE when it is imported: a `ray start` head uses tokens.
     os.environ.setdefault("RAY_AUTH_MODE", "token")
     from cluster.deploy import deploy
-    from cluster.local import connect, current_cluster_address, default_state_dir, start_head
+    from cluster.local import (HeadFailed, connect, current_cluster_address, default_state_dir, ensure_token,
+                               start_head)
     from cluster.serve_deploy import deploy_api, is_loopback
 
     token = token or _opts["token"]
     started_head = False
+    record: dict[str, Any] = {}
     if address in (None, "") and not current_cluster_address():
-        console.print("starting a Ray head …")
-        address = start_head(port=port)
+        try:
+            made = ensure_token()
+            if made:
+                console.print(f"made the Ray token {made} (`ray get-auth-token --generate`); "
+                              "other nodes joining this head need a copy", highlight=False, soft_wrap=True)
+            console.print("starting a Ray head …")
+            address, pgid = start_head(port=port, dashboard_port=dashboard_port)
+        except HeadFailed as e:
+            fail(f"ray start failed: {e}")
         started_head = True
+        # Recorded at once: if what follows fails, `sc down` still stops this head.
+        record = {"address": address, "started_head": True, "head_pgid": pgid, "head_port": port}
+        _write_record(record)
     addr = address if address and address != "auto" else current_cluster_address()
     if not addr:
         fail("no Ray cluster answers; give --address host:port")
     try:
         connect(addr)
-    except ConnectionError as e:
-        fail(str(e))
+    except Exception as e:  # noqa: BLE001  (Ray's own error, as one line: no token, wrong token, …)
+        from cluster.local import ray_error_line
+
+        fail(f"cannot join Ray at {addr}: {ray_error_line(str(e))}")
     sd = str(state_dir or default_state_dir())
     actors = deploy(sd, node_defaults={"backend": backend, "parent": parent},
                     progress=lambda m: console.print(f"  {m}"))
@@ -830,10 +851,8 @@ def up(
     except TimeoutError as e:
         fail(f"{e}: is port {api_port} taken? (give --api-port)")
     console.print(f"  API at {url}" + (" (token required for changes)" if token else ""))
-    f = _state_file()
-    f.parent.mkdir(parents=True, exist_ok=True)
-    f.write_text(json.dumps({"address": addr, "started_head": started_head, "state_dir": sd,
-                             "hosts": actors["hosts"], "url": url}))
+    _write_record({**record, "address": addr, "started_head": started_head, "state_dir": sd,
+                   "hosts": actors["hosts"], "url": url})
     console.print(f"[green]ready[/]: {len(actors['hosts'])} host(s) {', '.join(actors['hosts'])}; state in {sd}")
 
 
@@ -841,21 +860,25 @@ def up(
 def down(keep_ray: bool = typer.Option(False, help="leave the Ray head running")) -> None:
     """Stop what `sc up` started: the API, the actors, and the Ray head if `sc up` started it."""
     os.environ.setdefault("RAY_AUTH_MODE", "token")
-    import subprocess
-
     import ray
 
     from cluster.deploy import undeploy
+    from cluster.local import address_answers, stop_head
     from cluster.serve_deploy import undeploy_api
 
     rec = _recorded()
-    _connect(None)
-    undeploy_api()
-    undeploy()
-    ray.shutdown()
+    # A head `sc up` started that is gone already leaves nothing to undeploy.
+    if not (rec.get("started_head") and rec.get("address") and not address_answers(rec["address"])):
+        _connect(None)
+        undeploy_api()
+        undeploy()
+        ray.shutdown()
     if rec.get("started_head") and not keep_ray:
-        subprocess.run([str(Path(sys.executable).with_name("ray")), "stop"], check=False,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if "head_pgid" not in rec:
+            err.print("[yellow]warning:[/] this Ray head was started by an older `sc up`: stop it with "
+                      "`ray stop` (which stops every Ray on this machine)", highlight=False)
+        elif stop_head(int(rec["head_pgid"]), int(rec["head_port"])):
+            console.print("  Ray head stopped")
     _state_file().unlink(missing_ok=True)
     console.print("[green]stopped[/]")
 

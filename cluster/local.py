@@ -48,12 +48,18 @@ def address_answers(address: str, timeout_s: float = 1.0) -> bool:
         return False
 
 
+def ray_temp_dir() -> Path:
+    """Where Ray keeps its sessions and `ray_current_cluster`: Ray's own rule
+    (`RAY_TMPDIR`, else `TMPDIR`, else /tmp; then `ray/`), without importing Ray."""
+    return Path(os.environ.get("RAY_TMPDIR") or os.environ.get("TMPDIR") or "/tmp") / "ray"
+
+
 def current_cluster_address() -> str | None:
     """The address of a running local cluster, if one answers."""
     addr = os.environ.get("RAY_ADDRESS")
     if not addr:
         try:
-            addr = Path("/tmp/ray/ray_current_cluster").read_text().strip()
+            addr = (ray_temp_dir() / "ray_current_cluster").read_text().strip()
         except FileNotFoundError:
             return None
     return addr if addr and address_answers(addr) else None
@@ -86,20 +92,148 @@ def init_embedded(host: str, parent: str | None = None, num_cpus: int | None = N
     )
 
 
-def start_head(port: int = 6390, host: str | None = None, dashboard_port: int = 8265) -> str:
-    """`ray start --head` with our label: a cluster that outlives this process."""
+class HeadFailed(RuntimeError):
+    """`ray start --head` (or making its token) failed; the message is Ray's own error line."""
+
+
+def token_source() -> str | None:
+    """Where Ray will read its auth token from, if anywhere (Ray's order, §4 of the reference)."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return "RAY_AUTH_TOKEN"
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    if path:
+        return path if Path(path).is_file() else None
+    default = Path.home() / ".ray" / "auth_token"
+    return str(default) if default.is_file() else None
+
+
+def ray_binary() -> str:
+    return shutil.which("ray") or str(Path(sys.executable).with_name("ray"))
+
+
+def ensure_token(ray_bin: str | None = None) -> str | None:
+    """Make the Ray token the way Ray documents it (`ray get-auth-token --generate`) when
+    there is none; returns the file made, or None when one was there already.
+
+    A head with `RAY_AUTH_MODE=token` and no token refuses to start, and on a machine
+    where Ray never ran there is none.
+    """
+    if token_source() is not None:
+        return None
+    # NOTE: stdout is the token itself: never shown, never logged.
+    proc = subprocess.run([ray_bin or ray_binary(), "get-auth-token", "--generate"], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True)
+    made = token_source()
+    if proc.returncode != 0 or made is None:
+        raise HeadFailed(f"{ray_error_line(proc.stderr)} (make a token with `ray get-auth-token --generate`)")
+    return made
+
+
+def ray_error_line(output: str) -> str:
+    """The line of Ray's output that says what went wrong: the exception of its traceback,
+    else its last `Error`/`error:` line, else its last line."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    for i in range(len(lines) - 1, -1, -1):
+        line, head = lines[i], lines[i].split(":", 1)[0]
+        if ":" in line and " " not in head and (head.endswith("Error") or head.endswith("Exception")):
+            # "Failed to start GCS.  Last 1 lines of error files:" says what follows is the cause.
+            if line.endswith(":") and i + 1 < len(lines):
+                line = f"{line} {lines[i + 1][:400]}"
+            return line
+    for line in reversed(lines):
+        if "error" in line.lower():
+            return line
+    return lines[-1] if lines else "no output"
+
+
+def free_port(preferred: int | None = None) -> int:
+    """`preferred` if nothing listens there, else a port the kernel picks (outside Ray's
+    worker port range 10002-19999)."""
+    if preferred is not None:
+        with socket.socket() as s:
+            try:
+                s.bind(("", preferred))
+                return preferred
+            except OSError:
+                pass
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return int(s.getsockname()[1])
+
+
+def start_head(port: int = 6390, host: str | None = None, dashboard_port: int = 8265) -> tuple[str, int]:
+    """`ray start --head` with our label: a cluster that outlives this process.
+
+    Returns its address and the process group of everything it started (the head runs
+    in a session of its own), so `sc down` can stop this head and no other Ray.
+    Raises HeadFailed with Ray's own error line.
+    """
     os.environ["RAY_AUTH_MODE"] = "token"
     quiet_env()
-    ray_bin = shutil.which("ray") or str(Path(sys.executable).with_name("ray"))
+    ray_bin = ray_binary()
+    ensure_token(ray_bin)
     cmd = [
         ray_bin, "start", "--head", f"--port={port}",
         f"--object-store-memory={OBJECT_STORE_BYTES}",
         "--labels", f"{HOST_LABEL}={host or default_host_name()}",
         "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
+        # Ray's fixed defaults for these two collide with any other Ray on the machine.
+        f"--dashboard-agent-listen-port={free_port(52365)}", f"--ray-client-server-port={free_port(10001)}",
         "--disable-usage-stats",
     ]
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    return f"127.0.0.1:{port}"
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    out, errs = proc.communicate()
+    if proc.returncode != 0:
+        # What a half-started head left behind is ours alone (its own session): gone with it.
+        if _group_cmdlines(proc.pid):
+            import signal
+
+            os.killpg(proc.pid, signal.SIGKILL)
+        raise HeadFailed(ray_error_line(errs + "\n" + out if errs.strip() else out))
+    return f"127.0.0.1:{port}", proc.pid
+
+
+def _group_cmdlines(pgid: int) -> list[str]:
+    """Command lines of the live (not zombie) processes of one process group."""
+    out = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) != pgid or fields[0] == "Z":
+                continue
+            out.append((proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+        except (OSError, IndexError, ValueError):
+            continue
+    return out
+
+
+def stop_head(pgid: int, port: int, timeout_s: float = 20.0) -> bool:
+    """Stop the head `start_head` started: SIGTERM to its process group, SIGKILL to what is
+    left after `timeout_s`. Never `ray stop`, which stops every Ray on the machine.
+
+    Only a group whose GCS still serves `port` is signalled (a process group id can be
+    reused once the head is gone); returns whether one was.
+    """
+    import signal
+    import time
+
+    if not any("gcs_server" in c and f"--gcs_server_port={port}" in c for c in _group_cmdlines(pgid)):
+        return False
+    os.killpg(pgid, signal.SIGTERM)
+
+    def alive() -> bool:
+        return bool(_group_cmdlines(pgid))
+
+    deadline = time.monotonic() + timeout_s
+    while alive() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if alive():
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return True
 
 
 def connect(address: str) -> Any:
