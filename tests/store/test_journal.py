@@ -2,12 +2,10 @@
 
 The first tests replay the issue's seen bugs through the `Journal` API alone, so they can
 run against the old journal too: `SC_JOURNAL_IMPL=/path/to/old/journal.py` makes
-`journal_cls` load that file's `Journal` (see the module's last test for how the old one
-is taken from git); on it they fail, on ours they pass.
+`journal_cls` (conftest.py) load that file's `Journal`; on it they fail, on ours they pass.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import os
@@ -27,18 +25,6 @@ from sc_actors.store.statedir import check_state_dir, repair_state_dir
 
 def _ops(i: int, pad: int = 0) -> list[dict]:
     return [put("rules", f"r{i}", {"name": f"r{i}", "amount": i, "pad": "x" * pad})]
-
-
-@pytest.fixture
-def journal_cls():
-    impl = os.environ.get("SC_JOURNAL_IMPL")
-    if not impl:
-        return Journal
-    spec = importlib.util.spec_from_file_location("old_journal", impl)
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.Journal
 
 
 def _read_all(cls, path: Path) -> list[tuple[int, list]]:
