@@ -112,11 +112,24 @@ class GuardResources(_Body):
         return [self.resources] if isinstance(self.resources, str) else list(dict.fromkeys(self.resources))
 
 
+MIN_BOUNDARY = 1
+"""Smallest boundary the API stores: 0 % leaves a margin of one share or one MiB, a band
+no real usage stays in, so the container is always scaling (the original accepted 0..100)."""
+
+
 class LimitsBody(_Body):
     """The `limits` part of a subscription: boundary and boundary_type per resource."""
 
     model_config = ConfigDict(extra="allow")
     resources: dict[ResourceName, LimitResource] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _boundary_at_least_one(self) -> "LimitsBody":
+        for res, lim in self.resources.items():
+            if lim.boundary < MIN_BOUNDARY:
+                raise ValueError(f"resources.{res}.boundary: {lim.boundary} leaves a margin of 1 between "
+                                 f"current, upper and lower: give {MIN_BOUNDARY}..100 (a percentage)")
+        return self
 
 
 _CONTAINER_EXAMPLE = {
@@ -232,6 +245,7 @@ __all__ = [
     "HostSubscription",
     "IntValue",
     "LimitsBody",
+    "MIN_BOUNDARY",
     "NewName",
     "NumberValue",
     "PathName",

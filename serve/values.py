@@ -110,3 +110,23 @@ def set_events_required(rule_doc: dict[str, Any], event_type: str, value: int) -
     if event_type == trigger_direction(rule_doc):
         changes["events_to_remove"] = value
     return changes
+
+
+def check_rule_amount(rule_doc: dict[str, Any]) -> None:
+    """Refuse an `amount` whose sign contradicts the rule's `rescale_type`.
+
+    A scale-up rule asks for more (`amount` > 0), a scale-down rule for less
+    (`amount` < 0, or none when its policy computes the amount itself, as
+    `fit_to_usage` does). Decided by `rescale_type` alone, so a rule or policy
+    added later is checked the same way. The original stored any integer: −5 on
+    `CpuRescaleUp` made a scale-up rule scale down. Raises ValueError.
+    """
+    if rule_doc.get("generates") != "requests":
+        return
+    amount, rtype, name = rule_doc.get("amount"), rule_doc.get("rescale_type"), rule_doc.get("name")
+    if amount is None:
+        return
+    if rtype == "up" and not amount > 0:
+        raise ValueError(f"rule {name!r} scales up: its amount must be > 0, got {amount!r}")
+    if rtype == "down" and not amount < 0:
+        raise ValueError(f"rule {name!r} scales down: its amount must be < 0, got {amount!r}")

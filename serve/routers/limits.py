@@ -1,6 +1,6 @@
 """Limits (reference §6, `/structure/<name>/limits…`): boundaries per resource.
 
-`upper` and `lower` are the Guardian's; the API sets only `boundary` (0..100) and
+`upper` and `lower` are the Guardian's; the API sets only `boundary` (1..100) and
 `boundary_type`.
 """
 from __future__ import annotations
@@ -9,11 +9,11 @@ from typing import Any
 
 from fastapi import APIRouter, Depends
 
-from sc_actors.errors import NotFound
+from sc_actors.errors import Invalid, NotFound
 from sc_actors.model import ResourceName
 
 from ..deps import Actor, get_statedb, require_token
-from ..schemas import BoundaryTypeValue, BoundaryValue, PathName
+from ..schemas import MIN_BOUNDARY, BoundaryTypeValue, BoundaryValue, PathName
 
 router = APIRouter(prefix="/structure", tags=["limits"])
 
@@ -48,9 +48,12 @@ async def _set(db: Actor, name: str, res: str, field: str, value: Any) -> dict[s
 
 
 @router.put("/{name}/limits/{res}/boundary", dependencies=[Depends(require_token)],
-            summary="Boundary of a resource, a percentage 0..100")
+            summary="Boundary of a resource, a percentage 1..100")
 async def set_boundary(name: PathName, res: ResourceName, body: BoundaryValue,
                        db: Actor = Depends(get_statedb)) -> dict[str, Any]:
+    if body.value < MIN_BOUNDARY:
+        raise Invalid(f"boundary {body.value} leaves a margin of 1 between current, upper and lower: "
+                      f"give {MIN_BOUNDARY}..100 (a percentage)")
     return await _set(db, name, res, "boundary", body.value)
 
 

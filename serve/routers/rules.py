@@ -10,7 +10,7 @@ from sc_actors.model import Rule
 
 from ..deps import Actor, get_statedb, require_token
 from ..schemas import EventsRequired, IntValue, PathName, PolicyValue
-from ..values import set_events_required
+from ..values import check_rule_amount, set_events_required
 
 router = APIRouter(prefix="/rule", tags=["rules"])
 
@@ -36,8 +36,13 @@ async def get_rule(name: PathName, db: Actor = Depends(get_statedb)) -> dict[str
 async def put_rule(name: PathName, rule: Rule, response: Response, db: Actor = Depends(get_statedb)) -> dict[str, Any]:
     if rule.name != name:
         raise Invalid(f"name mismatch: {rule.name!r} in the body, {name!r} in the URL")
+    doc = rule.model_dump(mode="json", exclude_none=True)
+    try:
+        check_rule_amount(doc)
+    except ValueError as e:
+        raise Invalid(str(e)) from None
     existed = await db.exists("rules", name)
-    stored = await db.put("rules", rule.model_dump(mode="json", exclude_none=True))
+    stored = await db.put("rules", doc)
     if not existed:
         response.status_code = status.HTTP_201_CREATED
     return stored
@@ -58,7 +63,12 @@ async def set_amount(name: PathName, body: IntValue, db: Actor = Depends(get_sta
     rule = await db.get("rules", name)
     if rule.get("generates") != "requests" or rule.get("rescale_type") != "up":
         raise Invalid(f"rule {name!r} can't have its amount changed: only scale-up request rules have one")
-    return await db.patch("rules", name, {"amount": body.value})
+    try:
+        check_rule_amount({**rule, "amount": body.value})
+    except ValueError as e:
+        raise Invalid(str(e)) from None
+    # Only if nobody changed the rule's type since we read it (else 409).
+    return await db.patch("rules", name, {"amount": body.value}, {"rescale_type": rule["rescale_type"]})
 
 
 @router.put("/{name}/policy", summary="Rescale policy of a request rule", dependencies=[Depends(require_token)])
