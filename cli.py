@@ -6,7 +6,7 @@ HTTP (`serve/client.py`) and never starts or joins Ray, so it answers at once: o
 verb per original script of `scripts/orchestrator/` (`sc structure …`,
 `sc rule …`, `sc service …`, `sc limits …`, `sc user …`, `sc app …`,
 `sc host …`, `sc container …`), plus `sc status`, `sc watch`, `sc events`,
-`sc requests` and `sc mode`. Reads take `--json`. The API is found from `--url`,
+`sc requests`, `sc doctor` and `sc mode`. Reads take `--json`. The API is found from `--url`,
 `SC_URL`, or what `sc up` recorded; the token from `--token` or `SC_API_TOKEN`.
 Errors print one line on stderr and exit 1 (the API refused) or 2 (no API).
 """
@@ -170,9 +170,49 @@ def status(as_json: bool = JSON_OPT) -> None:
     if as_json:
         print(json.dumps(data["containers"]))
         return
-    show_table(data["containers"], STATUS_COLUMNS, "containers (cpu in shares: 100 = 1 core; mem in MiB)", False)
+    rows = data["containers"]
+    for r in rows:
+        if r.get("missing_since"):
+            # The cgroup is gone: no usage, and when it went (the problems below say what happens next).
+            r["usage"] = "gone " + time.strftime("%H:%M:%S", time.localtime(r["missing_since"]))
+    show_table(rows, STATUS_COLUMNS, "containers (cpu in shares: 100 = 1 core; mem in MiB)", False)
     services = ", ".join(f"{s['name']} {'on' if s.get('active') else 'off'}" for s in data["services"])
     console.print(f"services: {services}", highlight=False)
+    show_problems(call("GET", "/health")["problems"])
+
+
+def show_problems(problems: list[dict[str, Any]]) -> None:
+    """One line per problem of `GET /health`, each naming what to change."""
+    if not problems:
+        console.print("health: no problem found", highlight=False)
+        return
+    console.print(f"health: {len(problems)} problem(s)", highlight=False)
+    for p in problems:
+        console.print(f"  - {p['message']}", highlight=False, markup=False, soft_wrap=True)
+
+
+def warn(doc: Any) -> None:
+    """The warnings a change's answer carries (a rule that can never fire, …), on stderr."""
+    for w in (doc or {}).get("warnings", []) if isinstance(doc, dict) else []:
+        err.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def doctor(as_json: bool = JSON_OPT) -> None:
+    """What is wrong with the stack (GET /health), one line per problem with its fix.
+
+    Exit 0 when nothing is wrong, 3 when problems were found (1: the API refused, 2: no API).
+    """
+    data = call("GET", "/health")
+    if as_json:
+        print(json.dumps(data))
+    elif data["problems"]:
+        for p in data["problems"]:
+            console.print(p["message"], highlight=False, markup=False, soft_wrap=True)
+    else:
+        console.print("[green]ok[/] no problem found", highlight=False)
+    if data["problems"]:
+        raise typer.Exit(3)
 
 
 def _bar(row: dict[str, Any], width: int = 30) -> str:
@@ -247,6 +287,11 @@ def explain_requests(name: str, limit: int, as_json: bool) -> None:
         return
     for r in rows:
         when = time.strftime("%H:%M:%S", time.localtime(r.get("timestamp", 0)))
+        if r.get("action", "").startswith("Container"):
+            # About the container itself (its cgroup gone, back, released), not a request.
+            console.print(f"{when} {r.get('structure')}: {r.get('outcome')}: {r.get('reason')}",
+                          highlight=False, markup=False)
+            continue
         asked = r.get("amount_requested", r.get("amount"))
         console.print(
             f"{when} {r.get('structure')} {r.get('resource')}: window usage {_cell(r.get('usage'))}, "
@@ -535,14 +580,14 @@ def rule_get(name: str, as_json: bool = JSON_OPT) -> None:
 @rule_app.command("activate")
 def rule_activate(name: str) -> None:
     """Activate a rule (activate_rule.sh)."""
-    call("PUT", f"/rule/{name}/activate")
+    warn(call("PUT", f"/rule/{name}/activate"))
     done(f"rule {name} active")
 
 
 @rule_app.command("deactivate")
 def rule_deactivate(name: str) -> None:
     """Deactivate a rule (deactivate_rule.sh)."""
-    call("PUT", f"/rule/{name}/deactivate")
+    warn(call("PUT", f"/rule/{name}/deactivate"))
     done(f"rule {name} inactive")
 
 
@@ -564,6 +609,7 @@ def rule_policy(name: str, policy: str) -> None:
 def rule_events(name: str, event_type: str = typer.Argument(..., help="up or down"), value: int = typer.Argument(...)) -> None:
     """Events of one type a request rule needs (change_events_amount.sh, change_down_events_amount.sh)."""
     doc = call("PUT", f"/rule/{name}/events_required", {"value": value, "event_type": event_type})
+    warn(doc)
     done(f"rule {name}: {event_type} events {value}; removes {doc.get('events_to_remove')} when it fires")
 
 
@@ -601,6 +647,7 @@ def service_set(name: str, key: str, values: list[str] = typer.Argument(..., hel
     value: Any = values if len(values) > 1 else values[0]
     doc = call("PUT", f"/service/{name}/{key}", {"value": value})
     done(f"{name}: {key} = {json.dumps(doc['config'].get(key))}")
+    warn(doc)
 
 
 @service_app.command("activate")
@@ -685,7 +732,8 @@ def user_set(name: str, resource: str, parameter: str, value: str) -> None:
 
 # ---------------------------------------------------------------- modes
 
-REQUEST_RULES = {"cpu": ("CpuRescaleUp", "CpuRescaleDown"), "mem": ("MemRescaleUp", "MemRescaleDown")}
+REQUEST_RULES = {"cpu": ("CpuRescaleUp", "CpuRescaleDown", "CpuFitUp", "CpuFitDown"),
+                 "mem": ("MemRescaleUp", "MemRescaleDown", "MemFitUp", "MemFitDown")}
 
 
 @app.command()
@@ -741,6 +789,39 @@ def mode(
         done(what)
 
 
+@app.command()
+def profile(
+    name: Optional[str] = typer.Argument(None, help="adaptive (the default) or original; none: show the one in force",
+                                         metavar="[adaptive|original]"),
+    timing: Optional[str] = typer.Option(None, help="also set the services' periods: ours (0.4 s windows) or "
+                                                      "original (10 s windows, 10 s delay, Scaler every 5 s)"),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Scaling profile: `sc profile original` restores the original's limits (10 % of max) and rules.
+
+    adaptive: margins of 5 % (cpu) and 10 % (mem) of the current limit, one window above
+    upper raises the limit to the demand seen through throttling, three windows below
+    lower fit it to usage. Applying a profile rewrites the boundary of every subscribed
+    container and is what new subscriptions get; a subscription naming its own
+    boundary_type keeps it (percentage_of_max is exactly the original's).
+    """
+    if name is None:
+        out = call("GET", "/profile")
+        if as_json:
+            print(json.dumps(out, indent=1))
+            return
+        print(f"profile: {out['profile']}")
+        for p, lims in out["profiles"].items():
+            print(f"  {p}: " + ", ".join(f"{r} {v['boundary']} % ({v['boundary_type']})" for r, v in lims.items()))
+        return
+    out = call("PUT", f"/profile/{name}", {"timing": timing} if timing else None)
+    if as_json:
+        print(json.dumps(out, indent=1))
+        return
+    done(f"profile {out['profile']}" + (f", timing {out['timing']}" if out.get("timing") else "")
+         + f": {out['limits_changed']} containers' limits changed")
+
+
 # ---------------------------------------------------------------- the cluster (these verbs use Ray)
 
 
@@ -793,6 +874,27 @@ def _write_record(record: dict[str, Any]) -> None:
     f.write_text(json.dumps(record))
 
 
+def _check_state_dir(state_dir: Path, repair: bool) -> None:
+    """Refuse a damaged state dir before anything starts, or repair it (`sc up --repair`)."""
+    from sc_actors.store.checkpoint import CheckpointCorrupt
+    from sc_actors.store.journal import JournalCorrupt
+    from sc_actors.store.statedir import check_state_dir, repair_state_dir
+
+    if not state_dir.exists():
+        return
+    try:
+        if repair:
+            for line in repair_state_dir(state_dir).lines():
+                console.print(f"  repair: {line}", highlight=False, soft_wrap=True)
+        else:
+            check_state_dir(state_dir)
+    except JournalCorrupt as e:
+        fail(str(e))
+    except CheckpointCorrupt as e:
+        fail(f"{e}. `--repair` does not mend a checkpoint: restore it from a copy, or move the state dir "
+             "aside to start empty")
+
+
 @app.command()
 def up(
     address: Optional[str] = typer.Option(None, help="join this Ray cluster (host:port or 'auto') instead of starting one"),
@@ -805,16 +907,21 @@ def up(
     api_port: int = typer.Option(8000, help="port of the HTTP API"),
     token: Optional[str] = typer.Option(None, envvar="SC_API_TOKEN",
                                         help="bearer token every change through the API must carry"),
+    repair: bool = typer.Option(False, "--repair",
+                                help="when the StateDB's journal is damaged: keep the records before the damage, "
+                                     "move the damaged file aside and list what is lost"),
 ) -> None:
     """Start (or join) Ray, deploy the control plane and its HTTP API; returns when all answer."""
     # Ray reads RAY_AUTH_MODE when it is imported: a `ray start` head uses tokens.
     os.environ.setdefault("RAY_AUTH_MODE", "token")
-    from cluster.deploy import deploy
+    from cluster.deploy import StateDBDidNotStart, deploy
     from cluster.local import (HeadFailed, connect, current_cluster_address, default_state_dir, ensure_token,
                                start_head)
     from cluster.serve_deploy import deploy_api, is_loopback
 
     token = token or _opts["token"]
+    sd = str(state_dir or default_state_dir())
+    _check_state_dir(Path(sd), repair)
     started_head = False
     record: dict[str, Any] = {}
     if address in (None, "") and not current_cluster_address():
@@ -840,9 +947,11 @@ def up(
         from cluster.local import ray_error_line
 
         fail(f"cannot join Ray at {addr}: {ray_error_line(str(e))}")
-    sd = str(state_dir or default_state_dir())
-    actors = deploy(sd, node_defaults={"backend": backend, "parent": parent},
-                    progress=lambda m: console.print(f"  {m}"))
+    try:
+        actors = deploy(sd, node_defaults={"backend": backend, "parent": parent},
+                        progress=lambda m: console.print(f"  {m}"))
+    except StateDBDidNotStart as e:
+        fail(str(e))
     if not is_loopback(api_host) and not token:
         err.print(f"[yellow]warning:[/] the API listens on {api_host} without a token: anyone who reaches it "
                   "can change limits (give --token or SC_API_TOKEN)")

@@ -26,6 +26,10 @@ from .membership import controlled_nodes, host_document, node_settings  # noqa: 
 log = logging.getLogger(__name__)
 
 
+class StateDBDidNotStart(RuntimeError):
+    """The StateDB actor died in its constructor (a damaged journal or checkpoint)."""
+
+
 def deploy(
     state_dir: str,
     node_defaults: dict[str, Any] | None = None,
@@ -37,7 +41,12 @@ def deploy(
     """Start (or find) every actor and wait until each answers."""
     node_defaults = node_defaults or {}
     statedb = placement.statedb_actor(state_dir, fsync)
-    ray.get(statedb.ping.remote(), timeout=timeout_s)
+    try:
+        ray.get(statedb.ping.remote(), timeout=timeout_s)
+    except ray.exceptions.RayActorError as e:
+        # The StateDB refuses a damaged state dir in __init__, and Ray does not retry that.
+        said = [line.strip() for line in str(e).splitlines() if "Corrupt: " in line]
+        raise StateDBDidNotStart(f"the StateDB did not start: {said[-1] if said else e}") from None
     progress("statedb ready")
     actors = {
         "guardian": placement.guardian_actor(),
