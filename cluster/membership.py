@@ -21,9 +21,10 @@ NOTE: the GCS notices a node that died without saying goodbye (a crash, a cut
 cable) only after its health checks fail, about 15 s with Ray's defaults; the ping
 makes that a few seconds here. A node that leaves cleanly is seen dead at once.
 
-Hosts that no Ray node ever carried (documents made through the API alone) are left
-as they are. Everything the actor knows is rebuilt from `ray.nodes()` and the
-StateDB after a restart.
+A host structure that no node of the cluster carries, alive or dead (one of an
+earlier cluster that used the same state dir), is marked unreachable from the first
+tick, the one `sc up` waits for, with that reason. Everything the actor knows is
+rebuilt from `ray.nodes()` and the StateDB after a restart.
 """
 from __future__ import annotations
 
@@ -333,13 +334,15 @@ class Membership:
             elif st.ready_at is not None:
                 want[host] = (True, "")
             # Alive but not placed yet: left as it is until the ContainerScaler answers.
-        if not want:
-            return {}
         db = self._db()
         docs = {d["name"]: d for d in await db.list.remote("structures", "host")}
+        # Hosts of the StateDB that no node of this cluster carries, alive or dead: those of
+        # an earlier cluster with the same state dir (ray.nodes() forgets them with it).
+        for host in docs.keys() - groups.keys():
+            want[host] = (False, f"no Ray node of this cluster has label {HOST_LABEL}={host}")
         changed: dict[str, bool] = {}
         for host, (reachable, reason) in want.items():
-            st = self.hosts[host]
+            st = self.hosts.setdefault(host, _HostState(host))
             if reachable:
                 st.reason = ""
             elif not st.reason:
