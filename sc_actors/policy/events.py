@@ -77,24 +77,29 @@ def fire_event_rules(
     data: Mapping[str, Any],
     now: float,
     currents: Optional[Mapping[str, Optional[float]]] = None,
+    usages: Optional[Mapping[str, Optional[float]]] = None,
 ) -> list[Event]:
     """One event per active event rule whose resource is in `data` and whose JSON-logic holds.
 
-    With `currents`, each event records the `current` it was measured against.
+    With `currents` (`usages`), each event records the `current` it was measured
+    against (the window's usage).
     """
     fired = [rule for rule in rules if rule.active and rule.generates == "events" and rule.resource in data
              and evaluate(rule.rule, data)]
-    return events_of(structure_name, fired, now, currents)
+    return events_of(structure_name, fired, now, currents, usages)
 
 
 def events_of(
-    structure_name: str, fired: Iterable[Rule], now: float, currents: Optional[Mapping[str, Optional[float]]] = None
+    structure_name: str, fired: Iterable[Rule], now: float, currents: Optional[Mapping[str, Optional[float]]] = None,
+    usages: Optional[Mapping[str, Optional[float]]] = None,
 ) -> list[Event]:
     """The events of event rules found to hold (see `fire_event_rules`)."""
     events = []
     for rule in fired:
         res = rule.resource
         fields: dict[str, Any] = {"current": currents.get(res)} if currents is not None else {}
+        if usages is not None:
+            fields["usage"] = usages.get(res)
         # Built without validation: every field is typed by construction.
         events.append(Event.model_construct(name=event_name(res, rule.action.get("events", {})), resource=res,
                                             structure=structure_name, action=rule.action, timestamp=now, **fields))

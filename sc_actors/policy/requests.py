@@ -220,6 +220,7 @@ def match_rules_and_events(
     usages: Mapping[str, Optional[float]],
     now: float,
     throttled: Optional[Mapping[str, float]] = None,
+    down_peaks: Optional[Mapping[str, float]] = None,
 ) -> tuple[list[Request], dict[str, int]]:
     """Requests of the request rules that hold on the event counts (§3.6, §10.2 #15).
 
@@ -229,7 +230,9 @@ def match_rules_and_events(
     usage and the amount before the trim (`amount_requested`). A rule serves only
     the limits of its `boundary_types`; one whose policy needs a usage that this
     window lacks is left for a later window (its events stay), so a resource without
-    a reading never stops the others.
+    a reading never stops the others. A `fit_to_demand` scale-down fits the highest
+    usage among this window and the underuse windows it consumes (`down_peaks`), so
+    one window of starvation or noise does not set the limit.
     """
     requests: list[Request] = []
     to_remove: dict[str, int] = {}
@@ -249,6 +252,8 @@ def match_rules_and_events(
         usage = usages.get(res)
         if usage is None and rule.rescale_policy in USAGE_POLICIES:
             continue
+        if rule.rescale_policy == "fit_to_demand" and rule.rescale_type == "down" and usage is not None:
+            usage = max(usage, (down_peaks or {}).get(res, usage))
         requested = policy(rule, resource, limit, usage, (throttled or {}).get(res, 0.0), res)
         amount = adjust_amount(requested, resource, limit)
         name = event_name(res, reduced_events[res]["events"])

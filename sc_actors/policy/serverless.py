@@ -165,7 +165,8 @@ def evaluate_prepared(
         new_events = _fired_events(prepared, rules, usages, now)
     elif fired:
         new_events = events_of(structure.name, fired, now,
-                               {r.resource: structure.resources[r.resource].current for r in fired})  # type: ignore[index]
+                               {r.resource: structure.resources[r.resource].current for r in fired},  # type: ignore[index]
+                               usages)
     else:
         new_events = []
     if not new_events and not events:
@@ -182,7 +183,8 @@ def evaluate_prepared(
     to_remove: dict[str, int] = {}
     if reduced and any(r.resource in reduced and evaluate(r.rule, reduced[r.resource]) for r in rules.request_rules):
         requests, to_remove = match_rules_and_events(structure, rules.request_rules, reduced,
-                                                     prepared.limits, usages, now, throttled)  # type: ignore[arg-type]
+                                                     prepared.limits, usages, now, throttled,
+                                                     _down_peaks(valid))  # type: ignore[arg-type]
     pending = remove_events(valid, to_remove) if to_remove else valid
     return GuardianStep(
         bounds=prepared.bounds,
@@ -193,10 +195,20 @@ def evaluate_prepared(
     )
 
 
+def _down_peaks(events: Sequence[Event]) -> dict[str, float]:
+    """Per resource, the highest usage of its pending scale-down events (windows below lower)."""
+    peaks: dict[str, float] = {}
+    for e in events:
+        u = getattr(e, "usage", None)
+        if isinstance(u, (int, float)) and e.action.get("events", {}).get("scale", {}).get("down"):
+            peaks[e.resource] = max(peaks.get(e.resource, u), u)
+    return peaks
+
+
 def _fired_events(prepared: Prepared, rules: RuleSet, usages: dict[str, float], now: float) -> list[Event]:
     """The window's events, as `match_usages_and_limits` finds them, from the prepared parts (§3.5)."""
     data = event_data_of_parts(prepared.parts, usages)
     if not data:
         return []
     currents = {res: prepared.structure.resources[res].current for res in data}  # type: ignore[index]
-    return fire_event_rules(prepared.structure.name, rules.event_rules, data, now, currents)
+    return fire_event_rules(prepared.structure.name, rules.event_rules, data, now, currents, usages)

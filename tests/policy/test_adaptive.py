@@ -165,3 +165,14 @@ def test_an_older_statedb_gets_the_adaptive_rules_and_keeps_its_own_edits():
     assert upgraded["CpuRescaleUp"].amount == 50
     assert upgraded["CpuRescaleUp"].boundary_types == ["percentage_of_max", "percentage_of_current"]
     assert upgrade_rules({**stored, **{r.name: r.model_dump() for r in upgraded.values()}}) == []
+
+
+def test_a_scale_down_fits_the_highest_of_the_underuse_windows_it_consumes():
+    c = container("c0", cpu=(10, 100, 400))
+    lim = limits("c0", cpu=(5, AD))
+    events = []
+    for now, usage in ((1.0, 40.0), (1.4, 60.0)):
+        events = _step(c, lim, {"cpu": usage}, events, now=now).pending_events
+    s = _step(c, lim, {"cpu": 40.0}, events, now=1.8)
+    # The windows saw 40, 60, 40 (all below lower 90): 60 / 0.925 = 64.9 → 65; 65 − 100 = −35.
+    assert [(r.rule, r.amount, r.usage) for r in s.requests] == [("CpuFitDown", -35, 60.0)]
