@@ -492,7 +492,10 @@ def host_subscribe(
         payload = {"name": name, "host": name, "subtype": "host", "host_rescaler_ip": name,
                    "host_rescaler_port": "8000",
                    "resources": {"cpu": {"max": cpu, "free": cpu}, "mem": {"max": mem, "free": mem}}}
-    call("PUT", f"/structure/host/{name}", payload)
+    doc = call("PUT", f"/structure/host/{name}", payload)
+    # More than its node has is cut to the node: the API says so.
+    for w in doc.get("warnings", []) if isinstance(doc, dict) else []:
+        err.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
     done(f"host {name} subscribed")
 
 

@@ -130,3 +130,24 @@ def check_rule_amount(rule_doc: dict[str, Any]) -> None:
         raise ValueError(f"rule {name!r} scales up: its amount must be > 0, got {amount!r}")
     if rtype == "down" and not amount < 0:
         raise ValueError(f"rule {name!r} scales down: its amount must be < 0, got {amount!r}")
+
+
+def clamp_host_to_node(doc: dict[str, Any], cores: int, mem_mib: float) -> list[str]:
+    """Cut a host subscription's cpu and mem to what its Ray node has; the warnings.
+
+    `doc` is changed in place: `max` becomes at most cores × 100 shares and the node's
+    MiB, `free` at most the new `max`. A host stored with more than its node has
+    would get phantom cores that the Scaler places containers on and the node then
+    refuses to write (the original stored whatever the script said).
+    """
+    warnings = []
+    for res, have, unit, what in (("cpu", cores * 100, "shares", f"{cores} cores"),
+                                  ("mem", mem_mib, "MiB", f"{mem_mib:g} MiB")):
+        r = doc.get("resources", {}).get(res)
+        if not isinstance(r, dict) or r.get("max") is None or r["max"] <= have:
+            continue
+        warnings.append(f"{res} max {r['max']:g} {unit} cut to {have:g}: the Ray node of host "
+                        f"{doc.get('name')!r} has {what}")
+        r["max"] = have
+        r["free"] = min(r.get("free", have), have)
+    return warnings

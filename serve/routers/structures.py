@@ -7,6 +7,7 @@ that check first and write once.
 """
 from __future__ import annotations
 
+import logging
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
@@ -24,6 +25,9 @@ from ..schemas import (
     NumberValue,
     PathName,
 )
+from ..values import clamp_host_to_node
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/structure", tags=["structures"])
 auth = [Depends(require_token)]
@@ -95,8 +99,14 @@ async def subscribe_host(
     doc = body.model_dump(mode="json", exclude_none=True)
     # As the original: every core starts free, whatever the body says.
     doc["resources"]["cpu"].pop("core_usage_mapping", None)
-    doc.setdefault("topology", (await node.host_info()).get("topology", {}))
-    return await db.put("structures", doc, True)
+    info = await node.host_info()
+    doc.setdefault("topology", info.get("topology", {}))
+    # Never more cores or memory than the node has (issue 14): cut, and say so.
+    warnings = clamp_host_to_node(doc, int(info["cores"]), float(info["mem_mib"]))
+    for w in warnings:
+        log.warning("host subscription: %s", w)
+    stored = await db.put("structures", doc, True)
+    return {**stored, "warnings": warnings} if warnings else stored
 
 
 @router.delete("/host/{name}", dependencies=auth, summary="Desubscribe a host (refused while it has containers)")
