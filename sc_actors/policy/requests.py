@@ -127,12 +127,17 @@ def fit_to_demand_policy(rule: Rule, resource: Resource, limit: LimitResource, u
     demand seen through throttling (`demand`), not a fixed step, and a scale-down
     lands at the same place fit_to_usage would with the new limit's own margin.
     E.g. current 100, usage 99, throttled 1.0, adaptive 5 % → demand 198 → 215 → +115.
+    An up rule with an `amount` steps at least that much (MemFitUp: 128 MiB).
     """
     target = fit_to_demand_target(demand(_usage(usage, "fit_to_demand"), throttled), limit.boundary,
                                   limit.boundary_type, resource.max, name)
     amount = int(target - _current(resource))
     # NOTE: a rule never scales against its direction (0: no request, its events go).
-    return max(amount, 0) if rule.rescale_type == "up" else min(amount, 0)
+    if rule.rescale_type != "up":
+        return min(amount, 0)
+    # An up rule's `amount`, if set, is the smallest step: memory that grows between two
+    # windows must find room, since a cgroup v1 container at its limit is OOM-killed.
+    return max(amount, int(rule.amount or 0))
 
 
 RescalePolicyFn = Callable[[Rule, Resource, LimitResource, Optional[float], float, str], int]
