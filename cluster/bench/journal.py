@@ -1,0 +1,145 @@
+"""`sc bench journal`: changes per second the StateDB's journal makes durable (fsync each).
+
+No Ray: the journal and the document store on a real directory (`--dir`, on the disk
+of the state dir to mean anything; tmpfs makes fsync free). Measured, each run on a fresh
+file and with the same document (a container's limits, about 300 bytes of JSON):
+
+- `journal append`: one record, one `pwrite`, one fsync per change (what one
+  `StateDB.patch` costs at the journal), with the p50/p99 of each append;
+- `store commit`: the same through `DocumentStore.commit` (framing, apply, checkpoints);
+- `store commit_many xB`: group commit, B changes per fsync, each its own record;
+- `old journal append` (with `--old-journal FILE`, e.g. the JSON-lines journal from git:
+  `git show 82657a4~1:sc_actors/store/journal.py > /tmp/old_journal.py`): the same loop
+  through that file's `Journal`.
+
+Run it alone: `flock /tmp/sc-bench.lock sc bench journal`.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import typer
+from rich.table import Table
+
+from .common import console, fail, machine, out_dir, percentiles
+
+
+def _doc(i: int) -> dict[str, Any]:
+    return {"name": f"c{i % 64}", "type": "limit",
+            "resources": {r: {"boundary": 10 + i % 7, "boundary_type": "percentage_of_max",
+                              "upper": 150.0 + i % 50, "lower": 100.0 + i % 30} for r in ("cpu", "mem", "disk")}}
+
+
+def _ops(i: int) -> list[dict[str, Any]]:
+    return [{"op": "put", "c": "limits", "name": f"c{i % 64}", "doc": _doc(i)}]
+
+
+def _load_journal_cls(path: Path) -> Any:
+    spec = importlib.util.spec_from_file_location("bench_old_journal", path)
+    if spec is None or spec.loader is None:
+        fail(f"cannot load a journal from {path}")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.Journal
+
+
+def _timed(n: int, step: Callable[[int], int]) -> dict[str, Any]:
+    """Run `step(i)` until n changes are done (it returns how many it made durable)."""
+    lat_ms: list[float] = []
+    done = 0
+    t0 = time.perf_counter()
+    while done < n:
+        t = time.perf_counter()
+        done += step(done)
+        lat_ms.append((time.perf_counter() - t) * 1000)
+    wall = time.perf_counter() - t0
+    return {"changes": done, "wall_s": round(wall, 3), "changes_per_s": round(done / wall, 1),
+            "fsyncs": len(lat_ms), "fsync_call_ms": percentiles(lat_ms)}
+
+
+def run(base: Path, changes: int, batches: tuple[int, ...], old_journal: Path | None) -> dict[str, Any]:
+    from sc_actors.store.documents import DocumentStore
+    from sc_actors.store.journal import Journal
+
+    rows: list[dict[str, Any]] = []
+
+    def fresh(name: str) -> Path:
+        d = base / name
+        shutil.rmtree(d, ignore_errors=True)
+        d.mkdir(parents=True)
+        return d
+
+    def journal_row(label: str, cls: Any) -> None:
+        j = cls(fresh(label.replace(" ", "_")) / "journal")
+
+        def step(i: int) -> int:
+            j.append(i, _ops(i))
+            return 1
+        rows.append({"what": label, "batch": 1, **_timed(changes, step)})
+        j.close()
+
+    if old_journal is not None:
+        journal_row("old journal append", _load_journal_cls(old_journal))
+    journal_row("journal append", Journal)
+
+    for batch in (1, *batches):
+        # As the StateDB runs it: checkpoints every 2000 records are part of the cost.
+        s = DocumentStore(fresh(f"store_{batch}")).open()
+        if batch == 1:
+            def step(i: int) -> int:
+                s.commit(_ops(i))
+                return 1
+            label = "store commit"
+        else:
+            def step(i: int, b: int = batch) -> int:
+                s.commit_many([_ops(i + k) for k in range(b)])
+                return b
+            label = f"store commit_many x{batch}"
+        rows.append({"what": label, "batch": batch, **_timed(changes, step)})
+        s.close()
+    return {"machine": machine(), "dir": str(base), "changes": changes, "rows": rows,
+            "loadavg": [round(x, 2) for x in os.getloadavg()]}
+
+
+def command(
+    changes: int = typer.Option(2000, min=1, help="changes per measurement"),
+    batch: str = typer.Option("8,64", help="group-commit sizes (changes per fsync), comma-separated"),
+    old_journal: Path = typer.Option(None, exists=True, dir_okay=False,
+                                     help="also measure this file's Journal (e.g. the old one from git)"),
+    dir: Path = typer.Option(None, help="directory to write in (default: a temp dir under ~/.sc); "
+                                        "put it on the state dir's disk"),
+    out: Path = typer.Option(Path("bench-out"), help="where journal.json goes"),
+) -> None:
+    """Changes per second with fsync: one per change, and group commit; the old journal beside."""
+    try:
+        batches = tuple(int(x) for x in batch.split(",") if x)
+    except ValueError:
+        fail(f"--batch must be integers separated by commas, got {batch!r}")
+    if any(b < 2 for b in batches):
+        fail(f"--batch sizes must be at least 2, got {batch!r}")
+    parent = dir or Path.home() / ".sc"
+    parent.mkdir(parents=True, exist_ok=True)
+    base = Path(tempfile.mkdtemp(prefix="bench-journal-", dir=parent))
+    try:
+        r = run(base, changes, batches, old_journal)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    t = Table(title=f"journal: changes/s with fsync ({r['dir']})")
+    for col in ("what", "changes/s", "fsyncs", "call p50 ms", "call p99 ms"):
+        t.add_column(col, justify="left" if col == "what" else "right")
+    for row in r["rows"]:
+        ms = row["fsync_call_ms"]
+        t.add_row(row["what"], f"{row['changes_per_s']:.0f}", str(row["fsyncs"]), f"{ms['p50']:.3f}",
+                  f"{ms['p99']:.3f}")
+    console.print(t)
+    console.print(f"machine: {r['machine']}; load average after: {r['loadavg']}")
+    path = Path(out_dir(out)) / "journal.json"
+    path.write_text(json.dumps(r, indent=1))
+    console.print(f"written: {path}")
