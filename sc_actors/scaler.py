@@ -35,6 +35,7 @@ from .errors import Conflict, Invalid, NotFound, Unavailable
 from .model import Application, Container, ContainerLimits, Host, Limits, Request, User, check_name
 from .policy.applications import Placement, plan_application_request, plan_user_request
 from .policy.cores import allocate_cores, core_distribution
+from .policy.health import HEARTBEAT_S
 from .policy.limits import margin
 from .policy.planning import plan_container_request
 from .policy.requests import filter_requests, sort_requests
@@ -138,12 +139,20 @@ class Scaler:
 
     async def _loop(self) -> None:
         # NOTE: never let one bad batch stop the Scaler.
+        beat_at = 0.0
         while True:
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=1.0)
             except asyncio.TimeoutError:
                 pass
             self._wake.clear()
+            if time.monotonic() - beat_at >= HEARTBEAT_S:
+                # An idle Scaler beats too, so an old heartbeat means a stuck or dead one.
+                beat_at = time.monotonic()
+                try:
+                    await self._db().heartbeat.remote("scaler")
+                except Exception as e:
+                    log.warning("scaler heartbeat not recorded: %s", _reason(e))
             if not self.pending:
                 continue
             batch, self.pending = self.pending, []
@@ -601,6 +610,32 @@ class Scaler:
                       ("structures", new_host.model_dump(mode="json", exclude_none=True))]
             )
             return c.model_dump(mode="json", exclude_none=True)
+
+    async def release_missing(self, name: str, since: float) -> bool:
+        """Desubscribe a container whose cgroup has been gone since `since`, if its node still
+        does not list it: its cores and memory go back to its host. True if released.
+
+        NOTE: released, not kept: a container gone for the whole grace period was removed
+        (or its LXC container stopped); subscribing it again places it afresh.
+        """
+        db = self._db()
+        host = (await db.container_hosts.remote([name])).get(name)
+        if host is None:
+            return False
+        listed = await asyncio.wait_for(self._node(host).list_containers.remote(), timeout=APPLY_TIMEOUT_S)
+        if name in listed:
+            return False
+        res = (await db.get.remote("structures", name)).get("resources", {})
+        await self.desubscribe_container(name)
+        now = time.time()
+        await db.log_requests.remote([{
+            "structure": name, "structure_type": "container", "host": host, "action": "ContainerReleased",
+            "outcome": "released", "timestamp": now, "applied_at": now,
+            "reason": f"cgroup gone since {time.strftime('%H:%M:%S', time.localtime(since))}: desubscribed, "
+                      f"{res.get('cpu', {}).get('current', 0):g} cpu shares and {res.get('mem', {}).get('current', 0):g} "
+                      f"MiB given back to host {host}"}])
+        self.outcomes["released"] += 1
+        return True
 
     async def desubscribe_container(self, name: str) -> None:
         """Give the container's cores and memory back to its host and forget it."""

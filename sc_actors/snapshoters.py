@@ -4,7 +4,10 @@ The Scaler records `current` as it applies, so drift only comes from outside
 (someone wrote a cgroup file by hand, a container restarted with other limits).
 Each period this actor reads every node's limits in parallel, asks the StateDB
 which containers differ from their recorded `current`, reports each drift, and
-has the Scaler write the recorded limits back.
+has the Scaler write the recorded limits back. A subscribed container its node no
+longer lists (its cgroup was removed from outside) is marked missing, with the time,
+and after `MISSING_GRACE_PERIOD` the Scaler desubscribes it, giving its cores and
+memory back to the host (issue 14 item 7); both are in the decision log.
 
 NOTE: the original copied the real value into `current` instead; that leaves the
 host's core map and free shares disagreeing with the container (its "core map
@@ -19,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import time
 from typing import Any
 
 from .model import ContainerLimits
@@ -62,9 +66,12 @@ class StructuresSnapshoter:
         since = await db.seq.remote()
         hosts = [h["name"] for h in await db.list.remote("structures", "host") if h.get("reachable", True)]
         observed: dict[str, dict[str, float]] = {}
+        listed: dict[str, list[str]] = {}
         reads = {h: asyncio.ensure_future(self._read(h)) for h in hosts}
         for h, fut in reads.items():
             per_node = await fut
+            if per_node is not None:
+                listed[h] = list(per_node)
             for name, raw in (per_node or {}).items():
                 lim = ContainerLimits.model_validate(raw)
                 observed[name] = {}
@@ -79,8 +86,26 @@ class StructuresSnapshoter:
             scaler = ray.get_actor(SCALER_NAME, namespace=NAMESPACE)
             await scaler.reapply.remote(sorted({d["structure"] for d in drift}))
         self.drift.extend(drift)
+        await self._missing(db, listed)
         self.epochs += 1
         return drift
+
+    async def _missing(self, db: Any, listed: dict[str, list[str]]) -> None:
+        """Mark the containers the nodes no longer list; release those gone longer than the grace period."""
+        import ray
+
+        grace_s = self.settings.missing_grace_period_s
+        missing = await db.containers_seen.remote(listed, grace_s)
+        due = sorted(n for n, since in missing.items() if time.time() - since >= grace_s)
+        if not due:
+            return
+        scaler = ray.get_actor(SCALER_NAME, namespace=NAMESPACE)
+        for name in due:
+            try:
+                if await scaler.release_missing.remote(name, missing[name]):
+                    log.warning("released %s: its cgroup has been gone for %.0f s", name, time.time() - missing[name])
+            except Exception as e:
+                log.warning("could not release %s: %s", name, e)
 
     async def _read(self, host: str) -> dict[str, Any] | None:
         import ray

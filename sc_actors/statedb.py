@@ -399,6 +399,75 @@ class StateDB:
         out = [r for r in self.requests if name is None or r.get("structure") == name]
         return out[-limit:]
 
+    # ------------------------------------------------------------------ health (GET /health)
+
+    def health_view(self) -> dict[str, Any]:
+        """What `policy.health.check` looks at, in one call; the API adds the live nodes.
+
+        Applications and users carry the Refeeder's sums; services their heartbeats;
+        `journal` the records written since the last checkpoint and the ages of both.
+        """
+        now = time.time()
+        journal = self.store.journal
+        try:
+            written_age_s = max(now - os.stat(journal.path).st_mtime, 0.0)
+        except OSError:
+            written_age_s = 0.0
+        snapshoter = (self.store.get("services", "structures_snapshoter") or {}).get("config", {})
+        return {
+            "now": now,
+            "started": self.started,
+            "structures": [self._with_usage("structures", d) for d in self.store.values("structures")],
+            "users": [self._with_usage("users", d) for d in self.store.values("users")],
+            "rules": list(self.store.values("rules")),
+            "services": [self._with_usage("services", d) for d in self.store.values("services")],
+            "snapshoter_config": snapshoter,
+            "journal": {
+                "records": journal.records_since_reset,
+                "size_bytes": journal.size_bytes(),
+                "checkpoint_age_s": self.store.checkpoint_age_s(),
+                "written_age_s": written_age_s,
+                "checkpoint_every_s": self.store.checkpoint_every_s,
+                "state_dir": str(self.store.dir),
+            },
+        }
+
+    def containers_seen(self, listed: dict[str, list[str]], grace_s: float) -> dict[str, float]:
+        """Which subscribed containers the nodes of these hosts list (the StructuresSnapshoter's read).
+
+        A container of one of these hosts that its node does not list gets
+        `missing_since`, and its last usage is dropped (it measures nothing any more);
+        one listed again loses it. Both go to the decision log. Returns every missing
+        container of these hosts, with the time it went missing.
+        """
+        now = time.time()
+        present = {h: set(names) for h, names in listed.items()}
+        ops, entries, missing = [], [], {}
+        for doc in self.store.values("structures"):
+            host = doc.get("host")
+            if doc.get("subtype") != "container" or host not in present:
+                continue
+            name, since = doc["name"], doc.get("missing_since")
+            if name not in present[host]:
+                if since is None:
+                    since = now
+                    ops.append(put("structures", name, validate("structures", {**doc, "missing_since": now})))
+                    self.usages.pop(name, None)
+                    self.usage_t.pop(name, None)
+                    entries.append(_lifecycle_entry(
+                        name, host, "missing", now,
+                        f"its cgroup is gone from host {host}; its cores and memory go back to the host "
+                        f"after {grace_s:g} s unless it comes back"))
+                missing[name] = since
+            elif since is not None:
+                ops.append(put("structures", name, validate("structures", {k: v for k, v in doc.items()
+                                                                           if k != "missing_since"})))
+                entries.append(_lifecycle_entry(name, host, "back", now,
+                                                f"its cgroup is back on host {host} after {now - since:.0f} s"))
+        self.store.commit(ops)
+        self.requests.extend(entries)
+        return missing
+
     # ------------------------------------------------------------------ Orchestrator
     # Changes of the HTTP API (serve/) that touch several documents: each checks
     # first and then writes everything in one journal record, so a refused request
@@ -711,6 +780,12 @@ class StateDB:
             if doc is not None and doc.get("subtype") == "container" and doc.get("host"):
                 out[n] = doc["host"]
         return out
+
+
+def _lifecycle_entry(name: str, host: str, outcome: str, now: float, reason: str) -> dict[str, Any]:
+    """A decision-log entry about a container itself (gone, back, released), not a request."""
+    return {"structure": name, "structure_type": "container", "host": host, "action": "Container" + outcome.title(),
+            "outcome": outcome, "reason": reason, "timestamp": now, "applied_at": now}
 
 
 def _singular(collection: str) -> str:

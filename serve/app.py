@@ -21,7 +21,7 @@ from sc_actors.errors import ScError
 from sc_actors.settings import NAMESPACE
 
 from .deps import ApiConfig
-from .routers import heartbeat, limits, rules, services, structures, ui, users
+from .routers import health, heartbeat, limits, rules, services, structures, ui, users
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +163,7 @@ def create_app(config: ApiConfig | None = None) -> FastAPI:
     app.state.config = config or ApiConfig()
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit)
-    for module in (structures, limits, rules, services, users, heartbeat, ui):
+    for module in (structures, limits, rules, services, users, heartbeat, health, ui):
         app.include_router(module.router)
     return app
 

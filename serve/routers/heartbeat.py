@@ -29,12 +29,15 @@ def status_rows(containers: list[dict[str, Any]], limits: list[dict[str, Any]]) 
             if not isinstance(r, dict) or r.get("max") is None:
                 continue
             lr = by_name.get(c["name"], {}).get(res, {})
+            missing = c.get("missing_since")
             rows.append({
                 "container": c["name"], "host": c.get("host"), "resource": res,
                 "guard": bool(c.get("guard") and r.get("guard")),
-                "usage": r.get("usage"), "current": r.get("current"),
+                # A container whose cgroup is gone has no usage: its last one would look alive.
+                "usage": None if missing is not None else r.get("usage"), "current": r.get("current"),
                 "upper": lr.get("upper"), "lower": lr.get("lower"),
                 "min": r.get("min"), "max": r.get("max"),
+                "missing_since": missing,
             })
     return rows
 

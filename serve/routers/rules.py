@@ -11,6 +11,7 @@ from sc_actors.model import Rule
 from ..deps import Actor, get_statedb, require_token
 from ..schemas import EventsRequired, IntValue, PathName, PolicyValue
 from ..values import check_rule_amount, set_events_required
+from .health import rule_warnings, with_warnings
 
 router = APIRouter(prefix="/rule", tags=["rules"])
 
@@ -45,17 +46,19 @@ async def put_rule(name: PathName, rule: Rule, response: Response, db: Actor = D
     stored = await db.put("rules", doc)
     if not existed:
         response.status_code = status.HTTP_201_CREATED
-    return stored
+    return with_warnings(stored, await _warnings(db, stored))
 
 
 @router.put("/{name}/activate", summary="Activate a rule", dependencies=[Depends(require_token)])
 async def activate_rule(name: PathName, db: Actor = Depends(get_statedb)) -> dict[str, Any]:
-    return await db.patch("rules", name, {"active": True})
+    stored = await db.patch("rules", name, {"active": True})
+    return with_warnings(stored, await _warnings(db, stored))
 
 
 @router.put("/{name}/deactivate", summary="Deactivate a rule", dependencies=[Depends(require_token)])
 async def deactivate_rule(name: PathName, db: Actor = Depends(get_statedb)) -> dict[str, Any]:
-    return await db.patch("rules", name, {"active": False})
+    stored = await db.patch("rules", name, {"active": False})
+    return with_warnings(stored, await _warnings(db, stored))
 
 
 @router.put("/{name}/amount", summary="Amount of a scale-up request rule", dependencies=[Depends(require_token)])
@@ -92,4 +95,17 @@ async def set_events(name: PathName, body: EventsRequired, db: Actor = Depends(g
     except ValueError as e:
         raise Invalid(str(e)) from None
     # Only if nobody rewrote the rule since we read it (else 409).
-    return await db.patch("rules", name, changes, {"rule": rule["rule"]})
+    stored = await db.patch("rules", name, changes, {"rule": rule["rule"]})
+    return with_warnings(stored, await _warnings(db, stored))
+
+
+async def _warnings(db: Actor, changed: dict[str, Any]) -> list[str]:
+    """Request rules of the changed rule's resource that can never fire now (issue 14 item 3).
+
+    An event rule counts too: deactivating the only one making down events leaves
+    the scale-down rules of its resource without events.
+    """
+    rules = await db.list("rules")
+    same = {r["name"] for r in rules if r.get("resource") == changed.get("resource")
+            and (r.get("generates") == "requests")}
+    return await rule_warnings(db, same | {changed["name"]})

@@ -10,6 +10,7 @@ from sc_actors.errors import Invalid
 from sc_actors.settings import SETTINGS_BY_SERVICE
 
 from ..deps import Actor, get_statedb, require_token
+from .health import rule_warnings, with_warnings
 from ..schemas import PathName, ServiceValue
 from ..values import coerce_service_value
 
@@ -56,7 +57,8 @@ async def put_service_config(
     service = await db.get("services", name)
     config = {**service.get("config", {}), **body}
     _check(name, config)
-    return await db.patch("services", name, {f"config.{k}": v for k, v in body.items()} if body else {})
+    doc = await db.patch("services", name, {f"config.{k}": v for k, v in body.items()} if body else {})
+    return with_warnings(doc, await rule_warnings(db) if name == "guardian" else [])
 
 
 @router.put("/{name}/{key}", summary="Set one config key; strings are coerced as by the original",
@@ -71,4 +73,6 @@ async def put_service_value(
         raise Invalid(str(e)) from None
     service = await db.get("services", name)
     _check(name, {**service.get("config", {}), key: value})
-    return await db.patch("services", name, {f"config.{key}": value})
+    doc = await db.patch("services", name, {f"config.{key}": value})
+    # A Guardian setting may leave a request rule unable to fire: the answer says so (issue 14 item 3).
+    return with_warnings(doc, await rule_warnings(db) if name == "guardian" else [])

@@ -1,0 +1,128 @@
+"""`GET /health`: the original's SanityChecker as a live check (reference §7.5, issue 18).
+
+The route only gathers: the StateDB's documents in one call (`health_view`) and the
+`sc_host` labels of the alive Ray nodes; `sc_actors.policy.health.check` decides. The
+answer is 200 with `ok` and one `problems` entry per problem, each naming its fix: the
+API itself works, what is wrong is in the stack it reports on.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Optional
+
+from fastapi import APIRouter, Depends
+
+from sc_actors.model import Container, Host, Rule
+from sc_actors.policy.health import (
+    JournalState,
+    Problem,
+    ResourceRange,
+    ServiceBeat,
+    Snapshot,
+    check,
+    rules_that_cannot_fire,
+)
+from sc_actors.settings import HOST_LABEL, GuardianSettings, StructuresSnapshoterSettings
+
+from ..deps import Actor, get_statedb
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["heartbeat"])
+
+EXCLUDE_LABEL = "sc_exclude"
+"""A node with this label set runs no ContainerScaler (cluster/membership.py)."""
+
+
+async def get_live_hosts() -> Optional[frozenset[str]]:
+    """The `sc_host` labels of the alive Ray nodes that run a ContainerScaler; None if Ray cannot tell."""
+    import ray
+
+    try:
+        # ray.nodes() is a blocking GCS call: off the event loop.
+        nodes = await asyncio.to_thread(ray.nodes)
+    except Exception as e:
+        log.warning("live nodes unknown: %s", e)
+        return None
+    live = set()
+    for n in nodes:
+        labels = n.get("Labels") or {}
+        excluded = str(labels.get(EXCLUDE_LABEL, "")).lower() in ("1", "true", "yes")
+        if n.get("Alive") and labels.get(HOST_LABEL) and not excluded:
+            live.add(labels[HOST_LABEL])
+    return frozenset(live)
+
+
+def _rules(docs: list[dict[str, Any]]) -> list[Rule]:
+    out = []
+    for d in docs:
+        try:
+            out.append(Rule.model_validate(d))
+        except Exception as e:  # a stored rule is valid; one that is not says so in the log
+            log.warning("rule %s skipped by the health check: %s", d.get("name"), e)
+    return out
+
+
+def _guardian(services: list[dict[str, Any]]) -> GuardianSettings:
+    config = next((s.get("config") for s in services if s.get("name") == "guardian"), None)
+    return GuardianSettings.from_config(config)  # type: ignore[return-value]
+
+
+def _ranges(docs: list[dict[str, Any]]) -> list[ResourceRange]:
+    out = []
+    for d in docs:
+        subtype = d.get("subtype", "user")
+        if subtype not in ("container", "application", "user"):
+            continue
+        for res, r in (d.get("resources") or {}).items():
+            if isinstance(r, dict):
+                out.append(ResourceRange(d["name"], subtype, res, r.get("current"), r.get("min"), r.get("max")))
+    return out
+
+
+def snapshot_of(view: dict[str, Any], live: Optional[frozenset[str]]) -> Snapshot:
+    """The policy's input from the StateDB's `health_view` and the live nodes' labels."""
+    structures = view["structures"]
+    return Snapshot(
+        now=view["now"],
+        rules=_rules(view["rules"]),
+        guardian=_guardian(view["services"]),
+        services=[ServiceBeat(s["name"], float(s.get("heartbeat") or 0.0), s.get("config") or {})
+                  for s in view["services"]],
+        statedb_started=view["started"],
+        hosts=[Host.model_validate(d) for d in structures if d.get("subtype") == "host"],
+        live_hosts=live,
+        containers=[Container.model_validate(d) for d in structures if d.get("subtype") == "container"],
+        ranges=_ranges(structures) + _ranges(view["users"]),
+        journal=JournalState(**view["journal"]),
+        missing_grace_s=StructuresSnapshoterSettings.from_config(  # type: ignore[attr-defined]
+            view.get("snapshoter_config")).missing_grace_period_s,
+    )
+
+
+def as_json(problems: list[Problem]) -> list[dict[str, str]]:
+    return [{"kind": p.kind, "subject": p.subject, "message": p.message} for p in problems]
+
+
+@router.get("/health", summary="What is wrong with the stack: one problem per entry, each with its fix")
+async def get_health(db: Actor = Depends(get_statedb),
+                     live: Optional[frozenset[str]] = Depends(get_live_hosts)) -> dict[str, Any]:
+    view = await db.health_view()
+    problems = check(snapshot_of(view, live))
+    return {"time": view["now"], "ok": not problems, "problems": as_json(problems)}
+
+
+async def rule_warnings(db: Actor, only: Optional[set[str]] = None) -> list[str]:
+    """The messages of the request rules that can never fire now (of `only`, when given).
+
+    The warning a change through the API returns: the same function as the health check's.
+    """
+    rules = _rules(await db.list("rules"))
+    guardian = GuardianSettings.from_config((await db.get("services", "guardian")).get("config"))
+    return [p.message for p in rules_that_cannot_fire(rules, guardian)  # type: ignore[arg-type]
+            if only is None or p.subject in only]
+
+
+def with_warnings(doc: dict[str, Any], warnings: list[str]) -> dict[str, Any]:
+    """The changed document, plus `warnings` when there are any (the original's scripts ignore it)."""
+    return {**doc, "warnings": warnings} if warnings else doc
