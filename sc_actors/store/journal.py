@@ -216,7 +216,10 @@ class Journal:
         found = scan(self.path)
         if found.damage is not None:
             raise found.damage
+        created = not self.path.exists()
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        if created and fsync:
+            fsync_dir(self.path.parent)  # else a power cut could take the file, acknowledged records and all
         if found.torn_bytes:
             log.warning(
                 "journal %s: cut %d bytes of a torn last record at offset %d (after %s); "
