@@ -24,6 +24,7 @@ from pydantic import TypeAdapter
 
 from . import metrics
 from .model import Application, Event, Limits, Rule, Structure, UsageBatch, User
+from .policy.health import HEARTBEAT_S
 from .policy.serverless import Prepared, RuleSet, evaluate_prepared, fire_window, prepare
 from .settings import DATABASE_SNAPSHOTER_NAME, NAMESPACE, SCALER_NAME, STATEDB_NAME, GuardianSettings
 
@@ -63,6 +64,24 @@ class Guardian:
         self._snapshoter: Any = None
         self._snapshoter_looked_up = -SNAPSHOTER_LOOKUP_S
         self._snapshots: set[asyncio.Task[None]] = set()
+        try:
+            self._beating: asyncio.Task[None] | None = asyncio.get_running_loop().create_task(self._beat())
+        except RuntimeError:
+            self._beating = None  # built outside an event loop (tests of the mirror): nothing to beat for
+
+    async def _beat(self) -> None:
+        """Beat every HEARTBEAT_S even with no window to evaluate (no container anywhere
+        yet), so an old heartbeat means a stuck or dead Guardian, as for the Scaler."""
+        import ray
+
+        while True:
+            try:
+                if self._statedb is None:
+                    self._statedb = ray.get_actor(STATEDB_NAME, namespace=NAMESPACE)
+                await self._statedb.heartbeat.remote("guardian")
+            except Exception as e:
+                log.warning("guardian heartbeat not recorded: %s", e)
+            await asyncio.sleep(HEARTBEAT_S)
 
     def _handles(self) -> tuple[Any, Any]:
         import ray

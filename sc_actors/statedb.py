@@ -154,6 +154,10 @@ class StateDB:
                 r = doc.get("resources", {}).get(res)
                 if isinstance(r, dict):
                     r["usage"] = value
+        if collection == "services" and doc["name"] == "refeeder":
+            # The Refeeder runs inside this actor, on every read of an application or user
+            # and every window's group view: alive whenever the StateDB answers.
+            self.heartbeats["refeeder"] = time.time()
         if collection == "services" and doc["name"] in self.heartbeats:
             hb = self.heartbeats[doc["name"]]
             doc["heartbeat"] = hb
