@@ -10,7 +10,11 @@ file and with the same document (a container's limits, about 300 bytes of JSON):
 - `store commit_many xB`: group commit, B changes per fsync, each its own record;
 - `old journal append` (with `--old-journal FILE`, e.g. the JSON-lines journal from git:
   `git show 82657a4~1:sc_actors/store/journal.py > /tmp/old_journal.py`): the same loop
-  through that file's `Journal`.
+  through that file's `Journal`;
+- with `--kills N`, the crash test of tests/store/test_crash.py at a larger scale: a writer
+  process (forked) commits changes and reports each acknowledged one; it is SIGKILLed N
+  times at random moments, and after each restart the acknowledged changes missing and
+  the half-applied records (two documents of one record that disagree) are counted.
 
 Run it alone: `flock /tmp/sc-bench.lock sc bench journal`.
 """
@@ -18,8 +22,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import os
+import random
 import shutil
+import signal
+import struct
 import tempfile
 import time
 from pathlib import Path
@@ -108,6 +116,55 @@ def run(base: Path, changes: int, batches: tuple[int, ...], old_journal: Path | 
             "loadavg": [round(x, 2) for x in os.getloadavg()]}
 
 
+_ACK = struct.Struct("<q")
+
+
+def crash_run(base: Path, kills: int, seed: int = 2026) -> dict[str, Any]:
+    """SIGKILL a writer `kills` times; count acknowledged changes lost and records half-applied."""
+    from sc_actors.store.documents import DocumentStore
+
+    # Each restart after a kill inside a checkpoint warns that it removed the cut one.
+    logging.getLogger("sc_actors.store").setLevel(logging.ERROR)
+    rng = random.Random(seed)
+    acked: set[int] = set()
+    lost_max = half_applied = 0
+    t0 = time.perf_counter()
+    for _ in range(kills):
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the writer: commits, then acknowledges; never returns
+            try:
+                os.close(r)
+                s = DocumentStore(base, checkpoint_every_records=5).open()
+                n = (s.get("structures", "a") or {"n": -1})["n"] + 1
+                while True:
+                    s.commit([{"op": "put", "c": "structures", "name": "a", "doc": {"name": "a", "n": n}},
+                              {"op": "put", "c": "structures", "name": "b", "doc": {"name": "b", "n": n}}])
+                    os.write(w, _ACK.pack(n))
+                    n += 1
+            finally:
+                os._exit(1)
+        os.close(w)
+        want, buf = rng.randrange(0, 12) * _ACK.size, b""
+        while len(buf) < want and (chunk := os.read(r, 4096)):
+            buf += chunk
+        time.sleep(rng.uniform(0, 0.003))  # picks the moment of the kill
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        while chunk := os.read(r, 4096):
+            buf += chunk
+        os.close(r)
+        acked.update(_ACK.unpack_from(buf, i)[0] for i in range(0, len(buf) // _ACK.size * _ACK.size, _ACK.size))
+        s = DocumentStore(base).open()
+        a, b = s.get("structures", "a"), s.get("structures", "b")
+        have = -1 if a is None else a["n"]
+        half_applied += (a or {}).get("n") != (b or {}).get("n")
+        lost_max = max(lost_max, len([n for n in acked if n > have]))
+        s.close()
+    return {"kills": kills, "acknowledged": len(acked), "acknowledged_lost": lost_max,
+            "half_applied": half_applied, "wall_s": round(time.perf_counter() - t0, 1)}
+
+
 def command(
     changes: int = typer.Option(2000, min=1, help="changes per measurement"),
     batch: str = typer.Option("8,64", help="group-commit sizes (changes per fsync), comma-separated"),
@@ -115,6 +172,7 @@ def command(
                                      help="also measure this file's Journal (e.g. the old one from git)"),
     dir: Path = typer.Option(None, help="directory to write in (default: a temp dir under ~/.sc); "
                                         "put it on the state dir's disk"),
+    kills: int = typer.Option(0, min=0, help="also SIGKILL a writer this many times and count what is lost"),
     out: Path = typer.Option(Path("bench-out"), help="where journal.json goes"),
 ) -> None:
     """Changes per second with fsync: one per change, and group commit; the old journal beside."""
@@ -129,6 +187,10 @@ def command(
     base = Path(tempfile.mkdtemp(prefix="bench-journal-", dir=parent))
     try:
         r = run(base, changes, batches, old_journal)
+        if kills:
+            crash_dir = base / "crash"
+            crash_dir.mkdir()
+            r["crash"] = crash_run(crash_dir, kills)
     finally:
         shutil.rmtree(base, ignore_errors=True)
     t = Table(title=f"journal: changes/s with fsync ({r['dir']})")
@@ -139,6 +201,10 @@ def command(
         t.add_row(row["what"], f"{row['changes_per_s']:.0f}", str(row["fsyncs"]), f"{ms['p50']:.3f}",
                   f"{ms['p99']:.3f}")
     console.print(t)
+    if "crash" in r:
+        c = r["crash"]
+        console.print(f"crash: {c['kills']} SIGKILLs, {c['acknowledged']} acknowledged changes, "
+                      f"{c['acknowledged_lost']} lost, {c['half_applied']} half-applied ({c['wall_s']} s)")
     console.print(f"machine: {r['machine']}; load average after: {r['loadavg']}")
     path = Path(out_dir(out)) / "journal.json"
     path.write_text(json.dumps(r, indent=1))
