@@ -23,6 +23,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from cluster.tables import fit, print_table
 from serve.client import DEFAULT_URL, ApiError, Client, Unreachable
 
 app = typer.Typer(no_args_is_help=True, add_completion=True, help=__doc__, rich_markup_mode=None)
@@ -127,7 +128,7 @@ def show_table(rows: list[dict[str, Any]], columns: list[str], title: str, as_js
                                                     "outcome", "reason", "rule", "config", "subtype") else "right")
     for r in rows:
         t.add_row(*(_cell(r.get(c)) for c in columns))
-    console.print(t)
+    print_table(console, t)
 
 
 def done(message: str) -> None:
@@ -235,7 +236,7 @@ def watch(
     """A live view of usage against limits (bars: usage █, current ░, up to max │)."""
     from rich.live import Live
 
-    def render() -> Table:
+    def render() -> Any:
         rows = call("GET", "/status")["containers"]
         t = Table(title=f"{api_url()}  {time.strftime('%H:%M:%S')}  (usage █ ▒ / current ░ / max │)")
         for col in ("container", "res", "usage", "current", "upper", "lower", "min", "max", ""):
@@ -243,7 +244,7 @@ def watch(
         for r in rows:
             t.add_row(r["container"], r["resource"] + (" *" if r["guard"] else ""),
                       *(_cell(r.get(c)) for c in ("usage", "current", "upper", "lower", "min", "max")), _bar(r))
-        return t
+        return fit(console, t)
 
     n = 0
     try:
@@ -867,7 +868,8 @@ def demo(
         if isinstance(s, dict):
             t.add_row(name, ", ".join(f"{x:.2f}" for x in s["scale_up_s"]) or "-",
                       ", ".join(f"{x:.2f}" for x in s["scale_down_s"]) or "-", s["plot"])
-    console.print(t)
+    console.print()  # apart from the live table above it
+    print_table(console, t)
     console.print(f"series: {summary['parquet']}")
 
 

@@ -231,6 +231,24 @@ def _fmt(v: Any) -> str:
     return "-" if v is None else f"{v:.0f}"
 
 
+def live_table(containers: list[Any], rows: list[dict[str, Any]], elapsed_s: float, total_s: float) -> Any:
+    """The demo's live table: each container's demand, last usage and limits."""
+    from rich.table import Table
+
+    tb = Table(title=f"sc demo — {elapsed_s:4.0f}s / {total_s:.0f}s  (cpu in shares, mem in MiB)")
+    for col in ("container", "demand", "cpu usage", "cpu limit", "upper", "lower", "min", "max",
+                "mem usage", "mem limit"):
+        tb.add_column(col, justify="right")
+    for c in containers:
+        last = next((r for r in reversed(rows) if r["structure"] == c.name), None)
+        demand = c.phase_starts[-1]["demand"] if c.phase_starts else 0
+        if last:
+            tb.add_row(c.name, f"{demand:g}", *(_fmt(last[k]) for k in (
+                "cpu_usage", "cpu_limit", "cpu_upper", "cpu_lower", "cpu_min", "cpu_max", "mem_usage",
+                "mem_limit")))
+    return tb
+
+
 def run(duration_scale: float = 1.0, out_dir: str = "demo-out", live: bool = True,
         sample_s: float = 0.2, backend: str = "cgroup", observe: bool = False,
         api_port: int = 8000, dashboard_port: int = 8265) -> dict[str, Any]:
@@ -247,6 +265,7 @@ def run(duration_scale: float = 1.0, out_dir: str = "demo-out", live: bool = Tru
 
     from .deploy import deploy, undeploy
     from .local import default_host_name, init_embedded
+    from .tables import fit
 
     console = Console()
     kind = backend
@@ -298,20 +317,10 @@ def run(duration_scale: float = 1.0, out_dir: str = "demo-out", live: bool = Tru
         t_start = time.time()
 
         def table() -> Table:
-            tb = Table(title=f"sc demo — {time.time() - t_start:4.0f}s / {total:.0f}s  (cpu in shares, mem in MiB)")
-            for col in ("container", "demand", "cpu usage", "cpu limit", "upper", "lower", "min", "max",
-                        "mem usage", "mem limit"):
-                tb.add_column(col, justify="right")
-            for c in containers:
-                last = next((r for r in reversed(rows) if r["structure"] == c.name), None)
-                demand = c.phase_starts[-1]["demand"] if c.phase_starts else 0
-                if last:
-                    tb.add_row(c.name, f"{demand:g}", *(_fmt(last[k]) for k in (
-                        "cpu_usage", "cpu_limit", "cpu_upper", "cpu_lower", "cpu_min", "cpu_max", "mem_usage",
-                        "mem_limit")))
-            return tb
+            return live_table(containers, rows, time.time() - t_start, total)
 
-        with Live(table(), console=console, refresh_per_second=4, transient=not live) as lv:
+        # Fitted to the terminal's width: compact headers, or plain lines, never `conta…`.
+        with Live(fit(console, table()), console=console, refresh_per_second=4, transient=not live) as lv:
             while time.time() - t_start < total:
                 now = time.time()
                 docs = ray.get([db.get.remote("structures", c.name) for c in containers])
@@ -327,7 +336,7 @@ def run(duration_scale: float = 1.0, out_dir: str = "demo-out", live: bool = Tru
                         row[f"{res}_upper"] = lr.get("upper")
                         row[f"{res}_lower"] = lr.get("lower")
                     rows.append(row)
-                lv.update(table())
+                lv.update(fit(console, table()))
                 time.sleep(max(0.0, sample_s - (time.time() - now)))
         summary: dict[str, Any] = {}
         for c in containers:

@@ -35,6 +35,7 @@ from typing import Any, Callable
 import typer
 from rich.table import Table
 
+from ..tables import print_table
 from .common import REPO, console, fail, machine, out_dir, percentiles
 
 TOKEN = "bench-token"
@@ -280,6 +281,20 @@ def _plot_api(results: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def latency_table(ops: list[dict[str, Any]]) -> Table:
+    """One row per operation and concurrency: p50 … max in ms, requests/s, errors."""
+    t = Table(title="API latency (ms) through Ray Serve")
+    for col in ("operation", "kind", "conc", "n", "p50", "p95", "p99", "max", "req/s", "errors"):
+        t.add_column(col, justify="left" if col in ("operation", "kind") else "right", no_wrap=col == "operation")
+    for o in ops:
+        err = str(o["errors"]) + (f" {o['errors_by_status']}" if o["errors"] else "")
+        t.add_row(o["op"], o["kind"], str(o["concurrency"]),
+                  str(o["n"]), *(f"{o[k]:.1f}" if o[k] is not None else "-" for k in ("p50", "p95", "p99", "max")),
+                  str(o["throughput_rps"]),
+                  f"[red]{err}[/]" if o["errors"] else err)
+    return t
+
+
 def command(
     requests: int = typer.Option(200, min=1, help="requests per operation and concurrency level"),
     concurrency: str = typer.Option("1,4,16", help="numbers of concurrent keep-alive clients, comma-separated"),
@@ -304,16 +319,7 @@ def command(
     console.print(f"config: {r['config']}", highlight=False)
     console.print(f"load average (1, 5, 15 min; this bench's own processes included): before Ray "
                   f"{r['loadavg_start']}, measuring from {r['loadavg_measure_start']} to {r['loadavg_end']}")
-    t = Table(title="API latency (ms) through Ray Serve")
-    for col in ("operation", "kind", "conc", "n", "p50", "p95", "p99", "max", "req/s", "errors"):
-        t.add_column(col, justify="left" if col in ("operation", "kind") else "right", no_wrap=col == "operation")
-    for o in r["ops"]:
-        err = str(o["errors"]) + (f" {o['errors_by_status']}" if o["errors"] else "")
-        t.add_row(o["op"], o["kind"], str(o["concurrency"]),
-                  str(o["n"]), *(f"{o[k]:.1f}" if o[k] is not None else "-" for k in ("p50", "p95", "p99", "max")),
-                  str(o["throughput_rps"]),
-                  f"[red]{err}[/]" if o["errors"] else err)
-    console.print(t)
+    print_table(console, latency_table(r["ops"]))
     s = r["sc_status_s"]
     console.print(f"sc --url URL status: median {s['median']} s, min {s['min']} s, max {s['max']} s "
                   f"over {s['n']} fresh processes, errors {s['errors']}")

@@ -15,6 +15,7 @@ from typing import Any, Callable
 import typer
 from rich.table import Table
 
+from ..tables import print_table
 from .common import console, fail, machine, out_dir, percentiles
 
 
@@ -241,6 +242,29 @@ def _plot_scale(results: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def scale_tables(runs: dict[str, dict[str, Any]]) -> tuple[Table, Table]:
+    """The figures of each size, and the CPU of each actor by size."""
+    t = Table(title="scale (CPU in % of one core; control plane = every actor but the node agents)")
+    for col in ("containers", "epoch p50 s", "epoch p99 s", "windows/node/s", "req→applied p50 s", "p99 s",
+                "control CPU %", "control RSS MiB", "node agents CPU %", "writes/s", "keeps up"):
+        t.add_column(col, justify="right")
+    for n, run in runs.items():
+        t.add_row(n, str(run["guardian_epoch_s"]["p50"]), str(run["guardian_epoch_s"]["p99"]),
+                  str(run["guardian_windows_per_node_per_s"]),
+                  str(run["request_to_applied_s"]["p50"]), str(run["request_to_applied_s"]["p99"]),
+                  str(run["control_plane_cpu_pct"]), str(run["control_plane_rss_mib"]),
+                  str(run["node_agents_cpu_pct"]), str(run["statedb_writes_per_s"]),
+                  "yes" if run["keeps_up"] else "NO")
+    by_actor = Table(title="CPU % of one core by actor")
+    by_actor.add_column("actor")
+    for n in runs:
+        by_actor.add_column(f"N={n}", justify="right")
+    actors = sorted({a for run in runs.values() for a in run["cpu_pct_by_actor"]})
+    for a in actors:
+        by_actor.add_row(a, *(str(run["cpu_pct_by_actor"].get(a, "")) for run in runs.values()))
+    return t, by_actor
+
+
 def command(
     sizes: str = typer.Option("100,1000,10000", help="numbers of simulated containers, comma-separated"),
     nodes: int = typer.Option(3, min=1, help="simulated Ray nodes (one ContainerScaler each)"),
@@ -259,24 +283,6 @@ def command(
     r = scale(sizes=ns, nodes=nodes, window_s=window, duration_s=duration, warmup_s=warmup, out_dir=out_dir(out),
               progress=lambda m: console.print(f"  {m}"))
     console.print(f"machine: {r['machine']}  config: {r['config']}")
-    t = Table(title="scale (CPU in % of one core; control plane = every actor but the node agents)")
-    for col in ("containers", "epoch p50 s", "epoch p99 s", "windows/node/s", "req→applied p50 s", "p99 s",
-                "control CPU %", "control RSS MiB", "node agents CPU %", "writes/s", "keeps up"):
-        t.add_column(col, justify="right")
-    for n, run in r["runs"].items():
-        t.add_row(n, str(run["guardian_epoch_s"]["p50"]), str(run["guardian_epoch_s"]["p99"]),
-                  str(run["guardian_windows_per_node_per_s"]),
-                  str(run["request_to_applied_s"]["p50"]), str(run["request_to_applied_s"]["p99"]),
-                  str(run["control_plane_cpu_pct"]), str(run["control_plane_rss_mib"]),
-                  str(run["node_agents_cpu_pct"]), str(run["statedb_writes_per_s"]),
-                  "yes" if run["keeps_up"] else "NO")
-    console.print(t)
-    by_actor = Table(title="CPU % of one core by actor")
-    by_actor.add_column("actor")
-    for n in r["runs"]:
-        by_actor.add_column(f"N={n}", justify="right")
-    actors = sorted({a for run in r["runs"].values() for a in run["cpu_pct_by_actor"]})
-    for a in actors:
-        by_actor.add_row(a, *(str(run["cpu_pct_by_actor"].get(a, "")) for run in r["runs"].values()))
-    console.print(by_actor)
+    for t in scale_tables(r["runs"]):
+        print_table(console, t)
     console.print(f"written: {out / 'scale.json'}, {out / 'scale.png'}")

@@ -1,0 +1,93 @@
+"""Tables stay readable at 80 columns and in a pipe (issue 14, item 8).
+
+`sc bench api` printed a table of nothing but `…` at 80 columns, the headers of
+`sc bench scale` and of the demo's live table came out cut (`conta…`, `epo…`). The
+real tables of those commands, filled with figures of the README, are printed at
+80 columns to a terminal and to a pipe: every header and every figure must be
+there whole, and no line of a terminal may be longer than it.
+"""
+from __future__ import annotations
+
+import io
+
+import pytest
+from rich.console import Console
+
+from cluster.bench.api import latency_table
+from cluster.bench.scale import scale_tables
+from cluster.demo import DemoContainer, live_table
+from cluster.tables import print_table
+
+
+def _api_ops():
+    ops = []
+    for op, kind in (("GET /heartbeat", "read"), ("GET /structure/<name>", "read"), ("GET /status", "read"),
+                     ("PUT /structure/<name>/guard", "write")):
+        for conc, p50, p99 in ((1, 9.2, 17.0), (4, 20.0, 42.5), (16, 108.4, 164.6)):
+            ops.append({"op": op, "kind": kind, "concurrency": conc, "n": 2000, "p50": p50, "p95": p99 - 1,
+                        "p99": p99, "max": p99 + 40.3, "throughput_rps": 104.7, "errors": 0,
+                        "errors_by_status": {}})
+    return ops
+
+
+def _scale_runs():
+    runs = {}
+    for n, p50 in (("100", 0.012), ("1000", 0.056), ("10000", 2.07)):
+        runs[n] = {"guardian_epoch_s": {"p50": p50, "p99": p50 * 2.5}, "guardian_windows_per_node_per_s": 0.98,
+                   "request_to_applied_s": {"p50": 0.13, "p99": 0.32}, "control_plane_cpu_pct": 142.5,
+                   "control_plane_rss_mib": 1331.2, "node_agents_cpu_pct": 31.4, "statedb_writes_per_s": 840.2,
+                   "keeps_up": n != "10000",
+                   "cpu_pct_by_actor": {"guardian": 48.1, "scaler": 50.2, "statedb": 17.3,
+                                        "database_snapshoter": 18.4}}
+    return runs
+
+
+def _demo_table():
+    a, b = DemoContainer("demo-a", [(20, 150)]), DemoContainer("demo-b", [(20, 60)])
+    a.phase_starts.append({"phase": 1, "demand": 150, "t": 0})
+    rows = [{"structure": c.name, "cpu_usage": u, "cpu_limit": 225, "cpu_upper": 205, "cpu_lower": 185,
+             "cpu_min": 25, "cpu_max": 400, "mem_usage": 12.5, "mem_limit": 512} for c, u in ((a, 148.3), (b, 0.2))]
+    return live_table([a, b], rows, 12.0, 90.0)
+
+
+TABLES = {
+    "bench-api": lambda: [latency_table(_api_ops())],
+    "bench-scale": lambda: list(scale_tables(_scale_runs())),
+    "demo-live": lambda: [_demo_table()],
+}
+
+
+def _printed(tables, terminal: bool) -> str:
+    buf = io.StringIO()
+    console = Console(file=buf, width=80, force_terminal=terminal, color_system=None)
+    for t in tables:
+        print_table(console, t)
+    return buf.getvalue()
+
+
+def _words_of(tables) -> set[str]:
+    """Every header word and every cell of the tables, as they must appear."""
+    words = set()
+    for t in tables:
+        for c in t.columns:
+            words.update(str(c.header).split())
+            words.update(str(cell).replace("[red]", "").replace("[/]", "") for cell in c.cells)
+    return words
+
+
+@pytest.mark.parametrize("terminal", [True, False], ids=["terminal", "pipe"])
+@pytest.mark.parametrize("name", list(TABLES))
+def test_every_header_and_figure_shows_whole_at_80_columns(name, terminal):
+    tables = TABLES[name]()
+    out = _printed(tables, terminal)
+    assert "…" not in out, out
+    missing = {w for w in _words_of(tables) if w not in out}
+    assert not missing, (missing, out)
+    if terminal:
+        assert max(len(line) for line in out.splitlines()) <= 80, out
+
+
+def test_a_table_that_fits_is_printed_as_a_table():
+    small = scale_tables({"100": _scale_runs()["100"]})[1]
+    out = _printed([small], terminal=True)
+    assert "┃ actor" in out and "│ guardian" in out, out
