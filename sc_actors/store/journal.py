@@ -24,7 +24,8 @@ A record's ops are applied together or not at all. What is found at open:
 - **A torn tail**: the file ends inside the last record (its header, or the payload its
   valid header announces), or only zero bytes follow the last good record (what a power
   cut leaves on some file systems). That record was never acknowledged: the file is cut
-  back to the last complete record, with a warning naming what was cut.
+  back to the last complete record, with a warning naming what was cut. (A run of zeros
+  longer than `MAX_ZERO_TAIL_BYTES` is no unfinished write: it counts as damage.)
 - **Anything else** that is not a valid record, before or at the end: a record that is
   complete but fails its CRC, a bad header, a seq that does not follow. It held
   acknowledged changes, so `JournalCorrupt` names the file, the offset and the last good
@@ -57,6 +58,8 @@ HEADER = struct.Struct("<IIqII")
 MAX_PAYLOAD_BYTES = 1 << 30
 """A valid header never announces more; a larger length means the header is damaged."""
 _READ_CHUNK = 1 << 20
+MAX_ZERO_TAIL_BYTES = 16 << 20
+"""A longer run of zeros at the end is no write cut short by a power cut, but damage."""
 
 Ops = list[dict[str, Any]]
 
@@ -126,7 +129,8 @@ def _frames(path: Path) -> Iterator[tuple[int, int, bytes] | tuple[str, int, str
                 return
             magic, length, seq, crc, hcrc = HEADER.unpack(head)
             if magic != MAGIC or zlib.crc32(head[:20]) != hcrc or length > MAX_PAYLOAD_BYTES:
-                yield ("end", off, "torn" if _zeros_from(f, off, head) else "bad record header")
+                zero_tail = size - off <= MAX_ZERO_TAIL_BYTES and _zeros_from(f, off, head)
+                yield ("end", off, "torn" if zero_tail else "bad record header")
                 return
             if off + HEADER.size + length > size:
                 yield ("end", off, "torn")

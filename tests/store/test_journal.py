@@ -124,6 +124,16 @@ def test_a_tail_of_zero_bytes_after_the_last_record_is_cut(tmp_path):
     assert j.cut_bytes == 4096 and j.size_bytes() == ends[-1] and j.last_seq == 2
 
 
+def test_zeros_longer_than_any_unfinished_write_are_damage(tmp_path):
+    path = tmp_path / "journal"
+    ends = _write(Journal, path, 3)
+    with open(path, "ab") as f:
+        f.truncate(ends[-1] + journal_mod.MAX_ZERO_TAIL_BYTES + 1)  # a sparse run of zeros
+    with pytest.raises(JournalCorrupt) as e:
+        Journal(path)
+    assert e.value.offset == ends[-1] and e.value.last_good_seq == 2
+
+
 def test_a_torn_tail_in_the_store_is_cut_and_later_changes_survive(tmp_path):
     s = DocumentStore(tmp_path).open()
     for i in range(3):
