@@ -331,10 +331,20 @@ def test_ops_replay_could_not_apply_are_refused_before_anything_is_written(tmp_p
     assert s.seq == -1 and s.journal.size_bytes() == 0 and s.empty
 
 
-def test_group_commit_gives_each_change_its_own_seq_and_survives_a_restart(tmp_path):
+def test_group_commit_gives_each_change_its_own_seq_one_fsync_and_survives_a_restart(tmp_path, monkeypatch):
     s = DocumentStore(tmp_path).open()
+    syncs = []
+    real = journal_mod.os.fdatasync
+
+    def counted(fd: int) -> None:
+        real(fd)
+        syncs.append(s.get("rules", "r0"))  # nothing applied before the fsync returned
+
+    monkeypatch.setattr(journal_mod.os, "fdatasync", counted)
     seqs = s.commit_many([_ops(0), [], _ops(1), _ops(2)])
     assert seqs == [0, 0, 1, 2]  # an empty batch gets the seq before it, as `commit` does
+    assert syncs == [None]  # one fsync for the three changes
+    monkeypatch.undo()
     s.close()
     r = DocumentStore(tmp_path).open()
     assert r.seq == 2 and r.replayed == 3 and r.get("rules", "r2")["amount"] == 2
