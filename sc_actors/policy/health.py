@@ -18,7 +18,10 @@ The caller gathers the documents; nothing here reads a clock, a file or an actor
 """
 from __future__ import annotations
 
+import functools
+import json
 import math
+from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -66,10 +69,10 @@ def events_per_window(rules: Iterable[Rule], resource: str) -> tuple[int, int]:
     return up, down
 
 
-def _holds(rule: Rule, up: int, down: int) -> bool:
+def _holds(rule: dict[str, Any], up: int, down: int) -> bool:
     # The data a request rule sees in the Guardian: its resource's reduced counts.
     try:
-        return evaluate(rule.rule, {"events": {"scale": {"up": up, "down": down}}})
+        return evaluate(rule, {"events": {"scale": {"up": up, "down": down}}})
     except ValueError:
         return False
 
@@ -89,6 +92,13 @@ def events_needed(rule: Rule, per_window: tuple[int, int] = (1, 1)) -> Optional[
     come in the same window (from different event rules), so `windows` is a lower
     bound. None when no count within reach makes the rule hold.
     """
+    return _events_needed(json.dumps(rule.rule, sort_keys=True), per_window)
+
+
+@functools.lru_cache(maxsize=256)
+def _events_needed(logic: str, per_window: tuple[int, int]) -> Optional[EventNeed]:
+    # Cached by the rule's JSON text: every health check and every change asks again.
+    rule = json.loads(logic)
     best: Optional[EventNeed] = None
     for up in range(MAX_EVENTS + 1):
         for down in range(MAX_EVENTS + 1):
@@ -332,8 +342,11 @@ _UNIT = {"cpu": "cpu shares", "mem": "MiB"}
 def overcommitted_hosts(hosts: Iterable[Host], containers: Sequence[Container]) -> list[Problem]:
     """Hosts whose containers' Σ current of cpu or mem exceeds the host's max."""
     out = []
+    by_host: defaultdict[str, list[Container]] = defaultdict(list)
+    for c in containers:
+        by_host[c.host].append(c)
     for h in hosts:
-        mine = [c for c in containers if c.host == h.name]
+        mine = by_host.get(h.name, [])
         for res in ("cpu", "mem"):
             hr = h.resources.get(res)
             if hr is None:

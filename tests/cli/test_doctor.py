@@ -91,3 +91,23 @@ def test_a_container_whose_cgroup_vanished_is_missing_then_released(sc, stack, h
     finally:
         http.put("/service/structures_snapshoter",
                  json={k: before.get(k, v) for k, v in (("POLLING_FREQUENCY", 5.0), ("MISSING_GRACE_PERIOD", 60.0))})
+
+
+def test_a_host_no_live_node_carries_is_reported_by_doctor(sc, stack, http):
+    import uuid
+
+    import ray
+
+    # A host structure as an earlier cluster left it: marked reachable, no node carries its label.
+    name = f"old{uuid.uuid4().hex[:6]}"
+    ray.get(stack.statedb.put.remote("structures", {
+        "name": name, "subtype": "host", "reachable": True,
+        "resources": {"cpu": {"max": 200, "free": 200}, "mem": {"max": 2048, "free": 2048}}}))
+    try:
+        [problem] = [p for p in http.get("/health").json()["problems"] if p["subject"] == name]
+        assert problem["kind"] == "host" and f"sc_host={name}" in problem["message"]
+        doctor = sc("doctor")
+        assert doctor.exit_code == 3 and f"host {name} has no live node" in doctor.stdout
+    finally:
+        ray.get(stack.statedb.delete.remote("structures", name))
+    assert sc("doctor").exit_code == 0
