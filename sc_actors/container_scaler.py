@@ -175,6 +175,7 @@ class ContainerScaler:
                 mem=round(bytes_to_mib(mem_sum[n] / mem_n[n]), 3),
                 cpu_throttled=round(min(max((c.throttled_periods - start[n].throttled_periods) / periods, 0.0), 1.0), 3)
                 if periods > 0 else 0.0,
+                cpu_held_back=round(max(cpu_ns_to_shares(c.throttled_ns - start[n].throttled_ns, elapsed), 0.0), 3),
             )
         return end, UsageBatch(host=self.host, window_start=t_start, window_end=time.time(), usages=usages)
 

@@ -325,15 +325,18 @@ class Bounds(BaseModel):
 class ContainerUsage(TypedDict):
     """Average usage over one window: cpu in shares, mem in MiB (no page cache).
 
-    `cpu_throttled` is the share of the window's CFS periods in which the container
-    ran out of quota (0..1; 0 without a quota): usage pinned at the limit hides the
-    demand, this shows it. A typed dict, not a model: a node's batch holds thousands,
-    validated as plain dicts in one pass and used as they are.
+    Usage pinned at the limit hides the demand; two throttling signals show it:
+    `cpu_throttled`, the share of the window's CFS periods in which the container ran
+    out of quota (0..1; 0 without a quota), and `cpu_held_back`, the runnable time the
+    quota held back, in shares (the kernel's throttled time, summed over CPUs). A typed
+    dict, not a model: a node's batch holds thousands, validated as plain dicts in one
+    pass and used as they are.
     """
 
     cpu: float
     mem: float
     cpu_throttled: NotRequired[float]
+    cpu_held_back: NotRequired[float]
 
 
 class UsageBatch(BaseModel):

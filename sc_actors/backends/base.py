@@ -41,9 +41,11 @@ class UsageCounters:
     `cpu_ns` is cumulative CPU time (ns, only differences mean anything),
     `mem_bytes` current memory use without page cache, `t` the `time.monotonic()`
     of the read, so two samples give a rate with `units.cpu_ns_to_shares`.
-    `periods` and `throttled_periods` are the CFS bandwidth counters of `cpu.stat`
-    (`nr_periods`, `nr_throttled`; cumulative, 0 where the backend has none): their
-    differences give the share of periods in which the container hit its quota.
+    `periods`, `throttled_periods` and `throttled_ns` are the CFS bandwidth counters of
+    `cpu.stat` (`nr_periods`, `nr_throttled`, `throttled_time` / `throttled_usec`;
+    cumulative, 0 where the backend has none): the share of periods in which the
+    container hit its quota, and the runnable time the quota held back (summed over
+    CPUs: how much more CPU it would have used).
     """
 
     cpu_ns: int
@@ -51,6 +53,7 @@ class UsageCounters:
     t: float
     periods: int = 0
     throttled_periods: int = 0
+    throttled_ns: int = 0
 
 
 class ContainerBackend(Protocol):

@@ -10,7 +10,7 @@ mounts or one combined `cpu,cpuacct` mount. Files and units:
     memory.limit_in_bytes = MiB in bytes               (−1 unlimited; > 256 GiB reads as −1)
     cpuacct.usage       → UsageCounters.cpu_ns
     memory.usage_in_bytes − total_cache (memory.stat) → UsageCounters.mem_bytes
-    cpu.stat nr_periods, nr_throttled → UsageCounters.periods, throttled_periods
+    cpu.stat nr_periods, nr_throttled, throttled_time → UsageCounters.periods, throttled_periods, throttled_ns
 
 All file access is in the "Cgroupfs IO" section at the end of the class.
 """
@@ -102,7 +102,8 @@ class CgroupV1Backend:
         cache_bytes = stat.get("total_cache", stat.get("cache", 0))
         cpu_stat = base.parse_keyed(self._read("cpu", name, "cpu.stat"))
         return UsageCounters(cpu_ns=cpu_ns, mem_bytes=max(0, usage_bytes - cache_bytes), t=t,
-                             periods=cpu_stat.get("nr_periods", 0), throttled_periods=cpu_stat.get("nr_throttled", 0))
+                             periods=cpu_stat.get("nr_periods", 0), throttled_periods=cpu_stat.get("nr_throttled", 0),
+                             throttled_ns=cpu_stat.get("throttled_time", 0))
 
     def read_counters_many(self, names: Iterable[str]) -> dict[str, UsageCounters]:
         return base.counters_of(self.read_counters, names)

@@ -135,6 +135,7 @@ class CgroupV2Backend:
             t=t,
             periods=cpu_stat.get("nr_periods", 0),
             throttled_periods=cpu_stat.get("nr_throttled", 0),
+            throttled_ns=cpu_stat.get("throttled_usec", 0) * 1000,
         )
 
     def read_counters_many(self, names: Iterable[str]) -> dict[str, UsageCounters]:

@@ -166,7 +166,8 @@ class LxcBackend:
             cache_bytes = base.parse_keyed(self._get(name, "memory.stat")).get("file", 0)
         return UsageCounters(cpu_ns=cpu_ns, mem_bytes=max(0, usage_bytes - cache_bytes), t=t,
                              periods=cpu_stat.get("nr_periods", 0),
-                             throttled_periods=cpu_stat.get("nr_throttled", 0))
+                             throttled_periods=cpu_stat.get("nr_throttled", 0),
+                             throttled_ns=cpu_stat.get("throttled_time", cpu_stat.get("throttled_usec", 0) * 1000))
 
     def read_counters_many(self, names: Iterable[str]) -> dict[str, UsageCounters]:
         return base.counters_of(self.read_counters, names)

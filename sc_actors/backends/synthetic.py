@@ -29,13 +29,16 @@ class _Sim:
     mem_mib: float = 100.0
     t: float = field(default_factory=time.monotonic)
     periods: float = 0.0
-    """CFS periods (100 ms) elapsed under a quota, and those in which the demand exceeded it."""
+    """CFS periods (100 ms) elapsed under a quota, those in which the demand exceeded it,
+    and the CPU time the quota held back (ns)."""
     throttled: float = 0.0
+    throttled_ns: float = 0.0
 
 
 def _counters(sim: _Sim, now: float) -> UsageCounters:
     return UsageCounters(cpu_ns=int(sim.cpu_ns), mem_bytes=int(sim.mem_mib * 1_048_576), t=now,
-                         periods=int(sim.periods), throttled_periods=int(sim.throttled))
+                         periods=int(sim.periods), throttled_periods=int(sim.throttled),
+                         throttled_ns=int(sim.throttled_ns))
 
 
 class SyntheticBackend:
@@ -115,6 +118,7 @@ class SyntheticBackend:
         if limit not in (-1, 0):
             sim.periods += dt / 0.1
             sim.throttled += dt / 0.1 if want > limit else 0.0
+            sim.throttled_ns += max(want - limit, 0.0) / 100.0 * dt * 1e9
         sim.cpu_ns += used / 100.0 * dt * 1e9
         sim.mem_mib = min(max(sim.mem_mib + rng.gauss(0, 4) * dt ** 0.5, 32.0), 2048.0)
         sim.t = now

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Optional, Union
+from typing import Any, NamedTuple, Optional, Union
 
 from ..model import Application, Container, LimitResource, Limits, Request, Resource, Rule
 from .events import event_name
@@ -32,6 +32,18 @@ def request_name(amount: Any, resource: str) -> str:
 
 
 # --------------------------------------------------------------------------- rescale policies
+
+
+class Throttling(NamedTuple):
+    """What one window tells of a resource's demand beyond its limit (cpu, from the node)."""
+
+    periods: float = 0.0
+    """Share of the window's CFS periods that ran out of quota, 0..1."""
+    held_back: float = 0.0
+    """Runnable time the quota held back, shares (the kernel's throttled time over the window)."""
+
+
+NO_THROTTLING = Throttling()
 
 
 def fit_to_usage_amount(current: float, margin: int, usage: float) -> int:
@@ -57,7 +69,7 @@ def _usage(usage: Optional[float], policy: str) -> float:
 
 
 def amount_policy(rule: Rule, resource: Resource, limit: LimitResource, usage: Optional[float],
-                  throttled: float = 0.0, name: str = "") -> int:
+                  throttling: Throttling = NO_THROTTLING, name: str = "") -> int:
     """The rule's fixed amount (§3.6 `amount`)."""
     if rule.amount is None:
         raise ValueError(f"rule {rule.name} has no amount")
@@ -65,7 +77,7 @@ def amount_policy(rule: Rule, resource: Resource, limit: LimitResource, usage: O
 
 
 def proportional_policy(rule: Rule, resource: Resource, limit: LimitResource, usage: Optional[float],
-                        throttled: float = 0.0, name: str = "") -> int:
+                        throttling: Throttling = NO_THROTTLING, name: str = "") -> int:
     """`int(min((usage − upper) / (current − upper), 1) × amount)` (§3.6 `proportional`).
 
     E.g. amount 100, current 140, upper 120, usage 130: (130 − 120) / (140 − 120) = 0.5 → 50.
@@ -82,22 +94,28 @@ def proportional_policy(rule: Rule, resource: Resource, limit: LimitResource, us
 
 
 def fit_to_usage_policy(rule: Rule, resource: Resource, limit: LimitResource, usage: Optional[float],
-                        throttled: float = 0.0, name: str = "") -> int:
+                        throttling: Throttling = NO_THROTTLING, name: str = "") -> int:
     """`fit_to_usage_amount` with the resource's margin (§3.6 `fit_to_usage`)."""
     return fit_to_usage_amount(
         _current(resource), resource_margin(resource, limit, name), _usage(usage, "fit_to_usage")
     )
 
 
-def demand(usage: float, throttled: float) -> float:
-    """What the container would use unthrottled: `usage × (1 + throttled)`.
 
-    `throttled` is the share of the window's CFS periods that ran out of quota (0..1).
-    A container pinned at its limit shows only the limit as usage; throttled in every
-    period, it is taken to want twice that, the multiplicative step of Autothrottle's
-    Captain (limit × (1 + ratio)). E.g. usage 100, throttled 0.5 → 150; unthrottled → usage.
+
+def demand(usage: float, throttling: Throttling = NO_THROTTLING) -> float:
+    """What the container would use unthrottled: max(usage + held_back, usage × (1 + periods / 2)).
+
+    A container pinned at its limit shows only the limit as usage. The time its runnable
+    threads waited for the next period is what they would have run: a busy loop under a
+    quota of 30 measured here used 30.7 shares and was held back 63.8 → 94.5 (it wants
+    100). A load that sleeps between bursts waits less than it would use, so throttled
+    periods count too, as half the multiplicative step of Autothrottle's Captain
+    (limit × (1 + ratio)): usage 100 throttled in every period, no held-back time → 150.
+    Unthrottled → the usage.
     """
-    return usage * (1.0 + min(max(throttled, 0.0), 1.0))
+    periods = min(max(throttling.periods, 0.0), 1.0)
+    return max(usage + max(throttling.held_back, 0.0), usage * (1.0 + periods / 2))
 
 
 def fit_to_demand_target(demand_: float, boundary: float, boundary_type: str, max_: Optional[float],
@@ -120,16 +138,16 @@ def fit_to_demand_target(demand_: float, boundary: float, boundary_type: str, ma
 
 
 def fit_to_demand_policy(rule: Rule, resource: Resource, limit: LimitResource, usage: Optional[float],
-                         throttled: float = 0.0, name: str = "") -> int:
+                         throttling: Throttling = NO_THROTTLING, name: str = "") -> int:
     """Amount that fits the limit to the window's demand, up or down (our `fit_to_demand`).
 
     The adaptive profile's one policy for both directions: a scale-up is sized to the
     demand seen through throttling (`demand`), not a fixed step, and a scale-down
     lands at the same place fit_to_usage would with the new limit's own margin.
-    E.g. current 100, usage 99, throttled 1.0, adaptive 5 % → demand 198 → 215 → +115.
+    E.g. current 100, usage 99 held back 60 → demand 159; 159 / 0.925 = 171.9 → 172: +72.
     An up rule with an `amount` steps at least that much (MemFitUp: 128 MiB).
     """
-    target = fit_to_demand_target(demand(_usage(usage, "fit_to_demand"), throttled), limit.boundary,
+    target = fit_to_demand_target(demand(_usage(usage, "fit_to_demand"), throttling), limit.boundary,
                                   limit.boundary_type, resource.max, name)
     amount = int(target - _current(resource))
     # NOTE: a rule never scales against its direction (0: no request, its events go).
@@ -140,7 +158,7 @@ def fit_to_demand_policy(rule: Rule, resource: Resource, limit: LimitResource, u
     return max(amount, int(rule.amount or 0))
 
 
-RescalePolicyFn = Callable[[Rule, Resource, LimitResource, Optional[float], float, str], int]
+RescalePolicyFn = Callable[[Rule, Resource, LimitResource, Optional[float], Throttling, str], int]
 
 RESCALE_POLICIES: dict[str, RescalePolicyFn] = {
     "amount": amount_policy,
@@ -224,7 +242,7 @@ def match_rules_and_events(
     limits: Limits,
     usages: Mapping[str, Optional[float]],
     now: float,
-    throttled: Optional[Mapping[str, float]] = None,
+    throttling: Optional[Mapping[str, Throttling]] = None,
     down_peaks: Optional[Mapping[str, float]] = None,
 ) -> tuple[list[Request], dict[str, int]]:
     """Requests of the request rules that hold on the event counts (§3.6, §10.2 #15).
@@ -259,7 +277,7 @@ def match_rules_and_events(
             continue
         if rule.rescale_policy == "fit_to_demand" and rule.rescale_type == "down" and usage is not None:
             usage = max(usage, (down_peaks or {}).get(res, usage))
-        requested = policy(rule, resource, limit, usage, (throttled or {}).get(res, 0.0), res)
+        requested = policy(rule, resource, limit, usage, (throttling or {}).get(res, NO_THROTTLING), res)
         amount = adjust_amount(requested, resource, limit)
         name = event_name(res, reduced_events[res]["events"])
         to_remove[name] = to_remove.get(name, 0) + (rule.events_to_remove or 0)

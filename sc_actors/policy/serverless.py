@@ -22,7 +22,7 @@ from ..settings import GuardianSettings
 from .events import event_data_of_parts, events_of, fire_event_rules, reduce_events, remove_events, split_events
 from .jsonlogic import evaluate
 from .limits import adjust_limits
-from .requests import match_rules_and_events
+from .requests import Throttling, match_rules_and_events
 from .vectorized import Compiled, compile_rule, fired_rules
 
 Structure = Union[Container, Application]
@@ -156,7 +156,8 @@ def evaluate_prepared(
     if prepared.skipped:
         return GuardianStep(pending_events=events, skipped=prepared.skipped)
     structure = prepared.structure
-    throttled = {r: float(t) for r in prepared.guarded if isinstance(t := usages.get(f"{r}_throttled"), (int, float))}
+    throttling = {r: Throttling(float(usages.get(f"{r}_throttled") or 0.0), float(usages.get(f"{r}_held_back") or 0.0))
+                  for r in prepared.guarded if f"{r}_throttled" in usages or f"{r}_held_back" in usages}
     usages = window_usages(prepared, usages)
     if not usages:
         return GuardianStep(pending_events=events, skipped="no usage in this window")
@@ -183,7 +184,7 @@ def evaluate_prepared(
     to_remove: dict[str, int] = {}
     if reduced and any(r.resource in reduced and evaluate(r.rule, reduced[r.resource]) for r in rules.request_rules):
         requests, to_remove = match_rules_and_events(structure, rules.request_rules, reduced,
-                                                     prepared.limits, usages, now, throttled,
+                                                     prepared.limits, usages, now, throttling,
                                                      _down_peaks(valid))  # type: ignore[arg-type]
     pending = remove_events(valid, to_remove) if to_remove else valid
     return GuardianStep(

@@ -10,7 +10,7 @@ import pytest
 
 from sc_actors.defaults import adaptive_rules, default_rules, upgrade_rules
 from sc_actors.policy.limits import adjust_limits, margin
-from sc_actors.policy.requests import demand, fit_to_demand_policy, fit_to_demand_target
+from sc_actors.policy.requests import Throttling, demand, fit_to_demand_policy, fit_to_demand_target
 from sc_actors.policy.serverless import evaluate_window
 from sc_actors.profiles import PROFILES, profile_documents, subscription_limits
 from sc_actors.settings import GuardianSettings
@@ -40,16 +40,17 @@ def test_the_limit_chain_of_an_adaptive_boundary_follows_current():
 
 
 @pytest.mark.parametrize(
-    "usage, throttled, expected",
+    "usage, periods, held_back, expected",
     [
-        pytest.param(100, 0.0, 100.0, id="unthrottled: the usage"),
-        pytest.param(100, 0.5, 150.0, id="half the periods throttled"),  # 100 × 1.5
-        pytest.param(100, 1.0, 200.0, id="every period throttled: twice"),  # 100 × 2
-        pytest.param(100, 3.0, 200.0, id="a ratio above 1 is 1"),
+        pytest.param(100, 0.0, 0.0, 100.0, id="unthrottled: the usage"),
+        pytest.param(30.7, 1.0, 63.8, 94.5, id="a busy loop under 30 (measured)"),  # max(30.7 + 63.8, 30.7 × 1.5)
+        pytest.param(100, 1.0, 0.0, 150.0, id="throttled periods, no held-back time"),  # 100 × (1 + 1 / 2)
+        pytest.param(100, 0.5, 10.0, 125.0, id="bursty: the periods say more"),  # max(110, 100 × 1.25)
+        pytest.param(100, 3.0, 0.0, 150.0, id="a ratio above 1 is 1"),
     ],
 )
-def test_demand_is_usage_seen_through_throttling(usage, throttled, expected):
-    assert demand(usage, throttled) == expected
+def test_demand_is_usage_seen_through_throttling(usage, periods, held_back, expected):
+    assert demand(usage, Throttling(periods, held_back)) == pytest.approx(expected)
 
 
 @pytest.mark.parametrize(
@@ -70,21 +71,21 @@ def test_fit_to_demand_puts_the_demand_in_the_middle_of_the_new_band(demand_, bo
         assert target - 2 * m <= demand_ <= target - m
 
 
-def test_a_throttled_container_is_raised_to_twice_its_usage_and_more():
+def test_a_throttled_container_is_raised_to_its_demand_in_one_step():
     rule = next(r for r in adaptive_rules() if r.name == "CpuFitUp")
-    # usage 99 at current 100, every period throttled: demand 198; 198 / 0.925 = 214.05 → 215; +115.
-    assert fit_to_demand_policy(rule, resource(10, 100, 400), limit(5, AD), 99, 1.0, "cpu") == 115
+    # usage 99 at current 100, held back 60: demand 159; 159 / 0.925 = 171.9 → 172; +72.
+    assert fit_to_demand_policy(rule, resource(10, 100, 400), limit(5, AD), 99, Throttling(1.0, 60.0), "cpu") == 72
     # unthrottled, just above upper (95): 97 / 0.925 = 104.9 → 105: +5, a small step.
-    assert fit_to_demand_policy(rule, resource(10, 100, 400), limit(5, AD), 97, 0.0, "cpu") == 5
+    assert fit_to_demand_policy(rule, resource(10, 100, 400), limit(5, AD), 97, Throttling(), "cpu") == 5
 
 
 def test_a_fit_never_scales_against_its_rules_direction():
     up = next(r for r in adaptive_rules() if r.name == "CpuFitUp")
     down = next(r for r in adaptive_rules() if r.name == "CpuFitDown")
     res, lim = resource(10, 100, 400), limit(5, AD)
-    assert fit_to_demand_policy(up, res, lim, 50, 0.0, "cpu") == 0  # 50 / 0.925 → 55: would be −45
-    assert fit_to_demand_policy(down, res, lim, 99, 1.0, "cpu") == 0  # would be +115
-    assert fit_to_demand_policy(down, res, lim, 50, 0.0, "cpu") == -45  # ceil(54.05) = 55; 55 − 100
+    assert fit_to_demand_policy(up, res, lim, 50, Throttling(), "cpu") == 0  # 50 / 0.925 → 55: would be −45
+    assert fit_to_demand_policy(down, res, lim, 99, Throttling(1.0, 60.0), "cpu") == 0  # would be +72
+    assert fit_to_demand_policy(down, res, lim, 50, Throttling(), "cpu") == -45  # ceil(54.05) = 55; 55 − 100
 
 
 def _step(c, lim, usages, events=(), now=100.0):
@@ -93,11 +94,11 @@ def _step(c, lim, usages, events=(), now=100.0):
 
 def test_one_window_above_upper_raises_an_adaptive_container_at_once():
     c = container("c0", cpu=(10, 100, 400))
-    # m = 5; upper 95, lower 90. Usage 100 = the limit, throttled in 3 of 4 periods.
-    s = _step(c, limits("c0", cpu=(5, AD)), {"cpu": 100.0, "cpu_throttled": 0.75})
+    # m = 5; upper 95, lower 90. Usage 100 = the limit, throttled in 3 of 4 periods, 40 held back.
+    s = _step(c, limits("c0", cpu=(5, AD)), {"cpu": 100.0, "cpu_throttled": 0.75, "cpu_held_back": 40.0})
     assert s.bounds["cpu"] == (95, 90)
-    # demand 100 × 1.75 = 175; 175 / 0.925 = 189.2 → 190; +90. The original's rules need 2 events.
-    assert [(r.rule, r.amount) for r in s.requests] == [("CpuFitUp", 90)]
+    # demand max(100 + 40, 100 × 1.375) = 140; 140 / 0.925 = 151.4 → 152; +52. The original's need 2 events.
+    assert [(r.rule, r.amount) for r in s.requests] == [("CpuFitUp", 52)]
     assert s.removed_events == {"CpuBottleneck": 1} and s.pending_events == []
 
 

@@ -5,6 +5,7 @@ import pytest
 
 from sc_actors.policy.events import reduce_events
 from sc_actors.policy.requests import (
+    Throttling,
     RESCALE_POLICIES,
     adjust_amount,
     filter_requests,
@@ -64,12 +65,12 @@ def test_the_four_rescale_policies_share_one_signature():
     assert set(RESCALE_POLICIES) == {"amount", "proportional", "fit_to_usage", "fit_to_demand"}
     rule = request_rule("Prop", policy="proportional", amount=100)
     res, lim = resource(50, 140, 200), limit(10, POM, 120, 100)  # m = 20
-    assert [RESCALE_POLICIES[p](rule, res, lim, 130, 0.0, "cpu")
+    assert [RESCALE_POLICIES[p](rule, res, lim, 130, Throttling(), "cpu")
             for p in ("amount", "proportional", "fit_to_usage", "fit_to_demand")] == [
         100,  # the rule's amount
         50,  # (130 − 120) / (140 − 120) = 0.5; 0.5 × 100 = 50
         20,  # 130 + max(20 // 2, 1) + 20 = 160; 160 − 140 = 20
-        20,  # fit_to_demand, % of max: 130 + 1.5 × 20 = 160; 160 − 140 = 20 (the same place)
+        100,  # fit_to_demand, % of max: 130 + 1.5 × 20 = 160 → +20, but this up rule's amount 100 is its least step
     ]
 
 
