@@ -1,30 +1,37 @@
-"""`sc bench efficiency`: utilization and time-to-finish of a bursty trace, three ways.
+"""`sc bench efficiency`: utilization and time-to-finish of a bursty trace, four ways.
 
 Each of 2–3 real-cgroup containers runs a seeded bursty trace of fixed work
 (`cluster.load --work`): phases of 20 to 130–150 shares (see below), about 5–30 s each, minutes
 in all. A phase `d:s` is d/100 × s CPU-seconds of work done at d shares at most, so
 a throttled container does not lose work, it finishes later. The same traces run
-three times in one invocation, sequentially in this order, on fresh containers:
+four times in one invocation, sequentially in this order, on fresh containers:
 
-  static    the CPU quota fixed at the container's max (a reserved VM); the
-            containers are not subscribed (the Scaler would refuse Σmax > host)
-  ours      guarded, with our default timing (0.4 s windows)
-  original  guarded, with the original's timing (window 10 s, delay 10 s, Scaler
-            ticking every 5 s, reference §9)
+  static         the CPU quota fixed at the container's max (a reserved VM); the
+                 containers are not subscribed (the Scaler would refuse Σmax > host)
+  adaptive       guarded at the shipped defaults: the adaptive profile, our timing (0.4 s windows)
+  original-fast  the original's profile (limits 10 % of max, CpuRescaleUp +75, …) at our timing
+  original       the original's profile at the original's timing (window 10 s, delay 10 s,
+                 Scaler ticking every 5 s, reference §9)
 
-A guarded way starts once the node pushes usage windows at its profile's pace.
+Every guarded way subscribes its containers with no limits of their own, so they get
+what a user who subscribes and guards a container gets from that profile; there is no
+knob here to tune a margin for the benchmark. A guarded way starts once the node
+pushes usage windows at its profile's pace, each container at the limit its profile
+would fit to the first phase.
 
 This process samples every container each `SAMPLE_S` from the cgroup files:
 usage from `cpuacct.usage` deltas, the limit from `cpu.cfs_quota_us` /
 `cpu.cfs_period_us` (the backend's `read_limits`), throttled time from `cpu.stat`
-`throttled_time`. Per way, container and overall it reports utilization
-∫usage/∫limit, CPU-seconds allocated but unused ∫(limit − usage), throttled
-seconds, time to finish the fixed work and its overhead vs static, reaction times
-(for each phase whose demand is above the limit when it starts: phase start → first
-raise and → limit ≥ demand, within the phase) and the number of limit changes seen.
+`throttled_time`, OOM kills from `memory.oom_control`. Per way, container and overall
+it reports utilization ∫usage/∫limit, CPU-seconds allocated but unused ∫(limit − usage)
+(and the part of it more than two margins above usage, outside the band the policy
+keeps on purpose), throttled seconds, time to finish the fixed work and its overhead
+vs static, reaction times (for each phase whose demand is above the limit when it
+starts: phase start → first raise and → limit ≥ demand, within the phase), limit
+changes (and per minute) and OOM kills.
 
 The machine this was written on has 2 cores (200 shares), and the control plane
-runs on it too (about 0.2 cores with our 0.4 s windows, measured and reported per
+runs on it too (about 0.15 cores with our 0.4 s windows, measured and reported per
 way), so the traces are shaped so that the containers' summed demand stays under
 `SUM_CAP` (150 shares) at any time of the plan, leaving ~50 shares for the control
 plane and this process: the containers' phases are planned together in time order,
@@ -34,21 +41,9 @@ container alone thus peaks at 150 − 20·(n − 1) shares. With 170 the loads a
 control plane saturated the 2 cores: the loads then miss CPU that their quota
 allows, usage falls below the limit and the guarded ways scale down into the
 demand. Throttled phases stretch, so in the guarded ways the real phases drift from
-the plan and the sum can briefly exceed it (static is never throttled).
-
-Our policy keeps usage between `lower = current − 2m` and `upper = current − m`,
-m = boundary % of max, and fit_to_usage puts a scaled-down limit at usage + 1.5 m,
-so the utilization a guarded way can reach is bounded by usage / (usage + 1.5 m);
-`--boundary` sets that margin for both guarded ways. Measured here (2 cores, quiet
-machine, default 3-minute trace, ours): boundary 10 → 57.5 % (that run partly
-disturbed by other work), 2 → 81–82 %, 1 → 81.5 %; 1-minute runs gave 57–66 % at 5,
-47–55 % at 10. Below 2 the band is narrower than the noise of a 0.4 s usage
-window: noise crosses `upper` and each crossing costs a +75 scale-up, so 2 is the
-default here (the product's own default stays 10). What keeps utilization below
-90 % then is the rules, not the margin: a scale-up adds a fixed 75 shares and a
-scale-down waits for 6 underuse windows, so about half of the unused CPU lies more
-than 2 m above usage. The report splits
-unused CPU into the band the policy keeps (≤ 2 m above usage) and what lies beyond.
+the plan and the sum can briefly exceed it (static is never throttled). Other work on
+the machine does the same to every way, static included: a way during which other
+processes took more than EXTERNAL_BUSY_CORES is flagged as disturbed.
 """
 from __future__ import annotations
 
@@ -58,7 +53,6 @@ import random
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -68,15 +62,24 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from sc_actors.settings import ORIGINAL_PROFILE
+from sc_actors.policy.limits import margin as margin_of
+from sc_actors.policy.requests import fit_to_demand_target
+from sc_actors.profiles import PROFILES
 
-from .common import OURS, REPO, console, fail, machine, out_dir, percentiles, set_profile
+from .common import (REPO, console, cpu_stat, fail, host_busy_s, machine, num, out_dir, pct, percentiles,
+                     real_cgroup_cluster, secs, set_profile, signed, tree_cpu, wait_window)
 
 BENCH_PARENT = "sc-bench-efficiency"
-WAYS = ("static", "ours", "original")
-"""In the order they run. From the original's 10 s windows back to ours a node takes
-20–30 s to follow (the Guardian, whose evaluations the original's WINDOW_DELAY holds
-back, tells the node its window length); the other way round it follows at once."""
+WAYS: dict[str, tuple[str, str] | None] = {
+    "static": None,
+    "adaptive": ("adaptive", "ours"),
+    "original-fast": ("original", "ours"),
+    "original": ("original", "original"),
+}
+"""Way → (profile, timing), in the order they run. From the original's 10 s windows back
+to ours a node takes 20–30 s to follow (the Guardian, whose evaluations the original's
+WINDOW_DELAY holds back, tells the node its window length); the other way round it
+follows at once, so the original's timing runs last."""
 SAMPLE_S = 0.25
 """How often this process reads every container's cgroup files, seconds."""
 CPU_MIN, CPU_MAX = 10, 200
@@ -88,8 +91,6 @@ Sample = tuple[float, int, float, int, str]
 DEMAND_LO, DEMAND_HI = 20, 180
 DURATION_S = (5.0, 30.0)
 MEM = {"min": 64, "current": 256, "max": 512, "guard": False}
-DEFAULT_BOUNDARY = 2
-"""The tightest boundary that paid off here (see the module docstring)."""
 EXTERNAL_BUSY_CORES = 0.15
 """CPU other processes (not the loads, the control plane or this one) may take before
 the time figures of a way are flagged as disturbed, cores."""
@@ -198,11 +199,11 @@ class _Load:
         self.proc.wait()
 
 
-def _cpu_stat(backend: Any, name: str) -> dict[str, int]:
-    """`cpu.stat` of a cgroup v1 container (the backend has no reader for it)."""
+def oom_kills(backend: Any, name: str) -> int:
+    """Processes the OOM killer has killed in a cgroup v1 container (`memory.oom_control`)."""
     from sc_actors.backends import base
 
-    return base.parse_keyed(backend._read("cpu", name, "cpu.stat"))
+    return base.parse_keyed(backend._read("memory", name, "memory.oom_control")).get("oom_kill", 0)
 
 
 def _sample(backend: Any, name: str) -> Sample:
@@ -210,7 +211,7 @@ def _sample(backend: Any, name: str) -> Sample:
     t = time.time()
     cpu_ns = backend.read_counters(name).cpu_ns
     limits = backend.read_limits(name)
-    throttled = _cpu_stat(backend, name).get("throttled_time", 0)
+    throttled = cpu_stat(backend, name).get("throttled_time", 0)
     return t, cpu_ns, limits.cpu_allowance_limit, throttled, limits.cpu_num
 
 
@@ -221,8 +222,6 @@ def run_way(way: str, traces: list[list[tuple[float, float]]], ctx: dict[str, An
 
     backend, node, scaler, db, host = ctx["backend"], ctx["node"], ctx["scaler"], ctx["db"], ctx["host"]
     names = [f"eff-{way}-{i}" for i in range(len(traces))]
-    boundary = ctx["boundary"]
-    margin = max(int(CPU_MAX * boundary / 100), 1)
     loads: list[_Load] = []
     subscribed: list[str] = []
     try:
@@ -239,33 +238,35 @@ def run_way(way: str, traces: list[list[tuple[float, float]]], ctx: dict[str, An
             for name in names:
                 ray.get(node.apply.remote(name, {"cpu_allowance_limit": CPU_MAX, "cpu_num": cores}))
         else:
-            profile = OURS if way == "ours" else ORIGINAL_PROFILE
-            set_profile(db, profile)
+            profile, timing = WAYS[way]
+            configs = set_profile(db, profile, timing)
             # The node samples every container under its parent, subscribed or not: once its
             # windows follow the profile, subscribe and start at once. (Idle subscribed
             # containers would collect underuse events, and with the original's rules 3 of
             # them block any scale-up for EVENT_TIMEOUT, 120 s.)
-            window_s = float(profile["guardian"]["WINDOW_TIMELAPSE"])
-            if not _wait_window(node, window_s, timeout_s=60):
+            window_s = float(configs["guardian"]["WINDOW_TIMELAPSE"])
+            if not wait_window(node, window_s, timeout_s=60):
                 progress(f"{way}: the node's windows did not follow the profile's {window_s:g} s within 60 s")
-            # Start where fit_to_usage would put the first phase (usage + 1.5 m), within
-            # what the host has free: both guarded ways start adapted.
+            # Start where the profile's fit would put the first phase, within what the host
+            # has free: every guarded way starts adapted. Subscribed with no limits of their
+            # own: the profile's defaults, as a user who subscribes and guards gets them.
+            cpu = PROFILES[profile]["cpu"]
             free = ray.get(db.get.remote("structures", host))["resources"]["cpu"]["free"]
-            starts = [min(CPU_MAX, tr[0][0] + 1.5 * margin) for tr in traces]
+            starts = [min(CPU_MAX, fit_to_demand_target(tr[0][0], cpu["boundary"], cpu["boundary_type"], CPU_MAX, "cpu"))
+                      for tr in traces]
             if sum(starts) > free:
                 starts = [s * free / sum(starts) for s in starts]
             for name, start in zip(names, starts):
                 ray.get(scaler.subscribe_container.remote(
                     {"name": name, "host": host, "guard": True,
                      "resources": {"cpu": {"min": CPU_MIN, "current": int(max(start, CPU_MIN)), "max": CPU_MAX,
-                                           "guard": True}, "mem": dict(MEM)}},
-                    {"resources": {"cpu": {"boundary": boundary, "boundary_type": "percentage_of_max"},
-                                   "mem": {"boundary": 10, "boundary_type": "percentage_of_max"}}}))
+                                           "guard": True}, "mem": dict(MEM)}}))
                 subscribed.append(name)
         samples: dict[str, list[Sample]] = {n: [_sample(backend, n)] for n in names}
-        busy0, load0 = _host_busy_s(), os.getloadavg()[0]
+        ooms0 = {n: oom_kills(backend, n) for n in names}
+        busy0, load0 = host_busy_s(), os.getloadavg()[0]
         skip = {x.proc.pid for x in loads}
-        ray0, me0 = _tree_cpu(skip), time.process_time()
+        ray0, me0 = tree_cpu(skip), time.process_time()
         t_go = time.time()
         for load in loads:
             load.go()
@@ -292,13 +293,14 @@ def run_way(way: str, traces: list[list[tuple[float, float]]], ctx: dict[str, An
                     parts.append(f"{name} phase {load.phase_now() + 1}/{len(tr)} limit {s[-1][2]:g} use {use:.0f}")
                 progress(f"{way} {time.time() - t_go:5.0f}s  " + " | ".join(parts))
         unfinished = [n for n in names if n not in finished_at]
-        ray1 = _tree_cpu(skip)
-        host = {"busy_cpu_s": round(_host_busy_s() - busy0, 2), "elapsed_s": round(time.time() - t_go, 2),
+        ray1 = tree_cpu(skip)
+        host = {"busy_cpu_s": round(host_busy_s() - busy0, 2), "elapsed_s": round(time.time() - t_go, 2),
                 "loadavg_1m_start": load0, "loadavg_1m_end": os.getloadavg()[0],
                 "control_plane_cpu_s": round(sum(v - ray0.get(pid, 0.0) for pid, v in ray1.items()), 2),
                 "bench_process_cpu_s": round(time.process_time() - me0, 2)}
         return {"names": names, "t_go": t_go, "samples": samples, "lines": [list(x.lines) for x in loads],
-                "unfinished": unfinished, "host": host}
+                "unfinished": unfinished, "host": host,
+                "oom_kills": {n: oom_kills(backend, n) - ooms0[n] for n in names}}
     finally:
         for load in loads:
             load.kill()
@@ -311,60 +313,6 @@ def run_way(way: str, traces: list[list[tuple[float, float]]], ctx: dict[str, An
             backend.remove(name)
 
 
-def _wait_window(node: Any, window_s: float, timeout_s: float) -> bool:
-    """Wait until the node pushes usage windows every `window_s` (the profile is in effect)."""
-    import ray
-
-    deadline = time.monotonic() + timeout_s
-    seen: list[float] = []
-    last = None
-    while time.monotonic() < deadline:
-        n = ray.get(node.ping.remote())["windows_pushed"]
-        if last is not None and n != last:
-            seen.append(time.monotonic())
-            if len(seen) >= 3 and 0.5 * window_s <= seen[-1] - seen[-2] <= 1.5 * window_s:
-                return True
-        last = n
-        time.sleep(min(0.05, window_s / 8))
-    return False
-
-
-def _host_busy_s() -> float:
-    """CPU-seconds the whole machine has been busy (all cores), from /proc/stat."""
-    import os
-
-    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-    idle = fields[3] + fields[4]  # idle + iowait
-    return (sum(fields) - idle) / os.sysconf("SC_CLK_TCK")
-
-
-def _tree_cpu(skip: set[int]) -> dict[int, float]:
-    """CPU-seconds so far of every process below this one (the embedded Ray: the control
-    plane), except the trees rooted at `skip` (the loads)."""
-    import psutil
-
-    out: dict[int, float] = {}
-    try:
-        procs = psutil.Process().children(recursive=True)
-    except psutil.Error:
-        return out
-    skipped = set(skip)
-    for pid in skip:
-        try:
-            skipped.update(c.pid for c in psutil.Process(pid).children(recursive=True))
-        except psutil.Error:
-            continue
-    for p in procs:
-        if p.pid in skipped:
-            continue
-        try:
-            t = p.cpu_times()
-            out[p.pid] = t.user + t.system
-        except psutil.Error:
-            continue
-    return out
-
-
 def _shares(a: Sample, b: Sample) -> float:
     return (b[1] - a[1]) / 1e9 / max(b[0] - a[0], 1e-9) * 100
 
@@ -373,10 +321,10 @@ def _shares(a: Sample, b: Sample) -> float:
 
 
 def container_figures(samples: list[Sample], lines: list[dict[str, Any]],
-                      t_go: float, cores: int, margin: float) -> dict[str, Any]:
+                      t_go: float, cores: int, margin: Callable[[float], float]) -> dict[str, Any]:
     """Utilization, unused and throttled CPU, time to finish and reactions of one container.
 
-    Unused CPU is split at 2 × `margin` above usage: the band our policy keeps on
+    Unused CPU is split at 2 × `margin(limit)` above usage: the band the policy keeps on
     purpose (usage between current − 2m and current − m), and the excess above it
     (scale-up steps past the need, scale-downs not yet done, a static limit).
     """
@@ -395,7 +343,7 @@ def container_figures(samples: list[Sample], lines: list[dict[str, Any]],
         used += use_s
         alloc += lim_s
         unused += max(lim_s - use_s, 0.0)
-        excess += max(lim_s - use_s - 2 * margin / 100 * (min(b[0], t_end) - a[0]), 0.0)
+        excess += max(lim_s - use_s - 2 * margin((lim[0] + lim[1]) / 2) / 100 * (min(b[0], t_end) - a[0]), 0.0)
         series.append((round(b[0] - t_go, 3), round(use_s / dt * 100, 1), b[2]))
     starts = [x for x in lines if "work_cpu_s" in x]
     dones = {x["phase"]: x for x in lines if x.get("done")}
@@ -419,6 +367,7 @@ def container_figures(samples: list[Sample], lines: list[dict[str, Any]],
             missed += 1
     limits = [s[2] for s in samples if s[0] <= t_end]
     changes = sum(1 for x, y in zip(limits, limits[1:]) if x != y)
+    minutes = max((min(samples[-1][0], t_end) - samples[0][0]) / 60, 1e-9)
     throttled = [s[3] for s in samples if s[0] <= t_end] or [0]
     demand = [(round(p["t"] - t_go, 3), p["demand"]) for p in starts]
     cpusets = [(round(b[0] - t_go, 3), b[4]) for a, b in zip([None, *samples], samples)
@@ -437,6 +386,8 @@ def container_figures(samples: list[Sample], lines: list[dict[str, Any]],
         "utilization": round(used / alloc, 4) if alloc else None,
         "throttled_s": round((throttled[-1] - throttled[0]) / 1e9, 3),
         "limit_changes": changes,
+        "limit_changes_per_min": round(changes / minutes, 1),
+        "minutes": round(minutes, 3),
         "rises_above_limit": rises,
         "reaction_first_raise_s": percentiles(raise_s),
         "reaction_limit_ge_demand_s": percentiles(reach_s),
@@ -468,6 +419,8 @@ def way_figures(per: dict[str, dict[str, Any]]) -> dict[str, Any]:
         "stretch_vs_plan": (round(sum(finish) / sum(c["planned_s"] for c in cs) - 1, 4)
                             if None not in finish else None),
         "limit_changes": sum(c["limit_changes"] for c in cs),
+        "limit_changes_per_min": round(sum(c["limit_changes_per_min"] for c in cs) / max(len(cs), 1), 1),
+        "oom_kills": sum(c.get("oom_kills", 0) for c in cs),
         "rises_above_limit": sum(c["rises_above_limit"] for c in cs),
         "rises_not_covered_in_phase": sum(c["rises_not_covered_in_phase"] for c in cs),
         "reaction_first_raise_s": percentiles([x for c in cs for x in c["first_raise_each_s"]]),
@@ -491,17 +444,17 @@ def _overheads(result: dict[str, Any]) -> None:
 # ---------------------------------------------------------------------------- the bench
 
 
-def efficiency(minutes: float = 3.0, containers: int = 2, seed: int = 1, boundary: int = DEFAULT_BOUNDARY,
-               ways: tuple[str, ...] = WAYS, out_dir: str = "bench-out",
+def way_margin(way: str) -> Callable[[float], float]:
+    """The cpu margin (shares) of a way's limits at a given limit; 0 for static."""
+    if WAYS[way] is None:
+        return lambda limit: 0.0
+    cpu = PROFILES[WAYS[way][0]]["cpu"]
+    return lambda limit: margin_of(cpu["boundary"], cpu["boundary_type"], CPU_MAX, limit, "cpu")
+
+
+def efficiency(minutes: float = 3.0, containers: int = 2, seed: int = 1,
+               ways: tuple[str, ...] = tuple(WAYS), out_dir: str = "bench-out",
                progress: Callable[[str], None] = print) -> dict[str, Any]:
-    import ray
-
-    from sc_actors.backends import make_backend
-    from sc_actors.settings import NAMESPACE, container_scaler_name
-
-    from ..deploy import deploy, undeploy
-    from ..local import default_host_name, init_embedded
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ways = tuple(w for w in WAYS if w in ways)
@@ -509,29 +462,19 @@ def efficiency(minutes: float = 3.0, containers: int = 2, seed: int = 1, boundar
     mach = machine()
     result: dict[str, Any] = {
         "machine": mach,
-        "config": {"minutes": minutes, "containers": containers, "seed": seed, "boundary": boundary,
-                   "boundary_type": "percentage_of_max", "margin_shares": max(int(CPU_MAX * boundary / 100), 1),
-                   "ways": list(ways), "cpu_min": CPU_MIN, "cpu_max": CPU_MAX, "sum_cap": SUM_CAP,
-                   "sample_s": SAMPLE_S, "profiles": {"ours": OURS, "original": ORIGINAL_PROFILE}},
+        "config": {"minutes": minutes, "containers": containers, "seed": seed,
+                   "ways": {w: WAYS[w] for w in ways}, "cpu_min": CPU_MIN, "cpu_max": CPU_MAX, "sum_cap": SUM_CAP,
+                   "sample_s": SAMPLE_S, "profiles": PROFILES},
         "traces": [[list(p) for p in tr] for tr in traces],
         "ways": {},
     }
-    host = default_host_name()
-    init_embedded(host, parent=BENCH_PARENT)
-    backend = make_backend("auto", "/sys/fs/cgroup", BENCH_PARENT)
-    if backend.kind != "cgroup_v1":
-        ray.shutdown()
-        raise RuntimeError(f"sc bench efficiency reads cgroup v1 files; this machine has {backend.kind}")
-    try:
-        actors = deploy(tempfile.mkdtemp(prefix="sc-bench-"), node_defaults={"parent": BENCH_PARENT})
-        ctx = {"backend": backend, "db": actors["statedb"], "scaler": actors["scaler"], "host": host,
-               "node": ray.get_actor(container_scaler_name(host), namespace=NAMESPACE),
-               "boundary": boundary, "machine": mach}
+    with real_cgroup_cluster(BENCH_PARENT, "efficiency") as ctx:
+        ctx.update(machine=mach)
         for way in ways:
             progress(f"{way}: {containers} containers, {minutes:g} min of planned work")
             raw = run_way(way, traces, ctx, progress)
-            per = {name: container_figures(raw["samples"][name], lines, raw["t_go"], mach["cores"],
-                                           result["config"]["margin_shares"])
+            per = {name: {**container_figures(raw["samples"][name], lines, raw["t_go"], mach["cores"], way_margin(way)),
+                          "oom_kills": raw["oom_kills"][name]}
                    for name, lines in zip(raw["names"], raw["lines"])}
             r = {"containers": per, "overall": way_figures(per), "unfinished": raw["unfinished"]}
             # CPU the rest of the machine took meanwhile (control plane, this process, other users), in
@@ -545,7 +488,7 @@ def efficiency(minutes: float = 3.0, containers: int = 2, seed: int = 1, boundar
             r["host"] = h
             result["ways"][way] = r
             o = r["overall"]
-            progress(f"{way}: done, utilization {_pct(o['utilization'])}, finish Σ {o['finish_sum_s']} s, "
+            progress(f"{way}: done, utilization {pct(o['utilization'])}, finish Σ {o['finish_sum_s']} s, "
                      f"throttled {o['throttled_s']} s; besides the loads the machine used {h['others_cores']} "
                      f"cores (control plane {h['control_plane_cores']}), "
                      f"load average {h['loadavg_1m_start']:.1f} → {h['loadavg_1m_end']:.1f}")
@@ -553,25 +496,6 @@ def efficiency(minutes: float = 3.0, containers: int = 2, seed: int = 1, boundar
         (out / "efficiency.json").write_text(json.dumps(result, indent=1))
         plot_efficiency(result, out / "efficiency.png")
         return result
-    finally:
-        try:
-            undeploy()
-        finally:
-            ray.shutdown()
-            _remove_parent()
-
-
-def _remove_parent() -> None:
-    for controller in ("cpu", "cpuacct", "cpuset", "memory"):
-        d = Path("/sys/fs/cgroup") / controller / BENCH_PARENT
-        try:
-            d.rmdir()
-        except OSError:
-            pass
-
-
-def _pct(x: float | None) -> str:
-    return "–" if x is None else f"{x * 100:.1f} %"
 
 
 def plot_efficiency(result: dict[str, Any], path: Path) -> None:
@@ -595,7 +519,7 @@ def plot_efficiency(result: dict[str, Any], path: Path) -> None:
             ax.plot(s["t"], s["usage"], color="tab:blue", lw=0.9, label="usage")
             ax.step(s["t"], s["limit"], where="post", color="tab:red", lw=1.4, label="limit")
             oh = c.get("overhead_vs_static")
-            ax.set_title(f"{way} · {name}: util {_pct(c['utilization'])}, finish {_num(c['finish_s'])} s"
+            ax.set_title(f"{way} · {name}: util {pct(c['utilization'])}, finish {num(c['finish_s'])} s"
                          + (f" ({oh * 100:+.1f} % vs static)" if oh is not None and way != "static" else ""),
                          fontsize=9)
             ax.grid(alpha=0.3)
@@ -605,7 +529,7 @@ def plot_efficiency(result: dict[str, Any], path: Path) -> None:
                 ax.set_xlabel("seconds since start")
     axes[0][0].legend(loc="upper right", fontsize=8)
     cfg = result["config"]
-    fig.suptitle(f"Bursty fixed-work trace, {n} containers, boundary {cfg['boundary']} % of max "
+    fig.suptitle(f"Bursty fixed-work trace, {n} containers, shipped defaults of each profile "
                  f"({result['machine']['cores']} cores)", fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -616,12 +540,11 @@ def command(
     minutes: float = typer.Option(3.0, min=0.2, max=30, help="planned length of each container's trace"),
     containers: int = typer.Option(2, min=2, max=3, help="real-cgroup containers running at once"),
     seed: int = typer.Option(1, help="seed of the traces"),
-    boundary: int = typer.Option(DEFAULT_BOUNDARY, min=0, max=100,
-                                 help="limits' boundary (% of max) of the guarded ways; the product's default is 10"),
-    ways: str = typer.Option(",".join(WAYS), help="comma-separated subset of static,ours,original (run in this order)"),
+    ways: str = typer.Option(",".join(WAYS), help=f"comma-separated subset of {','.join(WAYS)} (run in this order)"),
     out: Path = typer.Option(Path("bench-out"), help="where efficiency.json and efficiency.png go"),
 ) -> None:
-    """Utilization, unused CPU, throttling and time to finish of a bursty trace: static, original, ours."""
+    """Utilization, throttling, time to finish, OOM kills of a bursty trace: static, the adaptive
+    profile (the default), the original profile at our timing and at the original's."""
     from ..demo import cgroups_writable
 
     given = [w.strip() for w in ways.split(",") if w.strip()]
@@ -636,35 +559,37 @@ def command(
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     traces = make_traces(containers, minutes, seed)
     console.print(f"machine: {machine()}")
-    console.print(f"config: {containers} containers, {minutes:g} min, seed {seed}, boundary {boundary} % of max "
-                  f"(margin {max(int(CPU_MAX * boundary / 100), 1)} shares), cpu [{CPU_MIN}, {CPU_MAX}], "
-                  f"ways {','.join(chosen)}, sample {SAMPLE_S} s")
+    console.print(f"config: {containers} containers, {minutes:g} min, seed {seed}, cpu [{CPU_MIN}, {CPU_MAX}], "
+                  f"ways {','.join(chosen)} (profile, timing: "
+                  + "; ".join(f"{w} {WAYS[w] or 'limit = max'}" for w in chosen) + f"), sample {SAMPLE_S} s")
     for i, tr in enumerate(traces):
         console.print(f"  trace {i}: {phases_arg(tr)}", highlight=False)
-    r = efficiency(minutes=minutes, containers=containers, seed=seed, boundary=boundary, ways=chosen,
+    r = efficiency(minutes=minutes, containers=containers, seed=seed, ways=chosen,
                    out_dir=out_dir(out), progress=lambda m: console.print(f"  {m}", highlight=False))
-    t = Table(title=f"efficiency, {containers} containers × {minutes:g} min, boundary {boundary} % of max")
+    t = Table(title=f"efficiency, {containers} containers × {minutes:g} min, shipped defaults")
     for col in ("way", "ctr", "util", "unused CPU-s", "beyond 2m", "throttled s", "finish s", "vs static", "vs plan",
-                "raise p50", "raise p95", "≥demand p50", "missed", "scalings"):
+                "raise p50", "raise p95", "≥demand p50", "missed", "scalings", "/min", "OOM"):
         t.add_column(col, justify="right")
     for way, res in r["ways"].items():
         rows = [(f"c{i}", c) for i, c in enumerate(res["containers"].values())] + [("all", res["overall"])]
         for label, c in rows:
             rr = c.get("reaction_first_raise_s") or {}
             reach = c.get("reaction_limit_ge_demand_s") or {}
-            t.add_row(way, label, _pct(c["utilization"]), f"{c['unused_cpu_s']:.1f}",
+            t.add_row(way, label, pct(c["utilization"]), f"{c['unused_cpu_s']:.1f}",
                       f"{c['unused_beyond_2m_cpu_s']:.1f}", f"{c['throttled_s']:.1f}",
-                      _num(c.get("finish_s", c.get("finish_sum_s"))), _signed(c.get("overhead_vs_static")),
-                      _signed(c.get("stretch_vs_plan")), _fmt(rr.get("p50")), _fmt(rr.get("p95")),
-                      _fmt(reach.get("p50")), f"{c['rises_not_covered_in_phase']}/{c['rises_above_limit']}",
-                      str(c["limit_changes"]), end_section=label == "all")
+                      num(c.get("finish_s", c.get("finish_sum_s"))), signed(c.get("overhead_vs_static")),
+                      signed(c.get("stretch_vs_plan")), secs(rr.get("p50")), secs(rr.get("p95")),
+                      secs(reach.get("p50")), f"{c['rises_not_covered_in_phase']}/{c['rises_above_limit']}",
+                      str(c["limit_changes"]), f"{c['limit_changes_per_min']:.1f}", str(c.get("oom_kills", 0)),
+                      end_section=label == "all")
     # Piped or logged, rich would squeeze the table into 80 columns.
     (console if console.is_terminal else Console(width=150)).print(t)
     console.print("util = ∫usage/∫limit; unused = ∫(limit − usage), 'beyond 2m' its part more than two margins "
                   "above usage (outside the band the policy keeps); finish = wall time of the fixed work ('all' = "
                   "Σ), vs static and vs the planned time; raise = phase start → first raise of the limit, ≥demand "
                   "= → limit ≥ demand, for phases starting above the limit; missed = such phases whose limit never "
-                  "reached the demand before they ended; scalings = limit changes seen", highlight=False)
+                  "reached the demand before they ended; scalings = limit changes seen (/min: per minute and "
+                  "container); OOM = processes the OOM killer killed", highlight=False)
     for way, res in r["ways"].items():
         h = res["host"]
         if h["external_cores"] > EXTERNAL_BUSY_CORES:
@@ -678,15 +603,3 @@ def command(
                       f"{h['bench_process_cores']} (load average {h['loadavg_1m_start']:.1f} → "
                       f"{h['loadavg_1m_end']:.1f})", highlight=False)
     console.print(f"written: {out / 'efficiency.json'}, {out / 'efficiency.png'}")
-
-
-def _num(x: float | None) -> str:
-    return "–" if x is None else f"{x:.1f}"
-
-
-def _signed(x: float | None) -> str:
-    return "–" if x is None else f"{x * 100:+.1f} %"
-
-
-def _fmt(x: float | None) -> str:
-    return "–" if x is None else f"{x:.2f}s"

@@ -19,9 +19,8 @@ from typing import Any, Callable
 import typer
 from rich.table import Table
 
-from sc_actors.settings import ORIGINAL_PROFILE
 
-from .common import OURS, REPO, console, fail, fmt_s, machine, out_dir, percentiles, poll_until, set_profile, settle
+from .common import REPO, console, fail, fmt_s, machine, out_dir, percentiles, poll_until, set_profile, settle
 
 BENCH_PARENT = "sc-bench"
 
@@ -55,11 +54,13 @@ def reaction(steps: int = 20, original_steps: int = 3, cores: float = 1.0, out_d
             "resources": {"cpu": {"min": 25, "current": 50, "max": 200, "guard": True},
                           "mem": {"min": 64, "current": 256, "max": 512, "guard": False}}}))
         quota = lambda: backend.read_limits(name).cpu_allowance_limit  # noqa: E731
-        for label, profile, n in (("ours", OURS, steps), ("original", ORIGINAL_PROFILE, original_steps)):
+        # ours: the shipped default (adaptive profile, our timing); original: the original's
+        # rules and limits at the original's timing.
+        for label, profile, n in (("ours", "adaptive", steps), ("original", "original", original_steps)):
             if n <= 0:
                 continue
-            set_profile(db, profile)
-            results["config"][label] = profile
+            results["config"][label] = {"profile": profile,
+                                        **set_profile(db, profile, timing="ours" if label == "ours" else "original")}
             up_timeout = 20.0 if label == "ours" else 120.0
             down_timeout = 30.0 if label == "ours" else 240.0
             # Start from the floor: wait until the limit stops moving.
