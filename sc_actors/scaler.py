@@ -39,6 +39,7 @@ from .policy.health import HEARTBEAT_S
 from .policy.limits import margin
 from .policy.planning import plan_container_request
 from .policy.requests import filter_requests, sort_requests
+from .profiles import subscription_limits
 from .settings import NAMESPACE, STATEDB_NAME, ScalerSettings, container_scaler_name
 
 log = logging.getLogger(__name__)
@@ -46,8 +47,6 @@ log = logging.getLogger(__name__)
 APPLY_TIMEOUT_S = 5.0
 YIELD_EVERY = 50
 """Requests planned between two yields to the event loop."""
-DEFAULT_LIMITS = {"cpu": {"boundary": 10, "boundary_type": "percentage_of_max"},
-                  "mem": {"boundary": 10, "boundary_type": "percentage_of_max"}}
 
 
 def request_key(r: Request) -> tuple[str, str]:
@@ -77,7 +76,7 @@ def mem_margin_of(container: Container, limits_doc: dict[str, Any] | None) -> fl
         return 0.0
     lm = Limits.model_validate(limits_doc).resources["mem"]
     m = container.resources["mem"]
-    return margin(lm.boundary, lm.boundary_type, m.max, m.current)
+    return margin(lm.boundary, lm.boundary_type, m.max, m.current, "mem")
 
 
 def bounds_of(container: Container) -> dict[str, Any]:
@@ -280,7 +279,7 @@ class Scaler:
         if ldoc and "mem" in ldoc.get("resources", {}):
             lm = Limits.model_validate(ldoc).resources["mem"]
             m = container.resources["mem"]
-            mem_margin = margin(lm.boundary, lm.boundary_type, m.max, m.current)
+            mem_margin = margin(lm.boundary, lm.boundary_type, m.max, m.current, "mem")
         plan = plan_container_request(
             req,
             container,
@@ -559,8 +558,13 @@ class Scaler:
             c = Container.model_validate(container)
         except Exception as e:
             raise Invalid(str(e)) from None
-        lim = Limits.model_validate({"name": c.name, "resources": (limits or {}).get("resources") or DEFAULT_LIMITS})
         db = self._db()
+        profile = ScalerSettings.from_config((await db.get.remote("services", "scaler")).get("config")).profile
+        try:
+            lim = Limits.model_validate({"name": c.name,
+                                         "resources": subscription_limits(profile, (limits or {}).get("resources"))})
+        except Exception as e:
+            raise Invalid(str(e)) from None
         async with self._hosts_locked([c.host]):
             if await db.exists.remote("structures", c.name):
                 raise Conflict(f"structure {c.name!r} already subscribed")

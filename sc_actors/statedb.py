@@ -25,7 +25,7 @@ from typing import Any, Iterable
 from pydantic import TypeAdapter, ValidationError
 
 from . import metrics
-from .defaults import default_rules, default_services
+from .defaults import default_rules, default_services, upgrade_rules
 from .errors import Conflict, Invalid, NotFound
 from .model import Limits, Rule, Service, Structure, User, check_name
 from .policy.jsonlogic import check_rule
@@ -100,6 +100,9 @@ class StateDB:
                 [put("rules", r.name, validate("rules", r.model_dump())) for r in default_rules()]
                 + [put("services", s.name, validate("services", s.model_dump())) for s in default_services()]
             )
+        upgrade = upgrade_rules({d["name"]: d for d in self.store.values("rules")})
+        if upgrade:
+            self.store.commit([put("rules", r.name, validate("rules", r.model_dump())) for r in upgrade])
         self.usages: dict[str, dict[str, float]] = {}
         self.usage_t: dict[str, float] = {}
         self.events: collections.deque[dict[str, Any]] = collections.deque(maxlen=EVENT_LOG_SIZE)

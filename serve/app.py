@@ -21,7 +21,7 @@ from sc_actors.errors import ScError
 from sc_actors.settings import NAMESPACE
 
 from .deps import ApiConfig
-from .routers import health, heartbeat, limits, rules, services, structures, ui, users
+from .routers import health, heartbeat, limits, profiles, rules, services, structures, ui, users
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +102,7 @@ TAGS = [
     {"name": "rules", "description": "Event and request rules (JSON-logic)."},
     {"name": "services", "description": "Service configs, with the original's upper-case keys."},
     {"name": "users", "description": "Users and the applications they own."},
+    {"name": "profiles", "description": "Scaling profiles: adaptive (the default) or the original's."},
     {"name": "heartbeat", "description": "Liveness, status, recent events and requests."},
 ]
 
@@ -163,7 +164,7 @@ def create_app(config: ApiConfig | None = None) -> FastAPI:
     app.state.config = config or ApiConfig()
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit)
-    for module in (structures, limits, rules, services, users, heartbeat, health, ui):
+    for module in (structures, limits, rules, services, users, profiles, heartbeat, health, ui):
         app.include_router(module.router)
     return app
 
