@@ -16,7 +16,8 @@ root=$(pwd)
 verb=${1:-demo}
 shift || true
 
-APT_PACKAGES=(python3-venv python3-dev build-essential pkg-config lxc lxc-dev busybox-static chromium)
+APT_PACKAGES=(python3-venv python3-dev build-essential pkg-config lxc lxc-dev busybox-static chromium
+              nginx wrk sysbench redis-server)  # the last four: `sc bench apps`
 
 log() { printf '\033[1m[bootstrap]\033[0m %s\n' "$*" >&2; }
 
@@ -32,6 +33,13 @@ install_debian() {
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -q >/dev/null
     apt-get install -y -q "${missing[@]}" >/dev/null
+    # `sc bench apps` starts its own nginx and redis-server in containers; the system
+    # services the packages may have started would sit in the root cgroup on ports 80 and 6379.
+    for svc in nginx redis-server; do
+      case " ${missing[*]} " in *" $svc "*)
+        systemctl disable --now "$svc" >/dev/null 2>&1 || service "$svc" stop >/dev/null 2>&1 || true ;;
+      esac
+    done
   fi
 }
 

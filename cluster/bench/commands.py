@@ -4,12 +4,13 @@ from __future__ import annotations
 from typing import Callable
 
 from . import api
-from . import efficiency, journal, reaction, scale
+from . import apps, efficiency, journal, reaction, scale
 
 COMMANDS: dict[str, Callable[..., None]] = {
     "efficiency": efficiency.command,
     "api": api.command,
     "reaction": reaction.command,
     "scale": scale.command,
+    "apps": apps.command,
     "journal": journal.command,
 }
