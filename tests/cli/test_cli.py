@@ -244,3 +244,12 @@ def test_mode_serverless_for_applications_guards_them_and_switches_the_guardian(
         ok(sc("mode", "serverless"))
         ok(sc("app", "desubscribe", "climodeapp"))
     assert ray.get(stack.statedb.get.remote("services", "guardian"))["config"]["STRUCTURE_GUARDED"] == "container"
+
+
+def test_profile_shows_the_one_in_force_and_refuses_an_unknown_one(sc):
+    out = ok(sc("profile")).stdout
+    assert "profile: adaptive" in out and "original: cpu 10 % (percentage_of_max)" in out
+    assert as_json(sc("profile", "--json"))["profile"] == "adaptive"
+    r = sc("profile", "fastest")
+    assert r.exit_code == 1 and "unknown profile" in r.stderr
+    assert as_json(sc("profile", "--json"))["profile"] == "adaptive"
