@@ -852,13 +852,16 @@ def demo(
     dashboard_port: int = typer.Option(8265, help="port of the Ray dashboard with --observe"),
 ) -> None:
     """Scale two containers under a phased load, on an embedded Ray (~90 s)."""
-    from cluster.demo import run
+    from cluster.demo import DemoBusy, run
 
     try:
         summary = run(duration_scale=scale, out_dir=str(out), backend=backend, observe=observe,
                       api_port=api_port, dashboard_port=dashboard_port)
-    except (PermissionError, ValueError) as e:
+    except (PermissionError, ValueError, DemoBusy) as e:
         fail(str(e))
+    except LookupError as e:
+        fail(f"{e}: its cgroup was removed from outside the demo (another demo or test on this machine?); "
+             "the demo's processes and cgroups are removed")
     except KeyboardInterrupt:
         fail("interrupted; cgroups and processes removed", 130)
     t = Table(title="reaction times (from the cgroup files)")

@@ -28,6 +28,27 @@ from typing import Any
 
 DEMO_PARENT = "serverless"
 
+DEMO_LOCK = Path("/tmp/sc-demo.lock")
+"""Held while a demo runs: two demos on one machine would remove each other's containers."""
+
+
+class DemoBusy(RuntimeError):
+    """Another demo runs on this machine."""
+
+
+def _exclusive(path: Path = DEMO_LOCK) -> Any:
+    """The demo's lock, held until the returned file is closed; DemoBusy if another holds it."""
+    import fcntl
+
+    f = open(path, "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        raise DemoBusy(f"another `sc demo` is running on this machine (its containers demo-a and demo-b are "
+                       f"under the same cgroup parent {DEMO_PARENT!r}); wait until it ends") from None
+    return f
+
 
 @dataclass
 class DemoContainer:
@@ -274,6 +295,7 @@ def run(duration_scale: float = 1.0, out_dir: str = "demo-out", live: bool = Tru
     reason = cgroups_writable() or (lxc_ready() if kind == "lxc" else None)
     if reason:
         raise PermissionError(reason)
+    lock = _exclusive()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     host = default_host_name()
@@ -364,6 +386,7 @@ def run(duration_scale: float = 1.0, out_dir: str = "demo-out", live: bool = Tru
             undeploy()
         finally:
             ray.shutdown()
+            lock.close()
 
 
 def run_lxc_demo(duration_scale: float = 1.0, out_dir: str = "demo-out", live: bool = True) -> dict[str, Any]:
