@@ -341,4 +341,4 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-_fsync_dir = fsync_dir
+_fsync_dir = fsync_dir  # the name timeseries.py imports

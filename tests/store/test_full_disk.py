@@ -19,7 +19,8 @@ from fastapi.testclient import TestClient
 
 from sc_actors.errors import ScError, StorageFailed, StorageFull
 from sc_actors.statedb import StateDB
-from sc_actors.store.documents import put
+from sc_actors.store.checkpoint import read_checkpoint, tmp_path
+from sc_actors.store.documents import DocumentStore, put
 
 
 @pytest.fixture
@@ -113,6 +114,33 @@ def test_the_statedb_answers_507_applies_nothing_and_serves_again_once_space_is_
     assert {c: dict(restarted.store.docs[c]) for c in restarted.store.docs} == kept
     assert not restarted.exists("rules", refused) and restarted.get("rules", "CpuRescaleUp")["amount"] == 80
     restarted.store.close()
+
+
+def test_a_checkpoint_refused_by_a_full_disk_leaves_the_previous_one_and_no_temp_file(tmpfs):
+    state = tmpfs / "state"
+    s = DocumentStore(state, checkpoint_every_records=4).open()
+    for i in range(3):
+        s.commit(_ops(i))
+    s.checkpoint()
+    before = (state / "checkpoint.parquet").read_bytes()
+    for i in range(3, 6):
+        s.commit([put("rules", f"r{i}", {"name": f"r{i}", "amount": i})])  # small: they fit
+    filler = _fill(tmpfs)
+    with pytest.raises(StorageFull):
+        s.checkpoint()
+    assert (state / "checkpoint.parquet").read_bytes() == before
+    assert not tmp_path(state / "checkpoint.parquet").exists()
+    # A commit that makes a checkpoint due is still acknowledged: the checkpoint waits.
+    try:
+        seq = s.commit([put("rules", "r0", {"name": "r0", "amount": 100})])
+    except StorageFull:
+        seq = None  # the journal's last page was full too: refused, and not applied
+    filler.unlink()
+    s.close()
+    r = DocumentStore(state).open()
+    assert read_checkpoint(state / "checkpoint.parquet")[1] == 2
+    assert r.get("rules", "r0")["amount"] == (0 if seq is None else 100)
+    assert sorted(r.docs["rules"]) == [f"r{i}" for i in range(6)]
 
 
 def test_storage_errors_reach_the_client_as_507_and_503_with_the_message():

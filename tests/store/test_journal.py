@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
 import random
 import shutil
 from pathlib import Path
@@ -240,6 +241,7 @@ def test_repair_keeps_the_records_before_the_damage_moves_the_file_aside_and_lis
     with pytest.raises(JournalCorrupt) as e:
         DocumentStore(tmp_path).open()
     damage_offset = e.value.offset
+    assert str(pickle.loads(pickle.dumps(e.value))) == str(e.value)  # as Ray carries it out of the actor
 
     report = repair_state_dir(tmp_path, now=0)
     assert report.damage == str(e.value)
