@@ -65,8 +65,9 @@ class RepairReport:
         after = -1 if self.last_good_seq is None else self.last_good_seq
         if first_read is None or first_read > after + 1:
             hi = None if first_read is None else first_read - 1
-            seqs = f"{after + 1}" if hi == after + 1 else f"{after + 1} and later" if hi is None else f"{after + 1}..{hi}"
-            out.append(f"  lost seq {seqs}: unreadable (the damaged bytes)")
+            seqs = (f"{after + 1}" if hi == after + 1 else f"{after + 1} and later" if hi is None
+                    else f"{after + 1}..{hi}")
+            out.append(f"  lost seq {seqs}: unreadable or missing (the damage)")
         out += [f"  lost seq {r.seq} at offset {r.offset}: {r.summary}" for r in self.lost[:50]]
         if len(self.lost) > 50:
             out.append(f"  … and {len(self.lost) - 50} more (all in {self.moved_to})")
@@ -114,7 +115,7 @@ def repair_state_dir(state_dir: Path, now: float | None = None) -> RepairReport:
             return RepairReport(d, None)
         kept = [(s, ops) for s, ops in records if s > ckpt_seq]
         lost = tuple(_jsonl_after(old, damage.offset))
-        return _replace_journal(d, old, kept, damage, stamp, lost, len(records))
+        return _replace_journal(d, old, kept, damage, stamp, lost, len(records), ckpt_seq)
     found = scan(journal)
     damage = found.damage
     if damage is None:
@@ -126,11 +127,11 @@ def repair_state_dir(state_dir: Path, now: float | None = None) -> RepairReport:
         return RepairReport(d, None)
     kept = [(s, ops) for s, ops in read_records(journal, upto=damage.offset)]
     lost = tuple(_frames_after(journal, damage.offset))
-    return _replace_journal(d, journal, kept, damage, stamp, lost, len(kept))
+    return _replace_journal(d, journal, kept, damage, stamp, lost, len(kept), ckpt_seq)
 
 
 def _replace_journal(d: Path, damaged: Path, kept: list[tuple[int, Ops]], damage: JournalCorrupt,
-                     stamp: str, lost: tuple[LostRecord, ...], kept_count: int) -> RepairReport:
+                     stamp: str, lost: tuple[LostRecord, ...], kept_count: int, ckpt_seq: int) -> RepairReport:
     # The good records go to a new file first; the damaged one is only moved once that
     # one is durable, so a crash during the repair loses nothing either.
     size = damaged.stat().st_size
@@ -144,10 +145,12 @@ def _replace_journal(d: Path, damaged: Path, kept: list[tuple[int, Ops]], damage
     os.replace(damaged, aside)
     os.replace(tmp, d / JOURNAL_FILE)
     fsync_dir(d)
-    last = kept[-1][0] if kept else damage.last_good_seq
+    # With no journal record kept, the state is the checkpoint's (seq -1: none).
+    last = kept[-1][0] if kept else max(ckpt_seq, -1 if damage.last_good_seq is None else damage.last_good_seq)
+    last_good = None if last < 0 else last
     log.warning("repaired %s: kept %d record(s) up to %s, moved the damaged file to %s, lost %d bytes",
-                d, kept_count, last, aside, size - damage.offset)
-    return RepairReport(d, str(damage), kept_count, last, size - damage.offset, aside, lost)
+                d, kept_count, last_good, aside, size - damage.offset)
+    return RepairReport(d, str(damage), kept_count, last_good, size - damage.offset, aside, lost)
 
 
 def _summary(ops: Any) -> str:

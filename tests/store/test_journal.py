@@ -263,6 +263,21 @@ def test_repair_keeps_the_records_before_the_damage_moves_the_file_aside_and_lis
     assert DocumentStore(tmp_path).open().seq == report.last_good_seq + 1
 
 
+def test_repair_after_a_checkpoint_names_the_missing_seqs(tmp_path):
+    s = DocumentStore(tmp_path).open()
+    for i in range(3):
+        s.commit(_ops(i))
+    s.checkpoint()  # holds seq 2
+    s.close()
+    (tmp_path / "journal.wal").write_bytes(frame(5, _ops(5)) + frame(6, _ops(6)))  # seqs 3, 4 missing
+    report = repair_state_dir(tmp_path)
+    assert report.kept_records == 0 and report.last_good_seq == 2
+    assert [r.seq for r in report.lost] == [5, 6]
+    assert "  lost seq 3..4: unreadable or missing (the damage)" in report.lines()
+    r = DocumentStore(tmp_path).open()
+    assert r.seq == 2 and sorted(r.docs["rules"]) == ["r0", "r1", "r2"]
+
+
 def test_repair_of_a_healthy_state_dir_changes_nothing(tmp_path):
     s = DocumentStore(tmp_path).open()
     s.commit(_ops(0))
