@@ -28,6 +28,11 @@ log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 1024 * 1024
 """Largest request body accepted, bytes; the original's documents are a few KiB."""
 
+MAX_DRAIN_BYTES = 256 * 1024 * 1024
+"""An oversized body up to this size is read and dropped before the 413 goes out, bytes:
+a client that sends its whole body before it reads (urllib, the `sc` CLI) would
+otherwise get a connection reset instead of the answer. Beyond it the connection is cut."""
+
 
 class BodyTooLarge(Exception):
     pass
@@ -40,9 +45,20 @@ class BodySizeLimit:
     as it arrives, so nothing larger than the limit is ever buffered.
     """
 
-    def __init__(self, app: Any, max_bytes: int = MAX_BODY_BYTES):
+    def __init__(self, app: Any, max_bytes: int = MAX_BODY_BYTES, max_drain_bytes: int = MAX_DRAIN_BYTES):
         self.app = app
         self.max_bytes = max_bytes
+        self.max_drain_bytes = max_drain_bytes
+
+    async def _drain(self, receive: Any, seen: int = 0) -> None:
+        """Read and drop the rest of the body (see MAX_DRAIN_BYTES)."""
+        while seen <= self.max_drain_bytes:
+            msg = await receive()
+            if msg["type"] != "http.request":
+                return
+            seen += len(msg.get("body", b""))
+            if not msg.get("more_body", False):
+                return
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -56,17 +72,20 @@ class BodySizeLimit:
                 except ValueError:
                     too_large = False
                 if too_large:
+                    await self._drain(receive)
                     await _error(413, message)(scope, receive, send)
                     return
         seen = 0
         over = False
         replaced = False
+        ended = False
 
         async def counted_receive() -> Any:
-            nonlocal seen, over
+            nonlocal seen, over, ended
             msg = await receive()
             if msg["type"] == "http.request":
                 seen += len(msg.get("body", b""))
+                ended = not msg.get("more_body", False)
                 if seen > self.max_bytes:
                     over = True
                     raise BodyTooLarge(message)
@@ -79,12 +98,16 @@ class BodySizeLimit:
                 await send(msg)
             elif not replaced and msg["type"] == "http.response.start":
                 replaced = True
+                if not ended:
+                    await self._drain(receive, seen)
                 await _error(413, message)(scope, receive, send)
 
         try:
             await self.app(scope, counted_receive, checked_send)
         except BodyTooLarge:
             if not replaced:
+                if not ended:
+                    await self._drain(receive, seen)
                 await _error(413, message)(scope, receive, send)
 
 
