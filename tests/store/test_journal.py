@@ -339,6 +339,28 @@ def test_a_failed_fsync_leaves_nothing_behind_and_is_a_503_naming_the_state_dir(
     assert r.get("rules", "r1") is None and r.get("rules", "r2")["amount"] == 2 and r.seq == 1
 
 
+def test_a_failed_write_that_cannot_be_cut_back_at_once_is_cut_before_the_next_one(tmp_path, monkeypatch):
+    path = tmp_path / "journal"
+    j = Journal(path)
+    j.append(0, _ops(0))
+    good = path.stat().st_size
+
+    def eio(*_: object) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(journal_mod.os, "fdatasync", eio)
+    monkeypatch.setattr(journal_mod.os, "ftruncate", eio)
+    from sc_actors.errors import StorageFailed
+
+    with pytest.raises(StorageFailed):
+        j.append(1, _ops(1, pad=500))  # written whole, not synced, and not cut back
+    assert path.stat().st_size > good
+    monkeypatch.undo()
+    j.append(1, _ops(11))  # the refused bytes go first, then the new record
+    j.close()
+    assert _read_all(Journal, path) == [(0, _ops(0)), (1, _ops(11))]
+
+
 def test_ops_replay_could_not_apply_are_refused_before_anything_is_written(tmp_path):
     s = DocumentStore(tmp_path).open()
     for bad in ([{"op": "patch", "c": "rules", "name": "x"}], [put("nosuch", "x", {})],

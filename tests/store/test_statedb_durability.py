@@ -76,3 +76,10 @@ def test_a_damaged_journal_stops_the_statedb_and_up_repair_lets_it_start(tmp_pat
     repaired = StateDB(str(tmp_path))
     assert repaired.seq() == e.value.last_good_seq
     repaired.store.close()
+
+
+def test_sc_up_offers_repair():
+    from typer.testing import CliRunner
+
+    r = CliRunner().invoke(cli.app, ["up", "--help"])
+    assert r.exit_code == 0 and "--repair" in r.output
