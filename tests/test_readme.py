@@ -37,3 +37,9 @@ def test_the_script_table_names_no_user_subscription_script():
     # The original's HEAD (df2d65e) has no Users/subscribe_user.sh nor desubscribe_user.sh.
     table = [line for line in README.splitlines() if line.startswith("| `")]
     assert not any("subscribe_user.sh" in line for line in table)
+
+
+def test_the_readme_says_how_to_keep_the_metrics_port_to_the_machine():
+    metrics = README[README.index("**Metrics.**"):README.index("**Decision log.**")]
+    assert "--metrics-export-port=" in metrics
+    assert "! -i lo -j DROP" in metrics
