@@ -105,7 +105,9 @@ class Scan:
 
 def frame(seq: int, ops: Ops) -> bytes:
     """One record's bytes. Raises TypeError/ValueError for ops that are not JSON."""
-    payload = json.dumps({"ops": ops}, separators=(",", ":"), allow_nan=False).encode()
+    # NOTE: NaN and Infinity are written as JSON's common extension, as the checkpoints do:
+    # refusing what validation let through is not the journal's call.
+    payload = json.dumps({"ops": ops}, separators=(",", ":")).encode()
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise ValueError(f"journal record of {len(payload)} bytes is larger than {MAX_PAYLOAD_BYTES}")
     head = struct.pack("<IIqI", MAGIC, len(payload), seq, zlib.crc32(payload))

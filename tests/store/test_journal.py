@@ -364,7 +364,7 @@ def test_a_failed_write_that_cannot_be_cut_back_at_once_is_cut_before_the_next_o
 def test_ops_replay_could_not_apply_are_refused_before_anything_is_written(tmp_path):
     s = DocumentStore(tmp_path).open()
     for bad in ([{"op": "patch", "c": "rules", "name": "x"}], [put("nosuch", "x", {})],
-                [put("rules", "x", {"v": float("nan")})], [put("rules", "x", {"v": object()})]):
+                [put("rules", "x", {"v": object()})]):
         with pytest.raises((ValueError, TypeError)):
             s.commit(bad)
     assert s.seq == -1 and s.journal.size_bytes() == 0 and s.empty
