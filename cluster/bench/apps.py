@@ -842,7 +842,35 @@ def acceptance(result: dict[str, Any]) -> list[str]:
                 what = (f"OOM kills {o['oom_kills']} (0), memory utilization {pct(o['mem_utilization'])} "
                         f"(≥ 80 %)")
             lines.append(f"{'met ' if ok else 'MISS'} {program} {way}: {what}")
+            if not ok:
+                lines.append(f"     what limits it: {diagnose(program, r)}")
     return lines
+
+
+def diagnose(program: str, r: dict[str, Any]) -> str:
+    """The figures behind a missed target: the worst phase, its limit against its use, throttling, OOM."""
+    o, phases = r["overall"], r["phases"]
+    if program == "redis":
+        if r["server_died_at_s"] is not None or o["oom_kills"]:
+            t = r["server_died_at_s"]
+            p = next((x for x in phases if t is not None and x["start_s"] <= t <= x["end_s"]), phases[0])
+            return (f"redis-server killed at {_n(t, 1)} s, phase {p['name']} (dataset → {p.get('mib')} MiB): "
+                    f"memory limit {_n(p['mean_mem_limit_mib'], 0)} MiB on average there, peak usage "
+                    f"{_n(p['peak_mem_mib'], 0)} MiB, limit hit {o['failcnt']} times (memory.failcnt)")
+        return (f"mean memory limit {_n(o['mean_mem_limit_mib'], 0)} MiB for a mean usage of "
+                f"{_n(o['mean_mem_mib'], 0)} MiB")
+    key = (lambda x: (x.get("latency_ms") or {}).get("p99") or 0) if program == "web" else (
+        lambda x: x.get("wall_vs_static") or 0)
+    worst = max(phases, key=key) if phases else None
+    head = (f"CPU throttled {o['throttled_s']:.1f} s in all; mean limit {_n(o['mean_limit_shares'], 0)} for a mean "
+            f"use of {_n(o['mean_usage_shares'], 0)} shares")
+    if worst is None:
+        return head
+    what = (f"p99 {_n((worst.get('latency_ms') or {}).get('p99'), 1)} ms" if program == "web"
+            else f"{signed(worst.get('wall_vs_static'))} vs static")
+    return (f"{head}; worst phase {worst['name']} ({what}): limit {_n(worst['mean_limit_shares'], 0)}, use "
+            f"{_n(worst['mean_usage_shares'], 0)} shares, throttled {worst['throttled_s']:.1f} s, "
+            f"{worst['cpu_limit_changes']} limit changes")
 
 
 def _x(x: float | None) -> str:
@@ -1032,8 +1060,11 @@ def plot_program(result: dict[str, Any], program: str, path: Path) -> Path:
     ncols = 2 if mem_col else 1
     fig, axes = plt.subplots(len(ways), ncols, figsize=(11 if mem_col else 9, 2.8 * len(ways)), sharex=True,
                              squeeze=False)
+    base = ways.get("static") or next(iter(ways.values()))
+    cpu_ms = base["overall"].get("cpu_ms_per_request") or WEB_CPU_MS
     for row, (way, r) in enumerate(ways.items()):
         s, ax = r["series"], axes[row][0]
+        ax.set_ylim(0, SPECS[program].cpu[2] * 1.1)
         ax.plot(s["t"], s["usage"], color="tab:blue", lw=0.8, label="CPU usage")
         ax.step(s["t"], [x if x >= 0 else SPECS[program].cpu[2] for x in s["limit"]], where="post",
                 color="tab:red", lw=1.3, label="CPU limit")
@@ -1041,13 +1072,10 @@ def plot_program(result: dict[str, Any], program: str, path: Path) -> Path:
         ax.set_title(f"{way} · {_summary(program, r)}", fontsize=8)
         ax.grid(alpha=0.3)
         if program == "web":
-            ax2 = ax.twinx()
+            # Demand in shares: the offered rate × the CPU a request took where nothing limited it.
             ts, vs = _steps(r["phases"], "rps")
-            ax2.step(ts, vs, where="post", color="black", ls="--", lw=1, label="offered req/s")
-            ax2.set_ylabel("offered req/s")
-            ax2.set_ylim(0, max(vs + [1]) * 1.6)
-            if row == 0:
-                ax2.legend(loc="upper right", fontsize=7)
+            ax.step(ts, [v * cpu_ms / 10 for v in vs], where="post", color="black", ls="--", lw=1,
+                    label=f"demand (offered req/s × {cpu_ms:.1f} ms)")
         elif program == "batch":
             ts, vs = _steps(r["phases"], "threads")
             ax.step(ts, [v * 100 for v in vs], where="post", color="black", ls="--", lw=1,
