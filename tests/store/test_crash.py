@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from sc_actors.store.checkpoint import read_checkpoint
 from sc_actors.store.checkpoint import tmp_path as checkpoint_tmp
 from sc_actors.store.documents import DocumentStore, put
 
@@ -119,34 +120,71 @@ def test_kills_at_random_moments_lose_no_acknowledged_change_and_half_apply_none
     assert len(acked) > KILLS  # the writers did write, between the kills
 
 
-def _checkpointing_writer(state_dir: Path) -> Callable[[int], None]:
+PAUSED = -1
+"""What a writer sends when it stopped at its kill point (acks are >= 0)."""
+
+
+def _checkpointing_writer(state_dir: Path, stop_at: str | None = None) -> Callable[[int], None]:
+    """Commits and checkpoints in turn; with `stop_at`, it says PAUSED at that point of a
+    checkpoint and waits there for its kill: "write" (the temp file whole, not renamed),
+    "rename" (renamed, the directory not yet fsynced), "reset" (the journal not yet emptied)."""
     def body(w: int) -> None:
+        # NOTE: patched in the forked writer only; this test's process keeps the real ones.
+        from sc_actors.store import checkpoint as checkpoint_mod
+        from sc_actors.store.journal import Journal
+
+        def pause() -> None:
+            os.write(w, ACK.pack(PAUSED))
+            signal.pause()  # until the SIGKILL
+
+        real_replace, real_fsync_dir, real_reset = os.replace, checkpoint_mod.fsync_dir, Journal.reset
+        if stop_at == "write":
+            checkpoint_mod.os.replace = lambda a, b: (pause(), real_replace(a, b))  # type: ignore[assignment]
+        elif stop_at == "rename":
+            checkpoint_mod.fsync_dir = lambda d: (pause(), real_fsync_dir(d))  # type: ignore[assignment]
+        elif stop_at == "reset":
+            Journal.reset = lambda self: (pause(), real_reset(self))  # type: ignore[assignment]
         s = DocumentStore(state_dir, checkpoint_every_records=10**9, checkpoint_every_s=1e9).open()
         n = (s.get("structures", "a") or {"n": -1})["n"] + 1
         while True:
             s.commit([put("structures", "a", {"name": "a", "n": n})])
             os.write(w, ACK.pack(n))
-            s.checkpoint()  # most of this writer's time: the kills land in here
+            s.checkpoint()  # most of this writer's time: the random kills land in here
             n += 1
     return body
 
 
+def _open_and_check(state_dir: Path, acked: set[int]) -> DocumentStore:
+    s = DocumentStore(state_dir).open()
+    assert s.get("structures", "a")["n"] >= max(acked)
+    assert len(s.docs["rules"]) == 2000
+    assert not checkpoint_tmp(state_dir / "checkpoint.parquet").exists()  # removed at open
+    return s
+
+
 def test_kills_during_checkpoints_leave_the_previous_one_usable(tmp_path):
     s = DocumentStore(tmp_path).open()
-    s.commit([put("rules", f"r{i}", {"name": f"r{i}", "text": "x" * 200}) for i in range(3000)])
+    s.commit([put("rules", f"r{i}", {"name": f"r{i}", "text": "x" * 200}) for i in range(2000)])
     s.checkpoint()
     s.close()
-    rng = random.Random(13)
     acked: set[int] = set()
-    inside = 0
-    for kill in range(60):
-        pid, r = _fork_writer(_checkpointing_writer(tmp_path))
-        acked.update(_kill_after(pid, r, rng.randrange(1, 3), rng.uniform(0, 0.05)))
-        inside += checkpoint_tmp(tmp_path / "checkpoint.parquet").exists()
-        s = DocumentStore(tmp_path).open()
-        assert s.get("structures", "a")["n"] >= max(acked), kill
-        assert len(s.docs["rules"]) == 3000
-        assert not checkpoint_tmp(tmp_path / "checkpoint.parquet").exists()  # removed at open
+    # At each named point of a checkpoint, for certain.
+    for stop_at in ("write", "rename", "reset"):
+        pid, r = _fork_writer(_checkpointing_writer(tmp_path, stop_at))
+        got = _kill_after(pid, r, 2, 0.0)  # one ack, then PAUSED
+        assert got[-1] == PAUSED, (stop_at, got)
+        acked.update(n for n in got if n != PAUSED)
+        assert checkpoint_tmp(tmp_path / "checkpoint.parquet").exists() == (stop_at == "write")
+        in_checkpoint = read_checkpoint(tmp_path / "checkpoint.parquet")[1]
+        s = _open_and_check(tmp_path, acked)
+        if stop_at == "write":
+            assert in_checkpoint < s.seq and s.replayed == 1  # the old checkpoint and the journal
+        else:
+            assert in_checkpoint == s.seq and s.replayed == 0  # the new one; its records skipped
         s.close()
-    print(f"60 kills, {inside} inside a checkpoint's write")
-    assert inside > 0  # some kills did land mid-checkpoint
+    # And at random moments.
+    rng = random.Random(13)
+    for kill in range(40):
+        pid, r = _fork_writer(_checkpointing_writer(tmp_path))
+        acked.update(_kill_after(pid, r, rng.randrange(1, 3), rng.uniform(0, 0.03)))
+        _open_and_check(tmp_path, acked).close()
