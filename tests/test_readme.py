@@ -43,3 +43,10 @@ def test_the_readme_says_how_to_keep_the_metrics_port_to_the_machine():
     metrics = README[README.index("**Metrics.**"):README.index("**Decision log.**")]
     assert "--metrics-export-port=" in metrics
     assert "! -i lo -j DROP" in metrics
+
+
+def test_python_commands_use_the_venv_where_the_packages_are():
+    # A fresh machine's `python` (if any) has no duckdb, polars or pyarrow.
+    bare = [line for line in _code_lines() if re.match(r"^\s*python3? ", line)]
+    assert bare == []
+    assert "`python -m" not in README
