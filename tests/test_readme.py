@@ -50,3 +50,10 @@ def test_python_commands_use_the_venv_where_the_packages_are():
     bare = [line for line in _code_lines() if re.match(r"^\s*python3? ", line)]
     assert bare == []
     assert "`python -m" not in README
+
+
+def test_ray_commands_name_the_venvs_ray():
+    # `ray` is installed in .venv/bin only: a bare `ray …` is "command not found" on a fresh machine.
+    bare = [line for line in _code_lines() if re.match(r"^\s*ray ", line)]
+    assert bare == []
+    assert "$(ray get-auth-token)" not in README and "with `ray get-auth-token`" not in README
