@@ -829,6 +829,9 @@ def acceptance(result: dict[str, Any]) -> list[str]:
             if not r:
                 continue
             o = r["overall"]
+            if program in ("web", "batch") and "static" not in ways:
+                lines.append(f"–    {program} {way}: no static run to compare with")
+                continue
             if program == "web":
                 ok = (o.get("p99_vs_static") is not None and o["p99_vs_static"] <= 1.2
                       and (o["utilization"] or 0) >= 0.8)

@@ -267,3 +267,12 @@ def test_an_unknown_program_is_refused_before_anything_starts():
 def test_the_phases_written_to_json_round_trip():
     assert json.loads(json.dumps([p.__dict__ for p in apps.web_phases(60)]))[1] == {"name": "peak", "seconds": 18.0,
                                                                                    "level": 140}
+
+
+def test_without_a_static_run_web_and_batch_are_not_judged():
+    r = _result()
+    for program in ("web", "batch", "redis"):
+        del r["programs"][program]["static"]
+    lines = apps.acceptance(r)
+    assert "–    batch adaptive: no static run to compare with" in lines
+    assert any(x.startswith("MISS redis adaptive") for x in lines)
