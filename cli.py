@@ -125,7 +125,7 @@ def show_table(rows: list[dict[str, Any]], columns: list[str], title: str, as_js
     for i, col in enumerate(columns):
         # The first column names the row: never cut it, shrink the others.
         t.add_column(col, no_wrap=i == 0, justify="left" if col in ("name", "container", "host", "resource", "structure", "action",
-                                                    "outcome", "reason", "rule", "config", "subtype") else "right")
+                                                    "outcome", "reason", "rule", "config", "subtype", "why") else "right")
     for r in rows:
         t.add_row(*(_cell(r.get(c)) for c in columns))
     print_table(console, t)
@@ -474,7 +474,13 @@ def host_list(as_json: bool = JSON_OPT) -> None:
         for res in ("cpu", "mem"):
             x = r.get("resources", {}).get(res, {})
             r[f"{res} free/max"] = f"{_cell(x.get('free'))}/{_cell(x.get('max'))}"
-    show_table(rows, ["name", "cpu free/max", "mem free/max", "reachable"], "hosts", as_json)
+    columns = ["name", "cpu free/max", "mem free/max", "reachable"]
+    if not as_json and any(not r.get("reachable", True) for r in rows):
+        # Why a host is unreachable is what one needs to know next.
+        for r in rows:
+            r["why"] = r.get("unreachable_reason")
+        columns.append("why")
+    show_table(rows, columns, "hosts", as_json)
 
 
 @host_app.command("subscribe")

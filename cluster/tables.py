@@ -9,11 +9,15 @@ of preference:
 2. compact: each header word on its own line, no vertical rules, when that fits;
 3. whole at its natural width when the output is not a terminal (a pipe, a CI
    log: nothing wraps it there);
-4. else as plain lines, one per row: `header cell: header=value, header=value, …`.
+4. as it is or compact, with Rich wrapping its text at spaces, when that keeps every
+   header word and value whole;
+5. else as plain lines, one per row: `header cell: header=value, header=value, …`.
 
 A cell is never cut. `fit()` gives the renderable for a width, for a `Live` view.
 """
 from __future__ import annotations
+
+import io
 
 from rich import box
 from rich.console import Console, Group, RenderableType
@@ -45,7 +49,7 @@ def compact(table: Table) -> Table:
     out = Table(title=table.title, caption=table.caption, box=box.SIMPLE_HEAD, padding=(0, 0), pad_edge=False,
                 show_edge=False, title_justify=table.title_justify)
     for c in table.columns:
-        out.add_column(_header(c.header).replace(" ", "\n"), justify=c.justify, no_wrap=True)
+        out.add_column(_header(c.header).replace(" ", "\n"), justify=c.justify, no_wrap=c.no_wrap)
     for row in _cells(table):
         out.add_row(*row)
     return out
@@ -71,14 +75,37 @@ def plain(table: Table) -> Group:
     return Group(*lines)
 
 
+def _words(table: Table) -> set[str]:
+    words: set[str] = set()
+    for c in table.columns:
+        words.update(_header(c.header).split())
+        for cell in c.cells:
+            words.update((Text.from_markup(cell) if isinstance(cell, str) else Text(str(cell))).plain.split())
+    return words
+
+
+def readable_at(console: Console, table: Table, width: int) -> bool:
+    """Whether Rich, wrapping the table to `width`, keeps every header word and every value whole
+    (text wrapped at spaces is fine; a value cut to `…` or folded across lines is not)."""
+    buf = io.StringIO()
+    Console(file=buf, width=width, color_system=None, force_terminal=False, highlight=False).print(table)
+    out = buf.getvalue()
+    words = _words(table)
+    return all(w in out for w in words) and ("…" in "".join(words) or "…" not in out)
+
+
 def fit(console: Console, table: Table, width: int | None = None) -> RenderableType:
-    """The table as it is, compact, or as plain lines: the first whose numbers all show at `width`."""
+    """The table as it is, compact, wrapped by Rich, or as plain lines: the first whose headers and
+    values all show whole at `width`."""
     width = width or console.width
     if natural_width(console, table) <= width:
         return table
     small = compact(table)
     if natural_width(console, small) <= width:
         return small
+    for candidate in (table, small):
+        if readable_at(console, candidate, width):
+            return candidate
     return plain(table)
 
 

@@ -91,3 +91,16 @@ def test_a_table_that_fits_is_printed_as_a_table():
     small = scale_tables({"100": _scale_runs()["100"]})[1]
     out = _printed([small], terminal=True)
     assert "┃ actor" in out and "│ guardian" in out, out
+
+
+def test_a_long_text_column_is_wrapped_at_spaces_and_the_numbers_stay_whole():
+    from rich.table import Table
+
+    t = Table(title="hosts")
+    for col in ("name", "cpu free/max", "mem free/max", "reachable", "why"):
+        t.add_column(col, no_wrap=col == "name")
+    t.add_row("bars0", "200/200", "24105/24105", "False", "no Ray node of this cluster has label sc_host=bars0")
+    t.add_row("vm", "135/200", "8026/8192", "True", "-")
+    out = _printed([t], terminal=True)
+    assert "│ bars0" in out and "24105/24105" in out and "sc_host=bars0" in out, out
+    assert "…" not in out and max(len(line) for line in out.splitlines()) <= 80, out

@@ -53,3 +53,15 @@ def test_a_container_subscribed_to_a_stale_host_is_refused_naming_the_host_and_w
     assert not ray.get(stack.statedb.exists.remote("structures", "stalec"))
     hosts = {h["name"]: h for h in http.get("/structure/", params={"subtype": "host"}).json()}
     assert hosts[stale_host]["reachable"] is False
+
+
+def test_sc_host_list_says_why_a_host_is_unreachable(stack, stale_host, api):
+    from typer.testing import CliRunner
+
+    import cli
+
+    ray.get(membership().reconcile.remote(10), timeout=60)
+    r = CliRunner().invoke(cli.app, ["--url", api.url, "host", "list"])
+    assert r.exit_code == 0, r.output
+    line = next(line for line in r.output.splitlines() if stale_host in line)
+    assert "False" in line and f"sc_host={stale_host}" in line, r.output
