@@ -292,7 +292,7 @@ def test_a_bare_container_document_is_accepted_as_the_body(http, stack, containe
     name = containers.create("bare")
     r = http.put(f"/structure/container/{name}", json=container_doc(name, stack.host))
     assert r.status_code == 201, r.text
-    assert db_get(stack, "limits", name)["resources"]["cpu"]["boundary_type"] == "percentage_of_max"
+    assert db_get(stack, "limits", name)["resources"]["cpu"]["boundary_type"] == "adaptive"  # the profile's
 
 
 def test_subscribing_twice_is_a_409(http, stack, sub, refused):
