@@ -28,6 +28,12 @@ async def get_service(name: PathName, db: Actor = Depends(get_statedb)) -> dict[
     return await db.get("services", name)
 
 
+def _beat(changed: dict[str, Any], read: dict[str, Any]) -> dict[str, Any]:
+    """The changed document with the heartbeat it was read with: heartbeats are volatile and
+    not in the stored document, whose `heartbeat` is the model's 0.0."""
+    return {**changed, **{k: read[k] for k in ("heartbeat", "heartbeat_human") if k in read}}
+
+
 def _check_key(key: str) -> None:
     if not key or "." in key or len(key) > 128:
         raise Invalid(f"invalid config key {key!r}")
@@ -57,7 +63,8 @@ async def put_service_config(
     service = await db.get("services", name)
     config = {**service.get("config", {}), **body}
     _check(name, config)
-    doc = await db.patch("services", name, {f"config.{k}": v for k, v in body.items()} if body else {})
+    doc = _beat(await db.patch("services", name, {f"config.{k}": v for k, v in body.items()} if body else {}),
+                service)
     return with_warnings(doc, await rule_warnings(db) if name == "guardian" else [])
 
 
@@ -73,6 +80,6 @@ async def put_service_value(
         raise Invalid(str(e)) from None
     service = await db.get("services", name)
     _check(name, {**service.get("config", {}), key: value})
-    doc = await db.patch("services", name, {f"config.{key}": value})
+    doc = _beat(await db.patch("services", name, {f"config.{key}": value}), service)
     # A Guardian setting may leave a request rule unable to fire: the answer says so (issue 14 item 3).
     return with_warnings(doc, await rule_warnings(db) if name == "guardian" else [])

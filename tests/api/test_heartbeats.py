@@ -34,3 +34,12 @@ def test_every_service_document_has_a_recent_heartbeat(http):
         assert d["heartbeat_human"], d
     one = http.get("/service/scaler").json()
     assert 0 < time.time() - one["heartbeat"] < 10
+
+
+def test_the_answer_to_a_service_change_carries_its_heartbeat(http):
+    wait_for(lambda: http.get("/service/scaler").json()["heartbeat"] > 0, timeout_s=20, what="a scaler heartbeat")
+    r = http.put("/service/scaler/DEBUG", json={"value": "false"})
+    assert r.status_code == 200, r.text
+    assert 0 < time.time() - r.json()["heartbeat"] < 30 and r.json()["heartbeat_human"]
+    r = http.put("/service/scaler", json={"DEBUG": False})
+    assert r.status_code == 200 and r.json()["heartbeat"] > 0, r.text
