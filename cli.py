@@ -407,7 +407,7 @@ def limits_get(name: str, resource: Optional[str] = typer.Argument(None), as_jso
 
 @limits_app.command("boundary")
 def limits_boundary(name: str, resource: str, value: int) -> None:
-    """Boundary of a resource, a percentage 0..100 (set_new_boundary.sh)."""
+    """Boundary of a resource, a percentage 1..100 (set_new_boundary.sh)."""
     call("PUT", f"/structure/{name}/limits/{resource}/boundary", {"value": value})
     done(f"{name}: {resource} boundary {value}")
 
