@@ -278,6 +278,8 @@ class Sample(NamedTuple):
     """−1 unlimited."""
     oom_kills: int
     failcnt: int
+    cpuset_cores: int
+    """CPUs in the container's cpuset: a limit the quota's throttling counters do not see."""
 
 
 def read_sample(backend: Any, name: str) -> Sample:
@@ -289,7 +291,8 @@ def read_sample(backend: Any, name: str) -> Sample:
     oom = base.parse_keyed(backend._read("memory", name, "memory.oom_control"))
     return Sample(t, counters.cpu_ns, limits.cpu_allowance_limit, cpu_stat(backend, name).get("throttled_time", 0),
                   counters.mem_bytes, int(backend._read("memory", name, "memory.usage_in_bytes")),
-                  limits.mem_limit, oom.get("oom_kill", 0), int(backend._read("memory", name, "memory.failcnt")))
+                  limits.mem_limit, oom.get("oom_kill", 0), int(backend._read("memory", name, "memory.failcnt")),
+                  len([c for c in limits.cpu_num.split(",") if c]))
 
 
 def window_figures(samples: list[Sample], t0: float, t1: float, cpu_max: float, mem_max_mib: float) -> dict[str, Any]:
@@ -300,7 +303,7 @@ def window_figures(samples: list[Sample], t0: float, t1: float, cpu_max: float, 
     as the container's max. E.g. samples 1 s apart using 0.5 core under a 100-share
     limit give utilization 0.5.
     """
-    used = alloc = mem = mem_cache = mem_lim = 0.0
+    used = alloc = mem = mem_cache = mem_lim = cores = 0.0
     span = 0.0
     limits: list[float] = []
     peak_mem = 0
@@ -318,6 +321,7 @@ def window_figures(samples: list[Sample], t0: float, t1: float, cpu_max: float, 
         mem += (a.mem_bytes + b.mem_bytes) / 2 / 2**20 * o
         mem_cache += (a.mem_cache_bytes + b.mem_cache_bytes) / 2 / 2**20 * o
         peak_mem = max(peak_mem, a.mem_bytes, b.mem_bytes)
+        cores += a.cpuset_cores * o
         limits.append(b.cpu_limit)
     inside = [s for s in samples if t0 <= s.t <= t1] or samples[-1:]
     first = next((s for s in reversed(samples) if s.t <= t0), samples[0]) if samples else None
@@ -329,6 +333,7 @@ def window_figures(samples: list[Sample], t0: float, t1: float, cpu_max: float, 
         "utilization": round(used / alloc, 4) if alloc else None,
         "mean_usage_shares": round(used / span * 100, 1) if span else None,
         "mean_limit_shares": round(alloc / span * 100, 1) if span else None,
+        "mean_cpuset_cores": round(cores / span, 2) if span else None,
         "throttled_s": round((last.throttled_ns - first.throttled_ns) / 1e9, 3) if first and last else 0.0,
         "cpu_limit_changes": sum(1 for x, y in zip(limits, limits[1:]) if x != y),
         "mem_utilization": round(mem / mem_lim, 4) if mem_lim else None,
@@ -343,13 +348,14 @@ def window_figures(samples: list[Sample], t0: float, t1: float, cpu_max: float, 
 
 def series(samples: list[Sample], t_go: float) -> dict[str, list[float]]:
     """Plot series: seconds since go, CPU usage and limit (shares), memory and its limit (MiB)."""
-    out: dict[str, list[float]] = {"t": [], "usage": [], "limit": [], "mem": [], "mem_limit": []}
+    out: dict[str, list[float]] = {"t": [], "usage": [], "limit": [], "cpuset": [], "mem": [], "mem_limit": []}
     for a, b in zip(samples, samples[1:]):
         if b.t <= a.t:
             continue
         out["t"].append(round(b.t - t_go, 3))
         out["usage"].append(round((b.cpu_ns - a.cpu_ns) / 1e9 / (b.t - a.t) * 100, 1))
         out["limit"].append(b.cpu_limit)
+        out["cpuset"].append(b.cpuset_cores * 100)
         out["mem"].append(round(b.mem_bytes / 2**20, 1))
         out["mem_limit"].append(b.mem_limit_mib)
     return out
@@ -851,8 +857,11 @@ def acceptance(result: dict[str, Any]) -> list[str]:
 
 
 def diagnose(program: str, r: dict[str, Any]) -> str:
-    """The figures behind a missed target: the worst phase, its limit against its use, throttling, OOM."""
+    """The figures behind a missed target: the phase where the limit lay furthest above use, the
+    slowest phase, throttling, OOM kills."""
     o, phases = r["overall"], r["phases"]
+    if not phases:
+        return "no phase ran"
     if program == "redis":
         if r["server_died_at_s"] is not None or o["oom_kills"]:
             t = r["server_died_at_s"]
@@ -860,20 +869,22 @@ def diagnose(program: str, r: dict[str, Any]) -> str:
             return (f"redis-server killed at {_n(t, 1)} s, phase {p['name']} (dataset → {p.get('mib')} MiB): "
                     f"memory limit {_n(p['mean_mem_limit_mib'], 0)} MiB on average there, peak usage "
                     f"{_n(p['peak_mem_mib'], 0)} MiB, limit hit {o['failcnt']} times (memory.failcnt)")
+        idle = max(phases, key=lambda x: ((x["mean_mem_limit_mib"] or 0) - (x["mean_mem_mib"] or 0)) * x["seconds"])
         return (f"mean memory limit {_n(o['mean_mem_limit_mib'], 0)} MiB for a mean usage of "
-                f"{_n(o['mean_mem_mib'], 0)} MiB")
+                f"{_n(o['mean_mem_mib'], 0)} MiB; most unused in phase {idle['name']}: limit "
+                f"{_n(idle['mean_mem_limit_mib'], 0)} MiB, usage {_n(idle['mean_mem_mib'], 0)} MiB")
+    idle = max(phases, key=lambda x: x["allocated_cpu_s"] - x["used_cpu_s"])
     key = (lambda x: (x.get("latency_ms") or {}).get("p99") or 0) if program == "web" else (
         lambda x: x.get("wall_vs_static") or 0)
-    worst = max(phases, key=key) if phases else None
-    head = (f"CPU throttled {o['throttled_s']:.1f} s in all; mean limit {_n(o['mean_limit_shares'], 0)} for a mean "
-            f"use of {_n(o['mean_usage_shares'], 0)} shares")
-    if worst is None:
-        return head
+    worst = max(phases, key=key)
     what = (f"p99 {_n((worst.get('latency_ms') or {}).get('p99'), 1)} ms" if program == "web"
             else f"{signed(worst.get('wall_vs_static'))} vs static")
-    return (f"{head}; worst phase {worst['name']} ({what}): limit {_n(worst['mean_limit_shares'], 0)}, use "
-            f"{_n(worst['mean_usage_shares'], 0)} shares, throttled {worst['throttled_s']:.1f} s, "
-            f"{worst['cpu_limit_changes']} limit changes")
+    return (f"CPU throttled {o['throttled_s']:.1f} s in all; mean limit {_n(o['mean_limit_shares'], 0)} for a mean "
+            f"use of {_n(o['mean_usage_shares'], 0)} shares; most unused in phase {idle['name']}: limit "
+            f"{_n(idle['mean_limit_shares'], 0)}, use {_n(idle['mean_usage_shares'], 0)}; slowest phase "
+            f"{worst['name']} ({what}): limit {_n(worst['mean_limit_shares'], 0)}, use "
+            f"{_n(worst['mean_usage_shares'], 0)}, throttled {worst['throttled_s']:.1f} s, cpuset "
+            f"{_n(worst['mean_cpuset_cores'], 1)} cores, {worst['cpu_limit_changes']} limit changes")
 
 
 def _x(x: float | None) -> str:
@@ -1071,6 +1082,7 @@ def plot_program(result: dict[str, Any], program: str, path: Path) -> Path:
         ax.plot(s["t"], s["usage"], color="tab:blue", lw=0.8, label="CPU usage")
         ax.step(s["t"], [x if x >= 0 else SPECS[program].cpu[2] for x in s["limit"]], where="post",
                 color="tab:red", lw=1.3, label="CPU limit")
+        ax.step(s["t"], s["cpuset"], where="post", color="grey", ls=":", lw=1, label="cpuset cores × 100")
         ax.set_ylabel("CPU shares")
         ax.set_title(f"{way} · {_summary(program, r)}", fontsize=8)
         ax.grid(alpha=0.3)

@@ -135,9 +135,10 @@ def test_mixture_quantile_of_no_requests_is_none():
 # ---------------------------------------------------------------- figures from samples
 
 
-def sample(t, cpu_s, limit=100.0, mem_mib=100, cache_mib=150, mem_limit=200.0, oom=0, failcnt=0, throttled_s=0.0):
+def sample(t, cpu_s, limit=100.0, mem_mib=100, cache_mib=150, mem_limit=200.0, oom=0, failcnt=0, throttled_s=0.0,
+           cores=2):
     return Sample(t, int(cpu_s * 1e9), limit, int(throttled_s * 1e9), mem_mib * MIB, cache_mib * MIB, mem_limit,
-                  oom, failcnt)
+                  oom, failcnt, cores)
 
 
 def test_window_figures_integrate_usage_against_the_limit():
@@ -148,6 +149,7 @@ def test_window_figures_integrate_usage_against_the_limit():
     assert (f["mean_usage_shares"], f["mean_limit_shares"]) == (50.0, 100.0)
     assert (f["mem_utilization"], f["mem_utilization_with_cache"]) == (0.5, 0.75)
     assert (f["oom_kills"], f["failcnt"], f["throttled_s"]) == (1, 3, 0.3)
+    assert f["mean_cpuset_cores"] == 2
 
 
 def test_window_figures_cut_the_intervals_at_the_window():
@@ -167,7 +169,7 @@ def test_an_unlimited_limit_counts_as_the_containers_max():
 def test_series_gives_usage_in_shares_from_counter_deltas():
     s = [sample(10, 0.0), sample(10.5, 0.25, limit=80)]
     # 0.25 CPU-s in 0.5 s = half a core = 50 shares
-    assert apps.series(s, t_go=10) == {"t": [0.5], "usage": [50.0], "limit": [80], "mem": [100.0],
+    assert apps.series(s, t_go=10) == {"t": [0.5], "usage": [50.0], "limit": [80], "cpuset": [200], "mem": [100.0],
                                        "mem_limit": [200.0]}
 
 
