@@ -930,7 +930,7 @@ def up(
     os.environ.setdefault("RAY_AUTH_MODE", "token")
     from cluster.deploy import StateDBDidNotStart, deploy
     from cluster.local import (HeadFailed, connect, current_cluster_address, default_state_dir, ensure_token,
-                               start_head)
+                               head_serves, start_head)
     from cluster.serve_deploy import deploy_api, is_loopback
 
     token = token or _opts["token"]
@@ -974,6 +974,12 @@ def up(
     except TimeoutError as e:
         fail(f"{e}: is port {api_port} taken? (give --api-port)")
     console.print(f"  API at {url}" + (" (token required for changes)" if token else ""))
+    prev = _recorded()
+    if (not started_head and prev.get("started_head") and "head_pgid" in prev
+            and addr.rsplit(":", 1)[-1] == str(prev.get("head_port")) and head_serves(prev["head_pgid"], addr)):
+        # `sc up` again on the head an earlier `sc up` started: `sc down` must still stop it.
+        record = {k: prev[k] for k in ("head_pgid", "head_port") if k in prev}
+        started_head = True
     _write_record({**record, "address": addr, "started_head": started_head, "state_dir": sd,
                    "hosts": actors["hosts"], "url": url})
     console.print(f"[green]ready[/]: {len(actors['hosts'])} host(s) {', '.join(actors['hosts'])}; state in {sd}")

@@ -208,6 +208,12 @@ def _group_cmdlines(pgid: int) -> list[str]:
     return out
 
 
+def head_serves(pgid: int, address: str) -> bool:
+    """Whether process group `pgid` still runs a GCS on the port of `address` (a head we started)."""
+    port = address.rsplit(":", 1)[-1]
+    return any("gcs_server" in c and f"--gcs_server_port={port}" in c for c in _group_cmdlines(pgid))
+
+
 def stop_head(pgid: int, port: int, timeout_s: float = 20.0) -> bool:
     """Stop the head `start_head` started: SIGTERM to its process group, SIGKILL to what is
     left after `timeout_s`. Never `ray stop`, which stops every Ray on the machine.
@@ -218,7 +224,7 @@ def stop_head(pgid: int, port: int, timeout_s: float = 20.0) -> bool:
     import signal
     import time
 
-    if not any("gcs_server" in c and f"--gcs_server_port={port}" in c for c in _group_cmdlines(pgid)):
+    if not head_serves(pgid, f":{port}"):
         return False
     os.killpg(pgid, signal.SIGTERM)
 

@@ -93,6 +93,12 @@ def test_sc_up_status_and_down_work_where_ray_never_ran(newcomer):
     pgid = rec["head_pgid"]
     assert any(f"--gcs_server_port={port}" in c for c in _group_cmdlines(pgid))
 
+    # `sc up` again finds its head running: it deploys onto it and still owns it.
+    again = _sc(env, "up", "--port", str(port), "--dashboard-port", str(dash), "--api-port", str(api),
+                "--state-dir", str(tmp / "state"), "--parent", parent)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert json.loads((home / ".serverless-containers" / "up.json").read_text())["head_pgid"] == pgid
+
     status = _sc(env, "status", timeout=60)
     assert status.returncode == 0, status.stdout + status.stderr
     hosts = _sc(env, "host", "list", "--json", timeout=60)
