@@ -14,6 +14,7 @@ from .model import Rule, Service
 from .settings import (
     DatabaseSnapshoterSettings,
     GuardianSettings,
+    RebalancerSettings,
     RefeederSettings,
     ScalerSettings,
     StructuresSnapshoterSettings,
@@ -206,4 +207,5 @@ def default_services() -> list[Service]:
         Service(name="structures_snapshoter", config=StructuresSnapshoterSettings().to_config()),
         Service(name="database_snapshoter", config=DatabaseSnapshoterSettings().to_config()),
         Service(name="refeeder", config=RefeederSettings().to_config()),
+        Service(name="rebalancer", config=RebalancerSettings().to_config()),
     ]

@@ -23,6 +23,7 @@ GUARDIAN_NAME = "guardian"
 SCALER_NAME = "scaler"
 STRUCTURES_SNAPSHOTER_NAME = "structures_snapshoter"
 DATABASE_SNAPSHOTER_NAME = "database_snapshoter"
+REBALANCER_NAME = "rebalancer"
 CONTAINER_SCALER_PREFIX = "container-scaler:"
 HOST_LABEL = "sc_host"
 """Ray node label naming the controlled host a node is (one ContainerScaler each)."""
@@ -137,6 +138,44 @@ class RefeederSettings(_Settings):
     stopped pushing); an application with a missing container has no usage."""
 
 
+class RebalancerSettings(_Settings):
+    """Moves CPU between siblings without changing their parent's total (reference §7.4).
+
+    Ships inactive: it changes what container scope alone would do (`Rebalancer/activate.sh`
+    or `sc service activate rebalancer` turns it on). Our default policy is `thresholds`:
+    the original's `rules` policy found no rule out of the box (§11.4).
+    """
+
+    active: bool = Field(False, alias="ACTIVE")
+    window_s: float = Field(1.0, gt=0, le=DAY_S, alias="WINDOW_TIMELAPSE")
+    """Shortest time between two rounds of one application or user, seconds (original 30,
+    a poll): a round runs on the first pushed window after it, once the last round's
+    swaps are applied."""
+    window_delay_s: float = Field(0.0, ge=0, le=DAY_S, alias="WINDOW_DELAY")
+    """Kept for the original's scripts: usage is pushed, nothing lags (original 10)."""
+    diff_percentage: float = Field(0.40, gt=0, lt=1, alias="DIFF_PERCENTAGE")
+    stolen_percentage: float = Field(0.40, gt=0, le=1, alias="STOLEN_PERCENTAGE")
+    resources_balanced: list[Literal["cpu"]] = Field(default_factory=lambda: ["cpu"], alias="RESOURCES_BALANCED")
+    structures_balanced: list[Literal["container", "application"]] = Field(
+        default_factory=lambda: ["container"], alias="STRUCTURES_BALANCED"
+    )
+    """`container`: between the containers of an application (or of a host); `application`:
+    the `max` of the applications of a user."""
+    containers_scope: Literal["application", "host"] = Field("application", alias="CONTAINERS_SCOPE")
+    balancing_policy: Literal["rules", "thresholds"] = Field("thresholds", alias="BALANCING_POLICY")
+    balancing_method: Literal["pair_swapping", "weights"] = Field("pair_swapping", alias="BALANCING_METHOD")
+    compensate: bool = Field(False, alias="COMPENSATE")
+    """Kept for the original's config; credit and debt are not tracked."""
+    only_running: bool = Field(False, alias="ONLY_RUNNING")
+    """Only applications in state `running` are balanced."""
+    rebalance_users: bool = Field(False, alias="REBALANCE_USERS")
+    """The original's scripts' switch (`activate_user_balancing.sh`): same as listing
+    `application` in STRUCTURES_BALANCED."""
+    energy_diff_percentage: float = Field(0.40, gt=0, lt=1, alias="ENERGY_DIFF_PERCENTAGE")
+    energy_stolen_percentage: float = Field(0.40, gt=0, le=1, alias="ENERGY_STOLEN_PERCENTAGE")
+    """Kept for the original's scripts; energy is not balanced here."""
+
+
 class ContainerScalerSettings(BaseModel):
     """Per-node settings; given by `sc up` / the cluster config, not a service doc."""
 
@@ -160,6 +199,7 @@ SETTINGS_BY_SERVICE: dict[str, type[_Settings]] = {
     "structures_snapshoter": StructuresSnapshoterSettings,
     "database_snapshoter": DatabaseSnapshoterSettings,
     "refeeder": RefeederSettings,
+    "rebalancer": RebalancerSettings,
 }
 
 ORIGINAL_PROFILE: dict[str, dict[str, Any]] = {
