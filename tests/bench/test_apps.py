@@ -53,7 +53,7 @@ def test_a_short_run_keeps_each_phase_at_least_two_seconds():
 @pytest.mark.parametrize(
     "minutes, runs, seconds",
     [
-        pytest.param(13, 9, (13 * 60 - 120) / 9 - 8, id="default: (780 - 120) / 9 - 8 = 65.3 s"),
+        pytest.param(14, 9, (14 * 60 - 180) / 9 - 8, id="default: (840 - 180) / 9 - 8 = 65.3 s"),
         pytest.param(2, 9, 20.0, id="too short: the 20-s floor"),
     ],
 )
