@@ -35,7 +35,8 @@ class ContainerScaler:
             cores = self.settings.synthetic_cores
             self.backend = SyntheticBackend(seed=self.settings.parent, cores=cores, mem_mib=cores * 4096)
         else:
-            self.backend = make_backend(self.settings.backend, self.settings.cgroup_root, self.settings.parent)
+            self.backend = make_backend(self.settings.backend, self.settings.cgroup_root, self.settings.parent,
+                                        self.settings.cpu_burst_percent)
         self._guardian = None
         self._stop = asyncio.Event()
         self._last_push_ok = 0.0

@@ -189,6 +189,11 @@ class ContainerScalerSettings(BaseModel):
     window_s: float = Field(0.4, gt=0)
     """Length of the usage window pushed to the Guardian, seconds (follows the
     Guardian's WINDOW_TIMELAPSE)."""
+    cpu_burst_percent: float = Field(100.0, ge=0, le=100)
+    """CFS burst written with every CPU quota, percent of it (cgroup v1 `cpu.cfs_burst_us`,
+    v2 `cpu.max.burst`, kernel ≥ 5.14): a container may spend quota it left unused in a
+    later period, so a spike shorter than the 100 ms period is not throttled, while its
+    usage over time stays at the quota. 0 turns it off, as the original had none."""
     synthetic_cores: int = Field(64, gt=0)
     """Cores a simulated node claims (backend "synthetic", scale benchmark only)."""
 

@@ -118,6 +118,19 @@ MIN_QUOTA_US = 1000
 """The kernel refuses a CFS quota below 1 ms (EINVAL): 1 share, with units' 1000 µs/share."""
 
 
+def burst_us(quota_us: int, percent: float) -> int:
+    """The CFS burst that goes with a quota: `percent` of it, 0 without a quota.
+
+    Quota a container left unused may pile up to the burst and be spent in a later
+    period, so a spike shorter than a period is not throttled while the long-run
+    usage stays at the quota. The kernel refuses a burst above the quota, so it is
+    at most 100 %: quota 50 000 µs at 100 % → 50 000; at 40 % → 20 000; -1 → 0.
+    """
+    if quota_us <= 0:
+        return 0
+    return int(quota_us * min(max(percent, 0.0), 100.0) / 100)
+
+
 def check_change(change: LimitChange, bounds: Bounds | None, cpus: Iterable[int]) -> None:
     """Raise LimitRefused if any field of `change` may not be written.
 

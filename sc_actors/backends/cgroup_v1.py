@@ -11,6 +11,7 @@ mounts or one combined `cpu,cpuacct` mount. Files and units:
     cpuacct.usage       → UsageCounters.cpu_ns
     memory.usage_in_bytes − total_cache (memory.stat) → UsageCounters.mem_bytes
     cpu.stat nr_periods, nr_throttled, throttled_time → UsageCounters.periods, throttled_periods, throttled_ns
+    cpu.cfs_burst_us    ← cpu_burst_percent of the quota (where the kernel has it)
 
 All file access is in the "Cgroupfs IO" section at the end of the class.
 """
@@ -43,10 +44,13 @@ class CgroupV1Backend:
     kind = "cgroup_v1"
 
     def __init__(
-        self, root: str = "/sys/fs/cgroup", parent: str = "serverless", remove_timeout_s: float = 5.0
+        self, root: str = "/sys/fs/cgroup", parent: str = "serverless", remove_timeout_s: float = 5.0,
+        cpu_burst_percent: float = 0.0,
     ) -> None:
         self.root = Path(root)
         self.parent = parent
+        self.cpu_burst_percent = cpu_burst_percent
+        """`cpu.cfs_burst_us` written with each quota, percent of it (`base.burst_us`)."""
         self.remove_timeout_s = remove_timeout_s
         self._controller_dirs = {c: _find_controller(self.root, c) for c in CONTROLLERS}
         self._parent_dirs = {c: container_dir(d, parent) for c, d in self._controller_dirs.items()}
@@ -87,9 +91,17 @@ class CgroupV1Backend:
                 self._write("cpuset", name, "cpuset.cpus", base.canonical_cpu_list(change.cpu_num))
         if change.cpu_allowance_limit is not None:
             shares = change.cpu_allowance_limit
+            quota = units.quota_us(shares)
+            # The kernel refuses a quota below the burst: the burst goes to 0 first and
+            # follows the new quota after (kernels without cpu.cfs_burst_us: no burst).
+            has_burst = (self._dir("cpu", name) / "cpu.cfs_burst_us").exists()
             with base.refused_by_kernel(f"cpu limit {shares} shares for {name}"):
+                if has_burst:
+                    self._write("cpu", name, "cpu.cfs_burst_us", "0")
                 self._write("cpu", name, "cpu.cfs_period_us", str(units.CPU_PERIOD_US))
-                self._write("cpu", name, "cpu.cfs_quota_us", str(units.quota_us(shares)))
+                self._write("cpu", name, "cpu.cfs_quota_us", str(quota))
+                if has_burst and base.burst_us(quota, self.cpu_burst_percent):
+                    self._write("cpu", name, "cpu.cfs_burst_us", str(base.burst_us(quota, self.cpu_burst_percent)))
         return self.read_limits(name)
 
     # ----------------------------------------------------------------- usage

@@ -72,10 +72,13 @@ class CgroupV2Backend:
         parent: str = "serverless",
         fake: bool | None = None,
         remove_timeout_s: float = 5.0,
+        cpu_burst_percent: float = 0.0,
     ) -> None:
         """`fake`: True for a plain directory tree, None to detect it from /proc/mounts."""
         self.root = Path(root)
         self.parent = parent
+        self.cpu_burst_percent = cpu_burst_percent
+        """`cpu.max.burst` written with each quota, percent of it (`base.burst_us`)."""
         self.fake = (not is_cgroup2_mount(self.root)) if fake is None else fake
         self.remove_timeout_s = remove_timeout_s
         self._parent_dir = container_dir(self.root, parent)
@@ -118,8 +121,14 @@ class CgroupV2Backend:
         if change.cpu_allowance_limit is not None:
             shares = change.cpu_allowance_limit
             quota = "max" if shares == units.UNLIMITED else str(units.quota_us(shares))
+            burst = base.burst_us(units.quota_us(shares), self.cpu_burst_percent) if quota != "max" else 0
+            has_burst = (container_dir(self._parent_dir, name) / "cpu.max.burst").exists()
             with base.refused_by_kernel(f"cpu limit {shares} shares for {name}"):
+                if has_burst:
+                    self._write(name, "cpu.max.burst", "0")  # never above the new quota
                 self._write(name, "cpu.max", f"{quota} {units.CPU_PERIOD_US}")
+                if has_burst and burst:
+                    self._write(name, "cpu.max.burst", str(burst))
         return self.read_limits(name)
 
     # ----------------------------------------------------------------- usage

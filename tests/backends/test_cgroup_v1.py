@@ -328,3 +328,31 @@ def test_remove_is_idempotent(backend, container):
     backend.remove(container)
     backend.remove(container)
     backend.remove("never-existed")
+
+
+@pytest.mark.parametrize("quota, percent, expected", [
+    (50_000, 100, 50_000),  # a full period's worth of saved quota
+    (50_000, 40, 20_000),  # 50 000 × 0.4
+    (50_000, 250, 50_000),  # the kernel allows at most the quota
+    (-1, 100, 0),  # no quota, no burst
+])
+def test_the_burst_is_a_share_of_the_quota(quota, percent, expected):
+    from sc_actors.backends.base import burst_us
+
+    assert burst_us(quota, percent) == expected
+
+
+def test_the_burst_follows_the_quota_down_and_up(parent):
+    b = CgroupV1Backend(root=str(ROOT), parent=parent, cpu_burst_percent=100)
+    b.create("c1")
+    burst = ROOT / "cpu" / parent / "c1" / "cpu.cfs_burst_us"
+    b.write_limits("c1", LimitChange(cpu_allowance_limit=80))
+    assert int(burst.read_text()) == 80_000
+    # Lowering the quota below the old burst: the kernel would refuse the quota first.
+    assert b.write_limits("c1", LimitChange(cpu_allowance_limit=30)).cpu_allowance_limit == 30
+    assert int(burst.read_text()) == 30_000
+    b.write_limits("c1", LimitChange(cpu_allowance_limit=-1))
+    assert int(burst.read_text()) == 0
+    off = CgroupV1Backend(root=str(ROOT), parent=parent)  # the original had none
+    off.write_limits("c1", LimitChange(cpu_allowance_limit=50))
+    assert int(burst.read_text()) == 0
