@@ -1,7 +1,7 @@
 """Deploy the control plane onto a running Ray cluster, and take it down.
 
 `deploy()` creates (or finds) the StateDB, Guardian, Scaler,
-StructuresSnapshoter and DatabaseSnapshoter (time series in `<state_dir>/timeseries`
+StructuresSnapshoter, DatabaseSnapshoter and ReBalancer (time series in `<state_dir>/timeseries`
 unless `dataset_dir` says otherwise), then the Membership (membership.py), which
 places one ContainerScaler per controlled node and registers a host structure for
 each node that has none, now and whenever a node joins later, and marks the hosts
@@ -54,9 +54,10 @@ def deploy(
         "structures_snapshoter": placement.structures_snapshoter_actor(),
         "database_snapshoter": placement.database_snapshoter_actor(
             dataset_dir or str(Path(state_dir) / "timeseries")),
+        "rebalancer": placement.rebalancer_actor(),
     }
     ray.get([a.ping.remote() for a in actors.values()], timeout=timeout_s)
-    progress("guardian, scaler, structures_snapshoter, database_snapshoter ready")
+    progress("guardian, scaler, structures_snapshoter, database_snapshoter, rebalancer ready")
     # One ContainerScaler and one host structure per controlled node, now and for
     # nodes that join later: the Membership does both (membership.py).
     membership = placement.membership_actor(node_defaults)

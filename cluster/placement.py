@@ -15,12 +15,14 @@ import ray
 from sc_actors.container_scaler import ContainerScaler
 from sc_actors.database_snapshoter import DatabaseSnapshoter
 from sc_actors.guardian import Guardian
+from sc_actors.rebalancer import ReBalancer
 from sc_actors.scaler import Scaler
 from sc_actors.settings import (
     DATABASE_SNAPSHOTER_NAME,
     GUARDIAN_NAME,
     HOST_LABEL,
     NAMESPACE,
+    REBALANCER_NAME,
     SCALER_NAME,
     STATEDB_NAME,
     STRUCTURES_SNAPSHOTER_NAME,
@@ -68,6 +70,11 @@ def database_snapshoter_actor(dataset_dir: str) -> Any:
     ).remote(dataset_dir)
 
 
+def rebalancer_actor() -> Any:
+    """One for the cluster, anywhere: it reads one view per round and sends requests."""
+    return ray.remote(ReBalancer).options(name=REBALANCER_NAME, max_concurrency=100, **_COMMON).remote()
+
+
 def membership_actor(node_defaults: dict[str, Any], settings: dict[str, Any] | None = None) -> Any:
     """On the head: it watches the nodes, so it must not live on one that can go away."""
     return ray.remote(Membership).options(
@@ -86,4 +93,5 @@ def container_scaler_actor(host: str, settings: dict[str, Any]) -> Any:
 
 # NOTE: the Membership comes first: taken down last, it would place ContainerScalers again.
 CONTROL_PLANE = (MEMBERSHIP_NAME,
-                 STATEDB_NAME, GUARDIAN_NAME, SCALER_NAME, STRUCTURES_SNAPSHOTER_NAME, DATABASE_SNAPSHOTER_NAME)
+                 STATEDB_NAME, GUARDIAN_NAME, SCALER_NAME, STRUCTURES_SNAPSHOTER_NAME, DATABASE_SNAPSHOTER_NAME,
+                 REBALANCER_NAME)

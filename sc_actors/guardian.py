@@ -10,7 +10,7 @@ place of every fact, the mirror is a cache keyed by the StateDB's write seq. Eve
 design, as in ARCHITECTURE "StateDB"). With `STRUCTURE_GUARDED` `application` (or
 `user`) the applications (users) anchored at the node are evaluated instead, on the
 Refeeder's sums, right after the window's usage is reported. Each window is then
-announced to the DatabaseSnapshoter, without waiting for it.
+announced to the DatabaseSnapshoter and the ReBalancer, without waiting for them.
 """
 from __future__ import annotations
 
@@ -26,12 +26,13 @@ from . import metrics
 from .model import Application, Event, Limits, Rule, Structure, UsageBatch, User
 from .policy.health import HEARTBEAT_S
 from .policy.serverless import Prepared, RuleSet, evaluate_prepared, fire_window, prepare
-from .settings import DATABASE_SNAPSHOTER_NAME, NAMESPACE, SCALER_NAME, STATEDB_NAME, GuardianSettings
+from .settings import (DATABASE_SNAPSHOTER_NAME, NAMESPACE, REBALANCER_NAME, SCALER_NAME, STATEDB_NAME,
+                       GuardianSettings)
 
 log = logging.getLogger(__name__)
 _STRUCTURE = TypeAdapter(Structure)
 SNAPSHOTER_LOOKUP_S = 10.0
-"""How often a missing DatabaseSnapshoter is looked up again, seconds."""
+"""How often a missing DatabaseSnapshoter (or ReBalancer) is looked up again, seconds."""
 SUBMITS_IN_FLIGHT = 10
 """Submissions to the Scaler not yet taken, beyond which a window's requests are dropped."""
 MIRROR_PRUNE_WINDOWS = 200
@@ -61,9 +62,10 @@ class Guardian:
         self._statedb = None
         self._scaler = None
         self._delayed: set[asyncio.Task[None]] = set()
-        self._snapshoter: Any = None
-        self._snapshoter_looked_up = -SNAPSHOTER_LOOKUP_S
-        self._snapshots: set[asyncio.Task[None]] = set()
+        # Peers told of each window (DatabaseSnapshoter, ReBalancer), their calls in flight.
+        self._peers: dict[str, Any] = {}
+        self._peer_looked_up: dict[str, float] = {}
+        self._peer_calls: dict[str, set[asyncio.Task[None]]] = {}
         try:
             self._beating: asyncio.Task[None] | None = asyncio.get_running_loop().create_task(self._beat())
         except RuntimeError:
@@ -279,31 +281,38 @@ class Guardian:
         return requests
 
     def _notify_snapshoter(self, b: UsageBatch) -> None:
-        """Tell the DatabaseSnapshoter this window is in the StateDB; never wait for it."""
+        """Tell the DatabaseSnapshoter and the ReBalancer this window is in the StateDB; never wait for them."""
+        self._notify(DATABASE_SNAPSHOTER_NAME, "on_window", b.host, list(b.usages), b.window_end)
+        self._notify(REBALANCER_NAME, "on_window", b.host, b.window_end)
+
+    def _notify(self, name: str, method: str, *args: Any) -> None:
+        """Call `name.method(*args)` without waiting; a peer that is not deployed is looked up now and then."""
         import ray
 
-        if len(self._snapshots) >= 100:
-            return  # a stuck snapshoter loses windows, the Guardian loses nothing
-        if self._snapshoter is None:
+        calls = self._peer_calls.setdefault(name, set())
+        if len(calls) >= 100:
+            return  # a stuck peer loses windows, the Guardian loses nothing
+        peer = self._peers.get(name)
+        if peer is None:
             # Looked up now and then, not every window, when it is not deployed.
-            if time.monotonic() - self._snapshoter_looked_up < SNAPSHOTER_LOOKUP_S:
+            if time.monotonic() - self._peer_looked_up.get(name, -SNAPSHOTER_LOOKUP_S) < SNAPSHOTER_LOOKUP_S:
                 return
-            self._snapshoter_looked_up = time.monotonic()
+            self._peer_looked_up[name] = time.monotonic()
             try:
-                self._snapshoter = ray.get_actor(DATABASE_SNAPSHOTER_NAME, namespace=NAMESPACE)
+                peer = self._peers[name] = ray.get_actor(name, namespace=NAMESPACE)
             except ValueError:
                 return
-        ref = self._snapshoter.on_window.remote(b.host, list(b.usages), b.window_end)
+        ref = getattr(peer, method).remote(*args)
 
         async def wait() -> None:
             try:
                 await asyncio.wait_for(ref, timeout=30)
             except Exception as e:
-                log.debug("snapshot of %s's window lost: %s", b.host, e)
+                log.debug("%s of %s's window lost: %s", name, args[0], e)
 
         task = asyncio.get_running_loop().create_task(wait())
-        self._snapshots.add(task)
-        task.add_done_callback(self._snapshots.discard)
+        calls.add(task)
+        task.add_done_callback(calls.discard)
 
     def _parse_rules(self, docs: list[dict[str, Any]]) -> None:
         if docs != self._rules_key:

@@ -166,7 +166,8 @@ class Scaler:
         containers = sorted({r.structure for r in batch if r.structure_type == "container"})
         host_of = await self._db().container_hosts.remote(containers) if containers else {}
         for r in batch:
-            key = host_of.get(r.structure, "") if r.structure_type == "container" else ""
+            # A swap may span two hosts: it goes to the shared lane, which locks both.
+            key = host_of.get(r.structure, "") if r.structure_type == "container" and not r.pair_structure else ""
             self._backlog.setdefault(key, []).append(r)
             lane = self._lanes.get(key)
             if lane is None or lane.done():
@@ -191,9 +192,10 @@ class Scaler:
 
     async def _view(self, batch: list[Request]) -> dict[str, Any]:
         db = self._db()
-        names = sorted({r.structure for r in batch})
+        names = sorted({r.structure for r in batch} | {r.pair_structure for r in batch if r.pair_structure})
         view = await db.scaler_view.remote(names)
-        groups = sorted({r.structure for r in batch if r.structure_type != "container"})
+        groups = sorted({r.structure for r in batch if r.structure_type != "container"}
+                        | {r.pair_structure for r in batch if r.structure_type != "container" and r.pair_structure})
         if groups:
             # Applications and users: their sums, containers, hosts, limits, usages.
             extra = await db.group_scaler_view.remote(groups)
@@ -232,14 +234,16 @@ class Scaler:
         currents: dict[str, dict[str, float]] = {}
         maxes: dict[str, dict[str, float]] = {}
         entries: list[dict[str, Any]] | None = None
-        if len(requests) > 1 and all(r.structure_type == "container" for r in requests):
+        if len(requests) > 1 and all(r.structure_type == "container" and not r.pair_structure for r in requests):
             entries = await self._apply_batched(requests, view, hosts, currents)
         if entries is None:
             entries = []
             for i, req in enumerate(requests):
                 if i % YIELD_EVERY == YIELD_EVERY - 1:
                     await asyncio.sleep(0)  # let submit and ping through during a long batch
-                if req.structure_type in ("application", "user"):
+                if req.pair_structure:
+                    entries += await self._apply_swap(req, view, hosts, currents, maxes)
+                elif req.structure_type in ("application", "user"):
                     entries += await self._apply_group(req, view, hosts, currents, maxes)
                 else:
                     entries.append(await self._apply_one(req, view, hosts, currents))
@@ -449,6 +453,77 @@ class Scaler:
         self.apply_s.append(time.perf_counter() - t0)
         metrics.scaler_apply(self.apply_s[-1], req.structure_type)
         return out
+
+    async def _apply_swap(
+        self,
+        req: Request,
+        view: dict[str, Any],
+        hosts: dict[str, Host],
+        currents: dict[str, dict[str, float]],
+        maxes: dict[str, dict[str, float]],
+    ) -> list[dict[str, Any]]:
+        """A ReBalancer swap (§4.7): `amount` from `pair_structure` (donor) to `structure`, whole or not at all.
+
+        Containers: the donor's part is planned first and must be granted in full, then
+        the receiver's against the host as the donor's part leaves it; both are written
+        (donor first, so the freed cores serve the receiver) or neither. Applications:
+        the `max` of both changes in the StateDB, the donor never under its containers' Σ current.
+        """
+        donor = req.pair_structure or ""
+        give = req.model_copy(update={"structure": donor, "amount": -req.amount, "pair_structure": req.structure,
+                                      "action": req.action.replace("Up", "Down")})
+        if req.structure_type != "container":
+            return [self._swap_max(req, give, view, maxes)]
+        work_hosts = dict(hosts)
+        work_currents = {n: dict(v) for n, v in currents.items()}
+        parts = []
+        for part in (give, req):
+            planned = self._plan(part, view, work_hosts, work_currents)
+            if isinstance(planned[0], str):
+                return [self._entry(req, "refused" if planned[0] != "dropped" else "dropped",
+                                    f"{part.structure}: {planned[1]}; no part applied")]
+            container, plan = planned
+            if plan.outcome != "applied" or round(plan.amount) != part.amount:
+                return [self._entry(req, "refused", f"{part.structure} can take {plan.amount:g} of {part.amount:g}"
+                                    f" ({plan.reason or 'bounds'}); no part applied")]
+            work_hosts[container.host] = plan.host
+            work_currents.setdefault(container.name, {})[req.resource] = plan.new_current
+            parts.append((part, container, plan))
+        written: list[Container] = []
+        try:
+            for _, container, plan in parts:
+                written.append(container)
+                await self._write(container, plan.change)
+        except Exception as e:
+            for c in reversed(written):
+                await self._rollback(c, hosts[c.host])
+            return [self._entry(req, "failed", f"{written[-1].name}: {_reason(e)}; no part applied")]
+        hosts.update(work_hosts)
+        currents.update(work_currents)
+        (gpart, gc, gplan), (_, _, rplan) = parts
+        return [self._entry(req, "applied", "", rplan.amount, rplan.new_current),
+                self._entry(gpart, "applied", "", gplan.amount, gplan.new_current, swap_with=req.structure)]
+
+    def _swap_max(self, req: Request, give: Request, view: dict[str, Any], maxes: dict[str, dict[str, float]]) -> dict[str, Any]:
+        """The `max` of two applications (or users): the donor's goes down by `amount`, the receiver's up."""
+        store = {**view["structures"], **view.get("users", {})}
+        docs = [store.get(n) for n in (give.structure, req.structure)]
+        if any(d is None for d in docs):
+            return self._entry(req, "refused", "donor or receiver unknown; no part applied")
+        res = req.resource
+        d, r = (dict(x.get("resources", {}).get(res) or {}) for x in docs)  # type: ignore[union-attr]
+        d_max = maxes.get(give.structure, {}).get(res, d.get("max"))
+        r_max = maxes.get(req.structure, {}).get(res, r.get("max"))
+        if d_max is None or r_max is None:
+            return self._entry(req, "refused", f"no {res} max to swap; no part applied")
+        floor = max(float(d.get("min") or 0), float(d.get("current") or 0))
+        if d_max - req.amount < floor:
+            return self._entry(req, "refused", f"{give.structure} max {d_max:g} − {req.amount} is under its min or "
+                               f"Σ current ({floor:g}); no part applied")
+        maxes.setdefault(give.structure, {})[res] = d_max - req.amount
+        maxes.setdefault(req.structure, {})[res] = r_max + req.amount
+        return self._entry(req, "applied", "", req.amount, None, new_max=r_max + req.amount,
+                           donor_new_max=d_max - req.amount)
 
     def _placement(self, view: dict[str, Any], hosts: dict[str, Host], currents: dict[str, dict[str, float]]) -> Placement:
         """The containers of the view as the accounting holds them now (this batch's changes included)."""

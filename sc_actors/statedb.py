@@ -103,6 +103,10 @@ class StateDB:
         upgrade = upgrade_rules({d["name"]: d for d in self.store.values("rules")})
         if upgrade:
             self.store.commit([put("rules", r.name, validate("rules", r.model_dump())) for r in upgrade])
+        # A StateDB made before a service existed (the ReBalancer) gains its document.
+        missing = [s for s in default_services() if self.store.get("services", s.name) is None]
+        if missing:
+            self.store.commit([put("services", s.name, validate("services", s.model_dump())) for s in missing])
         self.usages: dict[str, dict[str, float]] = {}
         self.usage_t: dict[str, float] = {}
         self.events: collections.deque[dict[str, Any]] = collections.deque(maxlen=EVENT_LOG_SIZE)
@@ -642,6 +646,18 @@ class StateDB:
             "usages": {d["name"]: {res: r["usage"] for res, r in d.get("resources", {}).items()
                                    if isinstance(r, dict) and r.get("usage") is not None} for d in docs},
         }
+
+    def rebalancer_view(self, host: str) -> dict[str, Any]:
+        """The ReBalancer's round for one node's window: its config and rules, and the
+        applications anchored at `host` (with the users anchored there) as `group_scaler_view` gives them."""
+        refeeder = self._refeeder()
+        apps = [d["name"] for d in self._groups("structures") if refeeder.anchor(d, "structures") == host]
+        users = [u["name"] for u in self._groups("users") if refeeder.anchor(u, "users") == host]
+        view = self.group_scaler_view(apps + users)
+        view["applications"], view["user_names"] = apps, users
+        view["config"] = (self.store.get("services", "rebalancer") or {}).get("config", {})
+        view["rules"] = {d["name"]: d for d in self.store.values("rules")}
+        return view
 
     def group_scaler_view(self, names: list[str]) -> dict[str, Any]:
         """Applications and users with what their requests need, in one call.
