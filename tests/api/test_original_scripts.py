@@ -93,3 +93,36 @@ def test_subscribe_container_guard_and_activate_scripts(api, stack, containers):
                      f"{api.url}/structure/container/{name}")
     assert code == 200, out
     assert not ray.get(stack.statedb.exists.remote("structures", name))
+
+
+@pytest.mark.parametrize(
+    "script, key, value, stored",
+    [
+        ("Rebalancer/activate.sh", "ACTIVE", "true", True),
+        ("Rebalancer/deactivate.sh", "ACTIVE", "false", False),
+        ("Rebalancer/activate_user_balancing.sh", "REBALANCE_USERS", "true", True),
+        ("Rebalancer/deactivate_user_balancing.sh", "REBALANCE_USERS", "false", False),
+        ("Rebalancer/set_energy_diff_percentage.sh 0.40", "ENERGY_DIFF_PERCENTAGE", "0.40", 0.4),
+        ("Rebalancer/set_energy_stolen_percentage.sh 0.40", "ENERGY_STOLEN_PERCENTAGE", "0.40", 0.4),
+        ("Rebalancer/set_window_delay.sh 10", "WINDOW_DELAY", "10", 10),
+        ("Rebalancer/set_window_timelapse.sh 5", "WINDOW_TIMELAPSE", "5", 5),
+    ],
+)
+def test_the_rebalancer_scripts(api, stack, script, key, value, stored):
+    # scripts/orchestrator/<script>: curl -X PUT .../service/rebalancer/KEY -d '{"value":"'$1'"}'
+    before = db_get(stack, "services", "rebalancer")["config"]
+    try:
+        code, out = curl(api, "-X", "PUT", "-H", "Content-Type: application/json",
+                         f"{api.url}/service/rebalancer/{key}", "-d", '{"value":"' + value + '"}')
+        assert code == 200, out
+        assert db_get(stack, "services", "rebalancer")["config"][key] == stored
+    finally:
+        ray.get(stack.statedb.patch.remote("services", "rebalancer", {f"config.{key}": before[key]}))
+
+
+def test_a_rebalancer_value_out_of_range_is_refused_and_nothing_changes(api, stack):
+    before = db_get(stack, "services", "rebalancer")["config"]
+    code, out = curl(api, "-X", "PUT", "-H", "Content-Type: application/json",
+                     f"{api.url}/service/rebalancer/BALANCING_POLICY", "-d", '{"value":"magic"}')
+    assert code == 400 and "BALANCING_POLICY" in out, out
+    assert db_get(stack, "services", "rebalancer")["config"] == before
