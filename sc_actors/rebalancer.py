@@ -33,8 +33,7 @@ class ReBalancer:
         self._config_at = -CONFIG_REFRESH_S
         self._last_round: dict[str, float] = {}
         self._busy: set[str] = set()
-        self._statedb: Any = None
-        self._scaler: Any = None
+        self._actors: dict[str, Any] = {}
         self.rounds = 0
         self.swaps_sent = 0
         self.round_s: collections.deque[float] = collections.deque(maxlen=1000)
@@ -44,20 +43,17 @@ class ReBalancer:
         except RuntimeError:
             self._beating = None
 
-    def _handles(self) -> tuple[Any, Any]:
+    def _actor(self, name: str) -> Any:
         import ray
 
-        if self._statedb is None:
-            self._statedb = ray.get_actor(STATEDB_NAME, namespace=NAMESPACE)
-        if self._scaler is None:
-            self._scaler = ray.get_actor(SCALER_NAME, namespace=NAMESPACE)
-        return self._statedb, self._scaler
+        if name not in self._actors:
+            self._actors[name] = ray.get_actor(name, namespace=NAMESPACE)
+        return self._actors[name]
 
     async def _beat(self) -> None:
         while True:
             try:
-                statedb, _ = self._handles()
-                await statedb.heartbeat.remote("rebalancer")
+                await self._actor(STATEDB_NAME).heartbeat.remote("rebalancer")
             except Exception as e:
                 log.warning("rebalancer heartbeat not recorded: %s", e)
             await asyncio.sleep(HEARTBEAT_S)
@@ -85,8 +81,7 @@ class ReBalancer:
         self.round_s.append(time.perf_counter() - t0)
 
     async def _round(self, host: str) -> None:
-        statedb, scaler = self._handles()
-        view = await statedb.rebalancer_view.remote(host)
+        view = await self._actor(STATEDB_NAME).rebalancer_view.remote(host)
         self._config_at = time.monotonic()
         self.settings = RebalancerSettings.from_config(view["config"])  # type: ignore[assignment]
         if not self.settings.active:
@@ -105,4 +100,4 @@ class ReBalancer:
                                     for n, b in decisions.items()})
         if requests:
             self.swaps_sent += len(requests)
-            await scaler.submit.remote([r.model_dump() for r in requests])
+            await self._actor(SCALER_NAME).submit.remote([r.model_dump() for r in requests])

@@ -454,14 +454,8 @@ class Scaler:
         metrics.scaler_apply(self.apply_s[-1], req.structure_type)
         return out
 
-    async def _apply_swap(
-        self,
-        req: Request,
-        view: dict[str, Any],
-        hosts: dict[str, Host],
-        currents: dict[str, dict[str, float]],
-        maxes: dict[str, dict[str, float]],
-    ) -> list[dict[str, Any]]:
+    async def _apply_swap(self, req: Request, view: dict[str, Any], hosts: dict[str, Host],
+                          currents: dict[str, dict[str, float]], maxes: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
         """A ReBalancer swap (§4.7): `amount` from `pair_structure` (donor) to `structure`, whole or not at all.
 
         Containers: the donor's part is planned first and must be granted in full, then
