@@ -41,6 +41,12 @@ class Throttling(NamedTuple):
     """Share of the window's CFS periods that ran out of quota, 0..1."""
     held_back: float = 0.0
     """Runnable time the quota held back, shares (the kernel's throttled time over the window)."""
+    measured: bool = False
+    """Whether the node read the counters (False: nothing is known of throttling, e.g. memory)."""
+
+    @property
+    def throttled(self) -> bool:
+        return self.periods > 0 or self.held_back > 0
 
 
 NO_THROTTLING = Throttling()
@@ -144,9 +150,14 @@ def fit_to_demand_policy(rule: Rule, resource: Resource, limit: LimitResource, u
     The adaptive profile's one policy for both directions: a scale-up is sized to the
     demand seen through throttling (`demand`), not a fixed step, and a scale-down
     lands at the same place fit_to_usage would with the new limit's own margin.
+    A window above `upper` in which the quota held nothing back (measured, not
+    throttled: the limit cost it nothing, a spike was met by the burst) raises
+    nothing; without a measurement (memory) the usage alone decides.
     E.g. current 100, usage 99 held back 60 → demand 159; 159 / 0.925 = 171.9 → 172: +72.
     An up rule with an `amount` steps at least that much (MemFitUp: 128 MiB).
     """
+    if rule.rescale_type == "up" and throttling.measured and not throttling.throttled:
+        return 0
     target = fit_to_demand_target(demand(_usage(usage, "fit_to_demand"), throttling), limit.boundary,
                                   limit.boundary_type, resource.max, name)
     amount = int(target - _current(resource))

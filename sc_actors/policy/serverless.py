@@ -156,7 +156,8 @@ def evaluate_prepared(
     if prepared.skipped:
         return GuardianStep(pending_events=events, skipped=prepared.skipped)
     structure = prepared.structure
-    throttling = {r: Throttling(float(usages.get(f"{r}_throttled") or 0.0), float(usages.get(f"{r}_held_back") or 0.0))
+    throttling = {r: Throttling(float(usages.get(f"{r}_throttled") or 0.0), float(usages.get(f"{r}_held_back") or 0.0),
+                                measured=True)
                   for r in prepared.guarded if f"{r}_throttled" in usages or f"{r}_held_back" in usages}
     usages = window_usages(prepared, usages)
     if not usages:

@@ -177,3 +177,16 @@ def test_a_scale_down_fits_the_highest_of_the_underuse_windows_it_consumes():
     s = _step(c, lim, {"cpu": 40.0}, events, now=1.8)
     # The windows saw 40, 60, 40 (all below lower 90): 60 / 0.925 = 64.9 → 65; 65 − 100 = −35.
     assert [(r.rule, r.amount, r.usage) for r in s.requests] == [("CpuFitDown", -35, 60.0)]
+
+
+def test_a_window_above_upper_that_the_quota_did_not_hold_back_raises_nothing():
+    rule = next(r for r in adaptive_rules() if r.name == "CpuFitUp")
+    res, lim = resource(10, 100, 400), limit(5, AD)
+    # Measured and not throttled: the limit cost the container nothing (a spike met by the burst).
+    assert fit_to_demand_policy(rule, res, lim, 97, Throttling(0.0, 0.0, measured=True), "cpu") == 0
+    # Measured and throttled: max(97 + 3, 97 × (1 + 0.25 / 2) = 109.1) = 109.1; / 0.925 = 118.0 → 118; +18.
+    assert fit_to_demand_policy(rule, res, lim, 97, Throttling(0.25, 3.0, measured=True), "cpu") == 18
+    # Through the window: the event is consumed, no request is made.
+    c = container("c0", cpu=(10, 100, 400))
+    s = _step(c, limits("c0", cpu=(5, AD)), {"cpu": 97.0, "cpu_throttled": 0.0, "cpu_held_back": 0.0})
+    assert s.requests == [] and s.removed_events == {"CpuBottleneck": 1} and s.pending_events == []
