@@ -107,8 +107,6 @@ def fit_to_usage_policy(rule: Rule, resource: Resource, limit: LimitResource, us
     )
 
 
-
-
 def demand(usage: float, throttling: Throttling = NO_THROTTLING) -> float:
     """What the container would use unthrottled: max(usage + held_back, usage × (1 + periods / 2)).
 
@@ -135,12 +133,14 @@ def fit_to_demand_target(demand_: float, boundary: float, boundary_type: str, ma
     E.g. adaptive 5 %, cpu: demand 100 → 100 / 0.925 = 108.1 → 109 (m 5, band [99, 104]);
     demand 20 → max(21.6, 20 + 3) = 23. percentage_of_max 10 %, max 200: 100 + 30 = 130.
     """
-    b = boundary / 100
     if boundary_type == "percentage_of_max":
         return math.ceil(demand_ + 1.5 * margin(boundary, boundary_type, max_, None))
+    b = boundary / 100
     floor = ADAPTIVE_MARGIN_FLOOR.get(resource, 1) if boundary_type == "adaptive" else 1
-    scaled = demand_ / (1 - 1.5 * b) if b < 0.6 else math.inf
-    return math.ceil(min(max(scaled, demand_ + 1.5 * floor), 1e18))
+    if 1.5 * b >= 0.9:
+        # No band of 60 % or more of the limit fits below it: as far as max allows.
+        return math.ceil(max_ if max_ is not None else demand_ * 10)
+    return math.ceil(max(demand_ / (1 - 1.5 * b), demand_ + 1.5 * floor))
 
 
 def fit_to_demand_policy(rule: Rule, resource: Resource, limit: LimitResource, usage: Optional[float],
@@ -191,14 +191,21 @@ def adjust_amount(amount: int, resource: Resource, limit: LimitResource) -> int:
     """
     if resource.min is None or resource.max is None or limit.lower is None:
         raise ValueError("adjust_amount needs min, max and lower")
-    expected = _current(resource) + amount
+    if amount == 0:
+        return 0
+    current = _current(resource)
+    expected = current + amount
     new_lower = limit.lower + amount
     trimmed = float(amount)
     if new_lower < resource.min:
         trimmed += resource.min - new_lower
     elif expected > resource.max:
         trimmed -= expected - resource.max
-    return int(trimmed)
+    # NOTE: the original's trim can take a chain that is already below min (current
+    # under two margins) past max, or turn a scale-down into a scale-up: the result
+    # keeps current in [min, max] and never changes the request's direction.
+    trimmed = min(max(trimmed, resource.min - current), resource.max - current)
+    return int(max(trimmed, 0) if amount > 0 else min(trimmed, 0))
 
 
 # --------------------------------------------------------------------------- Guardian: rules → requests

@@ -7,6 +7,8 @@ limits: the adaptive rules never serve those.
 from __future__ import annotations
 
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from sc_actors.defaults import adaptive_rules, default_rules, upgrade_rules
 from sc_actors.policy.limits import adjust_limits, margin
@@ -190,3 +192,23 @@ def test_a_window_above_upper_that_the_quota_did_not_hold_back_raises_nothing():
     c = container("c0", cpu=(10, 100, 400))
     s = _step(c, limits("c0", cpu=(5, AD)), {"cpu": 97.0, "cpu_throttled": 0.0, "cpu_held_back": 0.0})
     assert s.requests == [] and s.removed_events == {"CpuBottleneck": 1} and s.pending_events == []
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    cpu=st.tuples(st.integers(0, 100), st.integers(0, 400), st.integers(1, 400)).map(sorted),
+    usages=st.lists(st.tuples(st.floats(0, 500), st.floats(0, 1), st.floats(0, 300)), min_size=1, max_size=8),
+    boundary=st.integers(1, 50),
+)
+def test_adaptive_requests_stay_within_min_max_and_keep_their_direction(cpu, usages, boundary):
+    lo, cur, hi = cpu
+    assume(hi > 0 and lo <= cur <= hi)
+    c = container("c0", cpu=(lo, cur, hi))
+    lim = limits("c0", cpu=(boundary, AD))
+    events: list = []
+    for i, (u, periods, held) in enumerate(usages):
+        s = _step(c, lim, {"cpu": u, "cpu_throttled": periods, "cpu_held_back": held}, events, now=1.0 + 0.4 * i)
+        events = s.pending_events
+        for r in s.requests:
+            assert lo <= cur + r.amount <= hi, (r.rule, r.amount)
+            assert (r.amount > 0) == (r.rule == "CpuFitUp"), (r.rule, r.amount)

@@ -99,6 +99,16 @@ def test_adjust_amount_keeps_lower_above_min_and_current_under_max(amount, expec
     assert adjust_amount(amount, res, lim) == expected
 
 
+def test_adjust_amount_never_passes_max_nor_turns_a_request_around():
+    # A chain already under min (current 0, lower −4): the original's trim added min − new_lower
+    # = 0 − (−4) = 4 to a request of 0, and to +3, past max 1. Ours: 0 stays 0, +3 → +1.
+    res, lim = resource(0, 0, 1), limit(upper=-2, lower=-4)
+    assert adjust_amount(0, res, lim) == 0
+    assert adjust_amount(3, res, lim) == 1  # 0 + 1 = max
+    # A scale-down on a chain under min is not turned into a scale-up: −5 → 0, no request.
+    assert adjust_amount(-5, resource(10, 12, 100), limit(upper=8, lower=4)) == 0  # 4 − 5 < 10 → −5 + 11 = +6 → 0
+
+
 def test_adjust_amount_on_a_small_container():
     assert adjust_amount(10, resource(5, 20, 40), limit(upper=15, lower=10)) == 10  # 30 ≤ 40; 20 ≥ 5
 
