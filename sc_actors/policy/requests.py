@@ -297,7 +297,11 @@ def match_rules_and_events(
             usage = max(usage, (down_peaks or {}).get(res, usage))
         requested = policy(rule, resource, limit, usage, (throttling or {}).get(res, NO_THROTTLING), res)
         amount = adjust_amount(requested, resource, limit)
-        name = event_name(res, reduced_events[res]["events"])
+        # NOTE: the events removed are of the rule's own direction. The original named them
+        # by the majority of the counts, so with up 2, down 2 CpuRescaleUp removed two
+        # Underuse events and left the two Bottleneck ones to fire it again next window.
+        direction = {"up": {"up": 1}, "down": {"down": 1}}.get(rule.rescale_type or "")
+        name = event_name(res, {"scale": direction} if direction else reduced_events[res]["events"])
         to_remove[name] = to_remove.get(name, 0) + (rule.events_to_remove or 0)
         if amount != 0:
             requests.append(_request(structure, rule, amount, requested, usage, now))

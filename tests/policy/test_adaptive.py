@@ -212,3 +212,19 @@ def test_adaptive_requests_stay_within_min_max_and_keep_their_direction(cpu, usa
         for r in s.requests:
             assert lo <= cur + r.amount <= hi, (r.rule, r.amount)
             assert (r.amount > 0) == (r.rule == "CpuFitUp"), (r.rule, r.amount)
+
+
+def test_a_rule_removes_the_events_of_its_own_direction():
+    c = container("c0", cpu=(10, 100, 400))
+    lim = limits("c0", cpu=(5, AD))
+    events = []
+    for now, usage in ((1.0, 40.0), (1.4, 40.0)):  # two windows below lower 90
+        events = _step(c, lim, {"cpu": usage}, events, now=now).pending_events
+    # One above upper, unthrottled: CpuFitUp holds (up 1, down 2) and raises nothing; the
+    # original named the removed events by the majority, Underuse, and left the Bottleneck
+    # to block CpuFitDown (up ≤ 0) until it expired. Ours removes the Bottleneck.
+    s = _step(c, lim, {"cpu": 97.0, "cpu_throttled": 0.0, "cpu_held_back": 0.0}, events, now=1.8)
+    assert s.removed_events == {"CpuBottleneck": 1}
+    assert sorted(e.name for e in s.pending_events) == ["CpuUnderuse", "CpuUnderuse"]
+    s = _step(c, lim, {"cpu": 40.0}, s.pending_events, now=2.2)
+    assert [r.rule for r in s.requests] == ["CpuFitDown"]  # the third underuse window fits at once
