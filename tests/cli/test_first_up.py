@@ -56,12 +56,16 @@ def newcomer(tmp_path):
            if not k.startswith(("RAY_", "SC_")) and k not in ("TMPDIR",)}
     env.update(HOME=str(home), RAY_TMPDIR=ray_tmp, RAY_USAGE_STATS_ENABLED="0", COLUMNS="80")
     parent = f"sc-firstup-{uuid.uuid4().hex[:6]}"
-    yield env, home, tmp_path, parent
+    heads: list[tuple[int, int]] = []
+    """(process group, GCS port) of each head a test saw started: stopped whatever the test did."""
+    yield env, home, tmp_path, parent, heads
     record = home / ".serverless-containers" / "up.json"
     if record.exists():
         rec = json.loads(record.read_text())
         if rec.get("head_pgid"):
-            stop_head(int(rec["head_pgid"]), int(rec["head_port"]))
+            heads.append((int(rec["head_pgid"]), int(rec["head_port"])))
+    for pgid, port in heads:
+        stop_head(pgid, port)
     for controller in ("cpu", "cpuacct", "cpuset", "memory"):
         path = os.path.join("/sys/fs/cgroup", controller, parent)
         if os.path.isdir(path):
@@ -78,7 +82,7 @@ def _sc(env, *args, timeout=240):
 
 @pytest.mark.cgroup
 def test_sc_up_status_and_down_work_where_ray_never_ran(newcomer):
-    env, home, tmp, parent = newcomer
+    env, home, tmp, parent, heads = newcomer
     others_before = _ray_pids_outside(None)
     port, dash, api = _free_port(), _free_port(), _free_port()
 
@@ -91,6 +95,7 @@ def test_sc_up_status_and_down_work_where_ray_never_ran(newcomer):
     assert "ray get-auth-token --generate" in up.stdout
     rec = json.loads((home / ".serverless-containers" / "up.json").read_text())
     pgid = rec["head_pgid"]
+    heads.append((pgid, port))
     assert any(f"--gcs_server_port={port}" in c for c in _group_cmdlines(pgid))
 
     # `sc up` again finds its head running: it deploys onto it and still owns it.
@@ -115,7 +120,7 @@ def test_sc_up_status_and_down_work_where_ray_never_ran(newcomer):
 
 
 def test_a_failing_ray_start_prints_rays_error_line_and_exits_non_zero(newcomer):
-    env, home, tmp, parent = newcomer
+    env, home, tmp, parent, heads = newcomer
     with socket.socket() as taken:
         taken.bind(("0.0.0.0", 0))
         taken.listen()
