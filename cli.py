@@ -601,7 +601,8 @@ def rule_deactivate(name: str) -> None:
     done(f"rule {name} inactive")
 
 
-@rule_app.command("amount")
+# NOTE: "-5" is a value here, not an option: the API then says why it is refused.
+@rule_app.command("amount", context_settings={"ignore_unknown_options": True})
 def rule_amount(name: str, value: int) -> None:
     """Amount of a scale-up request rule (change_amount.sh)."""
     call("PUT", f"/rule/{name}/amount", {"value": value})

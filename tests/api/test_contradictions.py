@@ -90,3 +90,15 @@ def test_a_subscription_with_a_boundary_of_zero_is_refused(http, stack, containe
     assert "1..100" in r.json()["message"]
     r = http.get(f"/structure/{name}")
     assert r.status_code == 404
+
+
+@pytest.mark.ray
+def test_sc_rule_amount_passes_a_negative_value_to_the_api_which_refuses_it(api, stack):
+    from typer.testing import CliRunner
+
+    import cli
+
+    r = CliRunner().invoke(cli.app, ["--url", api.url, "--token", api.token, "rule", "amount", "CpuRescaleUp", "-5"])
+    assert r.exit_code == 1, r.output
+    assert "must be > 0" in r.output and "No such option" not in r.output
+    assert db_get(stack, "rules", "CpuRescaleUp")["amount"] > 0
