@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Callable
 
 from . import api
-from . import apps, efficiency, journal, reaction, scale
+from . import apps, efficiency, journal, reaction, rebalance, scale
 
 COMMANDS: dict[str, Callable[..., None]] = {
     "efficiency": efficiency.command,
@@ -13,4 +13,5 @@ COMMANDS: dict[str, Callable[..., None]] = {
     "scale": scale.command,
     "apps": apps.command,
     "journal": journal.command,
+    "rebalance": rebalance.command,
 }

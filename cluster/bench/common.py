@@ -81,6 +81,23 @@ def settle(read: Callable[[], float], quiet_s: float, timeout_s: float) -> None:
         time.sleep(0.05)
 
 
+def pyplot() -> Any:
+    """matplotlib's pyplot on the Agg backend (files only, no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig: Any, path: Path) -> None:
+    """Lay out, write at 100 dpi and free a figure."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    pyplot().close(fig)
+
+
 # ---------------------------------------------------------------------------- CLI output
 
 console = Console()
