@@ -200,7 +200,7 @@ def upgrade_rules(stored: dict[str, dict[str, Any]]) -> list[Rule]:
 
 
 def default_services() -> list[Service]:
-    """Service documents with our fast defaults; every service starts ACTIVE."""
+    """Service documents with our fast defaults; every service starts ACTIVE but the ReBalancer."""
     return [
         Service(name="guardian", config=GuardianSettings().to_config()),
         Service(name="scaler", config=ScalerSettings().to_config()),
