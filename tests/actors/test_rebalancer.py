@@ -72,3 +72,36 @@ def test_a_swap_goes_through_the_scaler_and_keeps_the_application_total(stack, c
         ray.get(db.delete.remote("structures", app))
         for n in names:
             ray.get(stack.scaler.desubscribe_container.remote(n))
+
+
+def test_a_swap_the_donor_cannot_give_whole_is_refused_and_nothing_changes(stack, containers):
+    import time
+
+    db = stack.statedb
+    names = [containers.create("rbx") for _ in range(2)]
+    for n in names:
+        ray.get(stack.scaler.subscribe_container.remote(container_doc(n, stack.host, cpu=(10, 50, 150))))
+    donor, receiver = names
+
+    def swap(amount: int) -> dict:
+        req = {"type": "request", "resource": "cpu", "amount": amount, "priority": 2, "structure": receiver,
+               "pair_structure": donor, "action": "CpuRescaleUp", "timestamp": time.time(), "rule": "ReBalancer"}
+        ray.get(stack.scaler.submit.remote([req]))
+        return wait_for(lambda: next((e for e in ray.get(db.recent_requests.remote(receiver, 50))
+                                      if e.get("amount") == amount and e.get("pair_structure") == donor), None),
+                        30, what=f"the swap of {amount}")
+
+    try:
+        free = ray.get(db.get.remote("structures", stack.host))["resources"]["cpu"]["free"]
+        # the donor can give 50 − min 10 = 40, not 60: refused whole, the receiver gets nothing
+        refused = swap(60)
+        assert refused["outcome"] == "refused" and "no part applied" in refused["reason"], refused
+        assert [stack.backend.read_limits(n).cpu_allowance_limit for n in names] == [50, 50]
+        applied = swap(30)
+        assert applied["outcome"] == "applied" and applied["new_current"] == 80, applied
+        assert [stack.backend.read_limits(n).cpu_allowance_limit for n in names] == [20, 80]  # 50 − 30, 50 + 30
+        assert [ray.get(db.get.remote("structures", n))["resources"]["cpu"]["current"] for n in names] == [20, 80]
+        assert ray.get(db.get.remote("structures", stack.host))["resources"]["cpu"]["free"] == free
+    finally:
+        for n in names:
+            ray.get(stack.scaler.desubscribe_container.remote(n))
