@@ -164,3 +164,20 @@ def test_an_application_with_a_container_without_a_window_is_not_balanced():
     app = application("app", cpu=(20, 200, 200), containers=list(cs))
     reqs, _ = round_requests(RebalancerSettings(ACTIVE=True), [app], cs, {"c0": {"cpu": 10.0}}, {}, 1000.0)
     assert reqs == []  # c1 has no usage: no honest view of who has slack
+
+
+def test_a_users_applications_swap_max_from_the_one_with_room_to_the_one_near_it():
+    from sc_actors.model import User
+
+    a0 = application("a0", cpu=(20, 100, 400))
+    a1 = application("a1", cpu=(20, 350, 400))
+    a0.resources["cpu"].usage, a1.resources["cpu"].usage = 100, 350  # the Refeeder's sums
+    user = User(name="u", resources={"cpu": {"min": 0, "max": 800}, "mem": {"min": 0, "max": 1024}},
+                clusters=["a0", "a1"])
+    settings = RebalancerSettings(ACTIVE=True, STRUCTURES_BALANCED=["application"])
+    reqs, decisions = round_requests(settings, [], {}, {}, {}, 1000.0, [user], {"a0": a0, "a1": a1})
+    # a0: 400 − 100 = 300 > 0.4 × 400 = 160 → donor; a1: 400 − 350 = 50 < 160 → receiver
+    # a0 gives 0.4 × (400 − max(20, 100)) = 120, all to a1 (no cap on max)
+    assert decisions["u"].swaps == [Swap("a0", "a1", 120)]
+    assert [(r.structure, r.pair_structure, r.field, r.structure_type) for r in reqs] == \
+        [("a1", "a0", "max", "application")]
