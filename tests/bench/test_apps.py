@@ -278,3 +278,10 @@ def test_without_a_static_run_web_and_batch_are_not_judged():
     lines = apps.acceptance(r)
     assert "–    batch adaptive: no static run to compare with" in lines
     assert any(x.startswith("MISS redis adaptive") for x in lines)
+
+
+def test_plot_program_writes_one_png_per_program(tmp_path):
+    r = _result()
+    for program in ("web", "batch", "redis"):
+        path = apps.plot_program(r, program, tmp_path / f"apps-{program}.png")
+        assert path.stat().st_size > 10_000
