@@ -107,6 +107,22 @@ def fit_to_usage_policy(rule: Rule, resource: Resource, limit: LimitResource, us
     )
 
 
+CPUSET_FULL = 0.97
+"""Usage at this share of the cores a cpu limit's cpuset has counts as held back (`cpuset_full`)."""
+
+
+def cpuset_full(usage: float, current: float) -> bool:
+    """Whether cpu `usage` fills the cores its limit gets: ⌈current / 100⌉ at the least.
+
+    The Scaler gives a container the cores its shares need, so at a limit of 100 it
+    runs on one core: two busy threads then use 100, the quota (a whole core) never
+    runs out, and throttling shows none of the demand beyond it. Measured with
+    `sysbench cpu` on two threads: 99 of 100 shares, 0 s throttled. E.g. usage 98,
+    current 100 → full (98 ≥ 0.97 × 100); usage 98, current 105 → 2 cores, not full.
+    """
+    return current > 0 and usage >= CPUSET_FULL * math.ceil(current / 100) * 100
+
+
 def demand(usage: float, throttling: Throttling = NO_THROTTLING) -> float:
     """What the container would use unthrottled: max(usage + held_back, usage × (1 + periods / 2)).
 
@@ -153,9 +169,14 @@ def fit_to_demand_policy(rule: Rule, resource: Resource, limit: LimitResource, u
     A window above `upper` in which the quota held nothing back (measured, not
     throttled: the limit cost it nothing, a spike was met by the burst) raises
     nothing; without a measurement (memory) the usage alone decides.
+    A cpu usage that fills the cores of its cpuset (`cpuset_full`) counts as throttled
+    in every period: usage × 1.5.
     E.g. current 100, usage 99 held back 60 → demand 159; 159 / 0.925 = 171.9 → 172: +72.
     An up rule with an `amount` steps at least that much (MemFitUp: 128 MiB).
     """
+    if name == "cpu" and usage is not None and cpuset_full(usage, _current(resource)):
+        # Its cores are full: as held back in every period (the demand may be anything).
+        throttling = throttling._replace(periods=1.0, measured=True)
     if rule.rescale_type == "up" and throttling.measured and not throttling.throttled:
         return 0
     target = fit_to_demand_target(demand(_usage(usage, "fit_to_demand"), throttling), limit.boundary,

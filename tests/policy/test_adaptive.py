@@ -75,10 +75,10 @@ def test_fit_to_demand_puts_the_demand_in_the_middle_of_the_new_band(demand_, bo
 
 def test_a_throttled_container_is_raised_to_its_demand_in_one_step():
     rule = next(r for r in adaptive_rules() if r.name == "CpuFitUp")
-    # usage 99 at current 100, held back 60: demand 159; 159 / 0.925 = 171.9 → 172; +72.
-    assert fit_to_demand_policy(rule, resource(10, 100, 400), limit(5, AD), 99, Throttling(1.0, 60.0), "cpu") == 72
-    # unthrottled, just above upper (95): 97 / 0.925 = 104.9 → 105: +5, a small step.
-    assert fit_to_demand_policy(rule, resource(10, 100, 400), limit(5, AD), 97, Throttling(), "cpu") == 5
+    # usage 89 at current 90, held back 60: demand 149; 149 / 0.925 = 161.1 → 162; +72.
+    assert fit_to_demand_policy(rule, resource(10, 90, 400), limit(5, AD), 89, Throttling(1.0, 60.0), "cpu") == 72
+    # no measurement, just above upper (86): 88 / 0.925 = 95.1 → 96: +6, a small step.
+    assert fit_to_demand_policy(rule, resource(10, 90, 400), limit(5, AD), 88, Throttling(), "cpu") == 6
 
 
 def test_a_fit_never_scales_against_its_rules_direction():
@@ -95,12 +95,12 @@ def _step(c, lim, usages, events=(), now=100.0):
 
 
 def test_one_window_above_upper_raises_an_adaptive_container_at_once():
-    c = container("c0", cpu=(10, 100, 400))
-    # m = 5; upper 95, lower 90. Usage 100 = the limit, throttled in 3 of 4 periods, 40 held back.
-    s = _step(c, limits("c0", cpu=(5, AD)), {"cpu": 100.0, "cpu_throttled": 0.75, "cpu_held_back": 40.0})
-    assert s.bounds["cpu"] == (95, 90)
-    # demand max(100 + 40, 100 × 1.375) = 140; 140 / 0.925 = 151.4 → 152; +52. The original's need 2 events.
-    assert [(r.rule, r.amount) for r in s.requests] == [("CpuFitUp", 52)]
+    c = container("c0", cpu=(10, 90, 400))
+    # m = int(4.5) = 4; upper 86, lower 82. Usage 90 = the limit, throttled in 3 of 4 periods, 40 held back.
+    s = _step(c, limits("c0", cpu=(5, AD)), {"cpu": 90.0, "cpu_throttled": 0.75, "cpu_held_back": 40.0})
+    assert s.bounds["cpu"] == (86, 82)
+    # demand max(90 + 40, 90 × 1.375 = 123.75) = 130; 130 / 0.925 = 140.5 → 141; +51. The original's need 2 events.
+    assert [(r.rule, r.amount) for r in s.requests] == [("CpuFitUp", 51)]
     assert s.removed_events == {"CpuBottleneck": 1} and s.pending_events == []
 
 
@@ -183,14 +183,14 @@ def test_a_scale_down_fits_the_highest_of_the_underuse_windows_it_consumes():
 
 def test_a_window_above_upper_that_the_quota_did_not_hold_back_raises_nothing():
     rule = next(r for r in adaptive_rules() if r.name == "CpuFitUp")
-    res, lim = resource(10, 100, 400), limit(5, AD)
+    res, lim = resource(10, 90, 400), limit(5, AD)  # upper 86, one core
     # Measured and not throttled: the limit cost the container nothing (a spike met by the burst).
-    assert fit_to_demand_policy(rule, res, lim, 97, Throttling(0.0, 0.0, measured=True), "cpu") == 0
-    # Measured and throttled: max(97 + 3, 97 × (1 + 0.25 / 2) = 109.1) = 109.1; / 0.925 = 118.0 → 118; +18.
-    assert fit_to_demand_policy(rule, res, lim, 97, Throttling(0.25, 3.0, measured=True), "cpu") == 18
+    assert fit_to_demand_policy(rule, res, lim, 88, Throttling(0.0, 0.0, measured=True), "cpu") == 0
+    # Measured and throttled: max(88 + 3, 88 × (1 + 0.25 / 2) = 99) = 99; / 0.925 = 107.03 → 108; +18.
+    assert fit_to_demand_policy(rule, res, lim, 88, Throttling(0.25, 3.0, measured=True), "cpu") == 18
     # Through the window: the event is consumed, no request is made.
-    c = container("c0", cpu=(10, 100, 400))
-    s = _step(c, limits("c0", cpu=(5, AD)), {"cpu": 97.0, "cpu_throttled": 0.0, "cpu_held_back": 0.0})
+    c = container("c0", cpu=(10, 90, 400))
+    s = _step(c, limits("c0", cpu=(5, AD)), {"cpu": 88.0, "cpu_throttled": 0.0, "cpu_held_back": 0.0})
     assert s.requests == [] and s.removed_events == {"CpuBottleneck": 1} and s.pending_events == []
 
 
@@ -215,16 +215,40 @@ def test_adaptive_requests_stay_within_min_max_and_keep_their_direction(cpu, usa
 
 
 def test_a_rule_removes_the_events_of_its_own_direction():
-    c = container("c0", cpu=(10, 100, 400))
+    c = container("c0", cpu=(10, 90, 400))
     lim = limits("c0", cpu=(5, AD))
     events = []
-    for now, usage in ((1.0, 40.0), (1.4, 40.0)):  # two windows below lower 90
+    for now, usage in ((1.0, 40.0), (1.4, 40.0)):  # two windows below lower 82
         events = _step(c, lim, {"cpu": usage}, events, now=now).pending_events
     # One above upper, unthrottled: CpuFitUp holds (up 1, down 2) and raises nothing; the
     # original named the removed events by the majority, Underuse, and left the Bottleneck
     # to block CpuFitDown (up ≤ 0) until it expired. Ours removes the Bottleneck.
-    s = _step(c, lim, {"cpu": 97.0, "cpu_throttled": 0.0, "cpu_held_back": 0.0}, events, now=1.8)
-    assert s.removed_events == {"CpuBottleneck": 1}
+    s = _step(c, lim, {"cpu": 88.0, "cpu_throttled": 0.0, "cpu_held_back": 0.0}, events, now=1.8)
+    assert s.requests == [] and s.removed_events == {"CpuBottleneck": 1}
     assert sorted(e.name for e in s.pending_events) == ["CpuUnderuse", "CpuUnderuse"]
     s = _step(c, lim, {"cpu": 40.0}, s.pending_events, now=2.2)
     assert [r.rule for r in s.requests] == ["CpuFitDown"]  # the third underuse window fits at once
+
+
+@pytest.mark.parametrize("usage, current, full", [
+    (98, 100, True),  # 98 ≥ 0.97 × 100: one core, full
+    (96, 100, False),  # 96 < 97
+    (98, 105, False),  # ⌈105 / 100⌉ = 2 cores: 98 < 194
+    (195, 200, True),  # 195 ≥ 194
+    (0, 0, False),
+])
+def test_a_cpuset_is_full_when_usage_fills_its_cores(usage, current, full):
+    from sc_actors.policy.requests import cpuset_full
+
+    assert cpuset_full(usage, current) is full
+
+
+def test_a_container_that_fills_its_cores_is_raised_though_the_quota_never_throttled_it():
+    rule = next(r for r in adaptive_rules() if r.name == "CpuFitUp")
+    # Two busy threads on the one core of a limit of 100: usage 99, 0 throttled (sysbench, measured).
+    # Taken as held back in every period: 99 × 1.5 = 148.5; / 0.925 = 160.5 → 161; +61.
+    got = fit_to_demand_policy(rule, resource(10, 100, 400), limit(5, AD), 99, Throttling(0.0, 0.0, True), "cpu")
+    assert got == 61
+    # Memory has no cpuset: the same numbers are only usage.
+    mem_rule = next(r for r in adaptive_rules() if r.name == "MemFitUp")
+    assert fit_to_demand_policy(mem_rule, resource(64, 100, 4000), limit(10, AD), 99, Throttling(), "mem") == 128
