@@ -16,6 +16,8 @@ the other in one invocation, on fresh containers:
                STOLEN 0.4, a round at most every WINDOW_TIMELAPSE 1 s per node), each
                container in [COOL_MIN, max − 2 × COOL_MIN], starting at max / 3: swaps
                move `current` from the cool containers to the hot one, the sum stays at max
+  rebalancer-0.2  the same with DIFF_PERCENTAGE 0.2: a donor stops giving once its usage is
+               80 % of its limit (60 % at 0.4), so more reaches the receiver
 
 This process samples every container each `SAMPLE_S` from the cgroup files (usage from
 `cpuacct.usage`, the limit from the CFS quota) and reports, per way: utilization
@@ -38,11 +40,13 @@ from rich.console import Console
 from rich.table import Table
 
 from .common import (console, fail, machine, num, out_dir, pct, percentiles, pyplot, real_cgroup_cluster,
-                     save_figure, secs, set_profile, wait_window)
+                     save_figure, secs, set_profile)
 from .efficiency import _Load, _sample, _shares, phases_arg
 
 BENCH_PARENT = "sc-bench-rebalance"
-WAYS = ("static", "container", "rebalancer")
+WAYS = ("static", "container", "rebalancer", "rebalancer-0.2")
+TIGHT_DIFF = 0.2
+"""DIFF_PERCENTAGE of the way `rebalancer-0.2`: a donor keeps 20 % of its limit above its usage, not 40 %."""
 TOTAL = 150
 """The application's CPU max, shares: 1.5 of the 2 cores, the rest for the control plane."""
 HOT, COOL = 110, 20
@@ -79,11 +83,12 @@ def _setup(way: str, names: list[str], ctx: dict[str, Any]) -> list[str]:
             {"name": name, "host": host, "guard": guard,
              "resources": {"cpu": {"min": COOL_MIN, "current": third, "max": cpu_max, "guard": guard},
                            "mem": dict(MEM)}}))
-    if way == "rebalancer":
+    if way.startswith("rebalancer"):
         ray.get(db.put.remote("structures", {
             "name": APP, "subtype": "application", "guard": False, "state": "running", "containers": names,
             "resources": {"cpu": {"min": 3 * COOL_MIN, "max": TOTAL}, "mem": {"min": 192, "max": 1536}}}))
-        ray.get(db.patch.remote("services", "rebalancer", {"config.ACTIVE": True}))
+        diff = TIGHT_DIFF if way == "rebalancer-0.2" else ctx["shipped_diff"]
+        ray.get(db.patch.remote("services", "rebalancer", {"config.ACTIVE": True, "config.DIFF_PERCENTAGE": diff}))
     return names
 
 
@@ -91,8 +96,9 @@ def _teardown(way: str, subscribed: list[str], ctx: dict[str, Any], progress: Ca
     import ray
 
     db = ctx["db"]
-    if way == "rebalancer":
-        ray.get(db.patch.remote("services", "rebalancer", {"config.ACTIVE": False}))
+    if way.startswith("rebalancer"):
+        ray.get(db.patch.remote("services", "rebalancer", {"config.ACTIVE": False,
+                                                           "config.DIFF_PERCENTAGE": ctx["shipped_diff"]}))
         if ray.get(db.exists.remote("structures", APP)):
             ray.get(db.delete.remote("structures", APP))
     for name in subscribed:
@@ -164,8 +170,10 @@ def receiver_waits(series: dict[str, list[float]], lines: list[dict[str, Any]], 
         if not during or during[0][1] >= s["demand"]:
             continue
         got = next((t for t, lim in during if lim >= REACHED * s["demand"]), None)
+        raised = next((t for t, lim in during if lim > during[0][1]), None)
         out.append({"phase": i, "demand": s["demand"], "wait_s": round((got if got is not None else end) - t0, 2),
-                    "reached": got is not None})
+                    "reached": got is not None, "first_raise_s": None if raised is None else round(raised - t0, 2),
+                    "limit_at_end": during[-1][1]})
     return out
 
 
@@ -189,6 +197,8 @@ def way_figures(raw: dict[str, Any]) -> dict[str, Any]:
         "waits": waits,
         "wait_s": percentiles([w["wait_s"] for w in waits]),
         "reached": sum(w["reached"] for w in waits),
+        "first_raise_s": percentiles([w["first_raise_s"] for w in waits if w["first_raise_s"] is not None]),
+        "limit_at_end_mean": (sum(w["limit_at_end"] for w in waits) / len(waits)) if waits else None,
         "max_sum_limit": max(sums, default=None),
         "swaps": raw["swaps"],
         "unfinished": raw["unfinished"],
@@ -205,12 +215,11 @@ def rebalance(phase_s: float = 8.0, rounds: int = 2, ways: tuple[str, ...] = WAY
                               "traces": [[list(p) for p in tr] for tr in traces], "ways": {}}
     with real_cgroup_cluster(BENCH_PARENT, "rebalance") as ctx:
         ctx.update(machine=mach)
-        configs = set_profile(ctx["db"], "adaptive")  # the shipped profile, whatever the state dir held
-        if not wait_window(ctx["node"], float(configs["guardian"]["WINDOW_TIMELAPSE"]), timeout_s=60):
-            progress("the node's windows did not follow the shipped profile within 60 s")
         import ray
 
+        set_profile(ctx["db"], "adaptive")  # the shipped profile, whatever the state dir held
         result["config"]["rebalancer"] = ray.get(ctx["db"].get.remote("services", "rebalancer"))["config"]
+        ctx["shipped_diff"] = result["config"]["rebalancer"]["DIFF_PERCENTAGE"]
         for way in ways:
             progress(f"{way}: 3 containers, application max {TOTAL}, {3 * rounds} turns of {phase_s:g} s")
             r = way_figures(run_way(way, traces, ctx, progress))
@@ -271,19 +280,22 @@ def command(
     r = rebalance(phase_s, rounds, chosen, out_dir(out), progress=lambda m: console.print(f"  {m}", highlight=False))
     t = Table(title=f"rebalance: application max {TOTAL}, 3 containers, hot {HOT} / cool {COOL}, "
                     f"{3 * rounds} turns of {phase_s:g} s")
-    for col in ("way", "util ∫use/∫limit", "use / app max", "finish s", "vs static", "receiver wait p50", "p95",
-                "max", f"reached {REACHED:g}×demand", "max Σ limit", "swaps applied"):
+    for col in ("way", "util ∫use/∫limit", "use / app max", "finish s", "vs static", "first raise p50",
+                "receiver wait p50", "p95", f"reached {REACHED:g}×demand", "receiver limit at phase end",
+                "max Σ limit", "swaps applied"):
         t.add_column(col, justify="right")
     static = (r["ways"].get("static") or {}).get("finish_s")
     for way, w in r["ways"].items():
         vs = f"{(w['finish_s'] / static - 1) * 100:+.1f} %" if static and w["finish_s"] else "–"
         t.add_row(way, pct(w["utilization"]), pct(w["of_app_max"]), num(w["finish_s"]), vs,
-                  secs(w["wait_s"]["p50"]), secs(w["wait_s"]["p95"]), secs(w["wait_s"]["max"]),
-                  f"{w['reached']}/{len(w['waits'])}", num(w["max_sum_limit"]), str(w["swaps"].get("applied", 0)))
-    (console if console.is_terminal else Console(width=160)).print(t)
+                  secs(w["first_raise_s"]["p50"]), secs(w["wait_s"]["p50"]), secs(w["wait_s"]["p95"]),
+                  f"{w['reached']}/{len(w['waits'])}", f"{num(w['limit_at_end_mean'])} of {HOT}",
+                  num(w["max_sum_limit"]), str(w["swaps"].get("applied", 0)))
+    (console if console.is_terminal else Console(width=200)).print(t)
     console.print(f"receiver wait = phase start → limit ≥ {REACHED:g} × demand, for each phase starting with its demand "
                   "above its limit; a phase that never gets there counts its whole length (reached = how many got "
-                  "there); finish = wall time until the application's last container finished its fixed work",
+                  "there); first raise = phase start → its limit first goes up; limit at phase end = the receiver's "
+                  "mean limit when its hot phase ended; finish = wall time until the application's last container finished its fixed work",
                   highlight=False)
     for way, w in r["ways"].items():
         if w["unfinished"]:
