@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import shutil
 import tempfile
 import time
 from typing import Any, Callable, Iterator, NoReturn
@@ -123,7 +124,8 @@ def real_cgroup_cluster(parent: str, verb: str) -> Iterator[dict[str, Any]]:
 
     Yields `backend` (cgroup v1, read by the bench itself), `db`, `scaler`, `host` and
     `node` (the host's ContainerScaler). On exit, also on an exception: undeploy, Ray
-    shut down, the parent cgroup removed (the containers are the caller's).
+    shut down, the parent cgroup and the StateDB's directory removed (the containers are the
+    caller's).
     """
     import ray
 
@@ -134,13 +136,14 @@ def real_cgroup_cluster(parent: str, verb: str) -> Iterator[dict[str, Any]]:
     from ..local import default_host_name, init_embedded
 
     host = default_host_name()
+    state_dir = tempfile.mkdtemp(prefix="sc-bench-")
     init_embedded(host, parent=parent)
     try:
         backend = make_backend("auto", "/sys/fs/cgroup", parent)
         if backend.kind != "cgroup_v1":
             raise RuntimeError(f"sc bench {verb} reads cgroup v1 files; this machine has {backend.kind}")
         try:
-            actors = deploy(tempfile.mkdtemp(prefix="sc-bench-"), node_defaults={"parent": parent})
+            actors = deploy(state_dir, node_defaults={"parent": parent})
             yield {"backend": backend, "db": actors["statedb"], "scaler": actors["scaler"], "host": host,
                    "node": ray.get_actor(container_scaler_name(host), namespace=NAMESPACE)}
         finally:
@@ -148,6 +151,7 @@ def real_cgroup_cluster(parent: str, verb: str) -> Iterator[dict[str, Any]]:
     finally:
         ray.shutdown()
         remove_parent(parent)
+        shutil.rmtree(state_dir, ignore_errors=True)
 
 
 def remove_parent(parent: str) -> None:
