@@ -294,7 +294,8 @@ def match_rules_and_events(
     window lacks is left for a later window (its events stay), so a resource without
     a reading never stops the others. A `fit_to_demand` scale-down fits the highest
     usage among this window and the underuse windows it consumes (`down_peaks`), so
-    one window of starvation or noise does not set the limit.
+    one window of starvation or noise does not set the limit, and only in a window that
+    is itself under `lower`.
     """
     requests: list[Request] = []
     to_remove: dict[str, int] = {}
@@ -315,6 +316,10 @@ def match_rules_and_events(
         if usage is None and rule.rescale_policy in USAGE_POLICIES:
             continue
         if rule.rescale_policy == "fit_to_demand" and rule.rescale_type == "down" and usage is not None:
+            if limit.lower is not None and usage >= limit.lower:
+                # Not under lower now: usage has risen since its underuse windows (memory
+                # filling fast), so no scale-down on their word; their events wait.
+                continue
             usage = max(usage, (down_peaks or {}).get(res, usage))
         requested = policy(rule, resource, limit, usage, (throttling or {}).get(res, NO_THROTTLING), res)
         amount = adjust_amount(requested, resource, limit)

@@ -252,3 +252,19 @@ def test_a_container_that_fills_its_cores_is_raised_though_the_quota_never_throt
     # Memory has no cpuset: the same numbers are only usage.
     mem_rule = next(r for r in adaptive_rules() if r.name == "MemFitUp")
     assert fit_to_demand_policy(mem_rule, resource(64, 100, 4000), limit(10, AD), 99, Throttling(), "mem") == 128
+
+
+def test_memory_is_not_scaled_down_in_a_window_where_usage_has_risen():
+    c = container("c0", mem=(64, 256, 1024))
+    lim = limits("c0", mem=(10, AD))  # m = max(25, 32) = 32: upper 224, lower 192
+    events = []
+    for i in range(4):  # idle: four windows under lower
+        events = _step(c, lim, {"mem": 10.0}, events, now=1.0 + 0.4 * i).pending_events
+    # The fill has begun: 213 MiB, above lower. The fifth underuse window never comes from it,
+    # and the four earlier ones do not cut the limit under a growing redis (the OOM seen in a trial).
+    s = _step(c, lim, {"mem": 213.0}, events, now=2.6)
+    assert s.requests == []
+    # Idle again: the fifth window under lower fits at once: max(11.8, 10 + 48) = 58 → −198,
+    # trimmed so lower stays at min: 192 − 198 = −6 < 64 → −198 + 70 = −128.
+    s = _step(c, lim, {"mem": 10.0}, s.pending_events, now=3.0)
+    assert [(r.rule, r.amount_requested, r.amount) for r in s.requests] == [("MemFitDown", -198, -128)]
