@@ -810,8 +810,8 @@ def profile(
 ) -> None:
     """Scaling profile: `sc profile original` restores the original's limits (10 % of max) and rules.
 
-    adaptive: margins of 5 % (cpu) and 10 % (mem) of the current limit, one window above
-    upper raises the limit to the demand seen through throttling, three windows below
+    adaptive: margins of 4 % (cpu) and 10 % (mem) of the current limit, one window above
+    upper raises the limit to the demand seen through throttling, two windows below
     lower fit it to usage. Applying a profile rewrites the boundary of every subscribed
     container and is what new subscriptions get; a subscription naming its own
     boundary_type keeps it (percentage_of_max is exactly the original's).

@@ -98,7 +98,7 @@ def adaptive_rules() -> list[Rule]:
     """The adaptive profile's request rules (`sc_actors/profiles.py`), on the same events.
 
     CpuFitUp: one window above `upper` → fit to the demand seen through throttling.
-    CpuFitDown: three windows below `lower` and none above → fit to usage (1.2 s at 0.4 s).
+    CpuFitDown: two windows below `lower` and none above → fit to usage (0.8 s at 0.4 s).
     MemFitUp / MemFitDown: the same, at least +128 MiB up (growing memory must find room
     before the next window: at its limit a cgroup v1 container is OOM-killed), five
     windows down (memory comes down slower).
@@ -106,7 +106,7 @@ def adaptive_rules() -> list[Rule]:
     fit = "fit_to_demand"
     return [
         _request_rule("CpuFitUp", "cpu", _events((">=", 1), (">=", 0)), fit, "up", 1, boundary_types=["adaptive"]),
-        _request_rule("CpuFitDown", "cpu", _events(("<=", 0), (">=", 3)), fit, "down", 3, boundary_types=["adaptive"]),
+        _request_rule("CpuFitDown", "cpu", _events(("<=", 0), (">=", 2)), fit, "down", 2, boundary_types=["adaptive"]),
         _request_rule("MemFitUp", "mem", _events((">=", 1), (">=", 0)), fit, "up", 1, 128, ["adaptive"]),
         _request_rule("MemFitDown", "mem", _events(("<=", 0), (">=", 5)), fit, "down", 5, boundary_types=["adaptive"]),
     ]

@@ -2,10 +2,10 @@
 
 A profile names a way of scaling that one command restores (`sc profile NAME`):
 
-  adaptive   (the default) margins of 5 % (cpu) and 10 % (mem) of the current limit with
+  adaptive   (the default) margins of 4 % (cpu) and 10 % (mem) of the current limit with
              a floor (`policy.limits.ADAPTIVE_MARGIN_FLOOR`), served by the fit-to-demand
              rules: one window above `upper` raises the limit to the demand seen through
-             throttling, three (cpu) or five (mem) windows below `lower` fit it to usage.
+             throttling, two (cpu) or five (mem) windows below `lower` fit it to usage.
   original   the original's limits, 10 % of max, served by the original's rules
              (CpuRescaleUp +75 after two events, CpuRescaleDown fit to usage after six, …).
 
@@ -27,7 +27,7 @@ from typing import Any
 from .settings import ORIGINAL_PROFILE, GuardianSettings, ScalerSettings, StructuresSnapshoterSettings
 
 PROFILES: dict[str, dict[str, dict[str, Any]]] = {
-    "adaptive": {"cpu": {"boundary": 5, "boundary_type": "adaptive"},
+    "adaptive": {"cpu": {"boundary": 4, "boundary_type": "adaptive"},
                  "mem": {"boundary": 10, "boundary_type": "adaptive"}},
     "original": {"cpu": {"boundary": 10, "boundary_type": "percentage_of_max"},
                  "mem": {"boundary": 10, "boundary_type": "percentage_of_max"}},

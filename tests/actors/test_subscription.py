@@ -31,8 +31,8 @@ def test_subscribing_places_the_container_on_cores_and_writes_its_limits(stack, 
     assert host["resources"]["mem"]["free"] == host_before["resources"]["mem"]["free"] - 300
     assert real.cpu_num == ",".join(sorted((c for c, m in cmap.items() if m.get(name)), key=int))
     limits = ray.get(stack.statedb.get.remote("limits", name))
-    # No limits given: the shipped profile's (adaptive, 5 % of current).
-    assert (limits["resources"]["cpu"]["boundary"], limits["resources"]["cpu"]["boundary_type"]) == (5, "adaptive")
+    # No limits given: the shipped profile's (adaptive, 4 % of current).
+    assert (limits["resources"]["cpu"]["boundary"], limits["resources"]["cpu"]["boundary_type"]) == (4, "adaptive")
 
 
 def test_desubscribing_gives_cores_and_memory_back(stack, containers):

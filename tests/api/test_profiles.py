@@ -12,7 +12,7 @@ pytestmark = pytest.mark.ray
 def test_the_shipped_profile_is_adaptive(http):
     body = http.get("/profile").json()
     assert body["profile"] == "adaptive"
-    assert body["profiles"]["adaptive"]["cpu"] == {"boundary": 5, "boundary_type": "adaptive"}
+    assert body["profiles"]["adaptive"]["cpu"] == {"boundary": 4, "boundary_type": "adaptive"}
     assert body["profiles"]["original"]["cpu"] == {"boundary": 10, "boundary_type": "percentage_of_max"}
 
 
@@ -34,7 +34,7 @@ def test_applying_the_original_profile_rewrites_limits_and_what_new_subscription
     finally:
         assert http.put("/profile/adaptive").status_code == 200
     cpu = ray.get(stack.statedb.get.remote("limits", before))["resources"]["cpu"]
-    assert (cpu["boundary"], cpu["boundary_type"]) == (5, "adaptive")
+    assert (cpu["boundary"], cpu["boundary_type"]) == (4, "adaptive")
 
 
 def test_an_unknown_profile_is_400_and_changes_nothing(http, refused):

@@ -17,7 +17,7 @@ def test_a_throttled_container_is_raised_within_two_windows_sized_by_its_throttl
     name = containers.create("thr")
     containers.subscribe(name, cpu=(10, 30, 200))  # no limits given: the profile's
     limits = ray.get(stack.statedb.get.remote("limits", name))["resources"]["cpu"]
-    assert (limits["boundary"], limits["boundary_type"]) == (5, "adaptive")
+    assert (limits["boundary"], limits["boundary_type"]) == (4, "adaptive")
     containers.guard(name, "cpu")
     proc = containers.busy_loop(name)  # wants a whole core (100 shares) under a quota of 30
     # Counted from the first window the node saw it throttled (on a machine busy with other

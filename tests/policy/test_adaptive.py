@@ -104,15 +104,14 @@ def test_one_window_above_upper_raises_an_adaptive_container_at_once():
     assert s.removed_events == {"CpuBottleneck": 1} and s.pending_events == []
 
 
-def test_three_windows_below_lower_fit_an_adaptive_container_to_its_usage():
+def test_two_windows_below_lower_fit_an_adaptive_container_to_its_usage():
     c = container("c0", cpu=(10, 100, 400))
     lim = limits("c0", cpu=(5, AD))
     s1 = _step(c, lim, {"cpu": 40.0}, now=1.0)
+    assert s1.requests == []
     s2 = _step(c, lim, {"cpu": 40.0}, s1.pending_events, now=1.4)
-    assert s1.requests == [] and s2.requests == []
-    s3 = _step(c, lim, {"cpu": 40.0}, s2.pending_events, now=1.8)
     # 40 / 0.925 = 43.2 → 44; 44 − 100 = −56.
-    assert [(r.rule, r.amount) for r in s3.requests] == [("CpuFitDown", -56)]
+    assert [(r.rule, r.amount) for r in s2.requests] == [("CpuFitDown", -56)]
 
 
 def test_the_original_rules_alone_serve_percentage_of_max_limits():
@@ -173,11 +172,9 @@ def test_an_older_statedb_gets_the_adaptive_rules_and_keeps_its_own_edits():
 def test_a_scale_down_fits_the_highest_of_the_underuse_windows_it_consumes():
     c = container("c0", cpu=(10, 100, 400))
     lim = limits("c0", cpu=(5, AD))
-    events = []
-    for now, usage in ((1.0, 40.0), (1.4, 60.0)):
-        events = _step(c, lim, {"cpu": usage}, events, now=now).pending_events
-    s = _step(c, lim, {"cpu": 40.0}, events, now=1.8)
-    # The windows saw 40, 60, 40 (all below lower 90): 60 / 0.925 = 64.9 → 65; 65 − 100 = −35.
+    events = _step(c, lim, {"cpu": 60.0}, [], now=1.0).pending_events
+    s = _step(c, lim, {"cpu": 40.0}, events, now=1.4)
+    # The windows saw 60, 40 (both below lower 90): 60 / 0.925 = 64.9 → 65; 65 − 100 = −35.
     assert [(r.rule, r.amount, r.usage) for r in s.requests] == [("CpuFitDown", -35, 60.0)]
 
 
@@ -217,17 +214,15 @@ def test_adaptive_requests_stay_within_min_max_and_keep_their_direction(cpu, usa
 def test_a_rule_removes_the_events_of_its_own_direction():
     c = container("c0", cpu=(10, 90, 400))
     lim = limits("c0", cpu=(5, AD))
-    events = []
-    for now, usage in ((1.0, 40.0), (1.4, 40.0)):  # two windows below lower 82
-        events = _step(c, lim, {"cpu": usage}, events, now=now).pending_events
-    # One above upper, unthrottled: CpuFitUp holds (up 1, down 2) and raises nothing; the
-    # original named the removed events by the majority, Underuse, and left the Bottleneck
-    # to block CpuFitDown (up ≤ 0) until it expired. Ours removes the Bottleneck.
-    s = _step(c, lim, {"cpu": 88.0, "cpu_throttled": 0.0, "cpu_held_back": 0.0}, events, now=1.8)
+    events = _step(c, lim, {"cpu": 40.0}, [], now=1.0).pending_events  # one window below lower 82
+    # One above upper, unthrottled: CpuFitUp holds (up 1, down 1) and raises nothing; the
+    # original named the removed events by the majority (a tie: Underuse), and left the
+    # Bottleneck to block CpuFitDown (up ≤ 0) until it expired. Ours removes the Bottleneck.
+    s = _step(c, lim, {"cpu": 88.0, "cpu_throttled": 0.0, "cpu_held_back": 0.0}, events, now=1.4)
     assert s.requests == [] and s.removed_events == {"CpuBottleneck": 1}
-    assert sorted(e.name for e in s.pending_events) == ["CpuUnderuse", "CpuUnderuse"]
-    s = _step(c, lim, {"cpu": 40.0}, s.pending_events, now=2.2)
-    assert [r.rule for r in s.requests] == ["CpuFitDown"]  # the third underuse window fits at once
+    assert [e.name for e in s.pending_events] == ["CpuUnderuse"]
+    s = _step(c, lim, {"cpu": 40.0}, s.pending_events, now=1.8)
+    assert [r.rule for r in s.requests] == ["CpuFitDown"]  # the second underuse window fits at once
 
 
 @pytest.mark.parametrize("usage, current, full", [

@@ -59,7 +59,7 @@ def test_a_scaled_container_writes_rows_that_match_the_limits_applied(stack, con
     containers.subscribe(name, cpu=(25, 50, 200))
     containers.guard(name, "cpu")
     proc = containers.busy_loop(name)
-    # One busy thread uses one core (100 shares): 50 → about 100 / 0.925, then down when it stops.
+    # One busy thread uses one core (100 shares): 50 → about 100 / 0.94, then down when it stops.
     wait_for(lambda: stack.backend.read_limits(name).cpu_allowance_limit >= 100, 30, what="a scale-up")
     proc.kill()
     proc.wait()
