@@ -12,6 +12,7 @@ import ray
 from cluster.deploy import wait_for
 from sc_actors.model import LimitResource, Resource
 from sc_actors.policy.limits import adjust_limits
+from sc_actors.profiles import PROFILES
 from sc_actors.settings import DATABASE_SNAPSHOTER_NAME, NAMESPACE
 from sc_actors.store import timeseries as ts
 
@@ -85,13 +86,15 @@ def test_a_scaled_container_writes_rows_that_match_the_limits_applied(stack, con
     for e in applied:
         first = next(t for t, w in windows.items() if t >= e["applied_at"] - 1.0 and w["current"] == e["new_current"])
         assert first - e["applied_at"] < 2.0
-    # While guarded, limits of a window follow the chain of its current (boundary 10 % of max 200 → 20),
-    # except in the one window where the Scaler applied between the Guardian's read and the snapshot.
+    # While guarded, limits of a window follow the chain of its current (the shipped profile's
+    # adaptive 4 % of current, at least 2 shares), except in the one window where the Scaler
+    # applied between the Guardian's read and the snapshot.
     rows = list(windows.values())
     for (_, prev), (t, w) in zip(windows.items(), list(windows.items())[1:]):
         assert (w["max"], w["min"]) == (200, 25)
         if "upper" in w and w["current"] == prev["current"] and t < unguarded_at - 0.5:
-            fixed = adjust_limits(Resource(min=25, max=200, current=w["current"]), LimitResource(boundary=10))
+            fixed = adjust_limits(Resource(min=25, max=200, current=w["current"]),
+                                  LimitResource(**PROFILES["adaptive"]["cpu"]), "cpu")
             assert (w["upper"], w["lower"]) == (fixed.upper, fixed.lower)
     # Usage rows are the windows' measurements: the busy loop (up to its quota of 50), then idle.
     usages = [w["usage"] for w in rows if "usage" in w]
