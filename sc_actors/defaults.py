@@ -99,7 +99,7 @@ def adaptive_rules() -> list[Rule]:
 
     CpuFitUp: one window above `upper` → fit to the demand seen through throttling.
     CpuFitDown: two windows below `lower` and none above → fit to usage (0.8 s at 0.4 s).
-    MemFitUp / MemFitDown: the same, at least +128 MiB up (growing memory must find room
+    MemFitUp / MemFitDown: the same, at least +256 MiB up (growing memory must find room
     before the next window: at its limit a cgroup v1 container is OOM-killed), five
     windows down (memory comes down slower).
     """
@@ -107,7 +107,7 @@ def adaptive_rules() -> list[Rule]:
     return [
         _request_rule("CpuFitUp", "cpu", _events((">=", 1), (">=", 0)), fit, "up", 1, boundary_types=["adaptive"]),
         _request_rule("CpuFitDown", "cpu", _events(("<=", 0), (">=", 2)), fit, "down", 2, boundary_types=["adaptive"]),
-        _request_rule("MemFitUp", "mem", _events((">=", 1), (">=", 0)), fit, "up", 1, 128, ["adaptive"]),
+        _request_rule("MemFitUp", "mem", _events((">=", 1), (">=", 0)), fit, "up", 1, 256, ["adaptive"]),
         _request_rule("MemFitDown", "mem", _events(("<=", 0), (">=", 5)), fit, "down", 5, boundary_types=["adaptive"]),
     ]
 

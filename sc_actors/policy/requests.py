@@ -172,7 +172,7 @@ def fit_to_demand_policy(rule: Rule, resource: Resource, limit: LimitResource, u
     A cpu usage that fills the cores of its cpuset (`cpuset_full`) counts as throttled
     in every period: usage × 1.5.
     E.g. current 100, usage 99 held back 60 → demand 159; 159 / 0.925 = 171.9 → 172: +72.
-    An up rule with an `amount` steps at least that much (MemFitUp: 128 MiB).
+    An up rule with an `amount` steps at least that much (MemFitUp: 256 MiB).
     """
     if name == "cpu" and usage is not None and cpuset_full(usage, _current(resource)):
         # Its cores are full: as held back in every period (the demand may be anything).

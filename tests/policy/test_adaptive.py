@@ -129,8 +129,8 @@ def test_a_resource_without_usage_in_a_window_does_not_stop_the_others():
     events = _step(c, lim, {"cpu": 30.0, "mem": 990.0}, now=1.0).pending_events  # cpu under, mem over
     # cpu has no reading now: its events wait, mem is still raised.
     s = _step(c, lim, {"mem": 990.0}, events, now=1.4)
-    # mem m = 100: upper 900; 990 / 0.85 = 1164.7 → 1165: +165.
-    assert [(r.rule, r.amount) for r in s.requests] == [("MemFitUp", 165)]
+    # mem m = 100: upper 900; 990 / 0.85 = 1164.7 → 1165: +165, and MemFitUp's least step is 256.
+    assert [(r.rule, r.amount_requested) for r in s.requests] == [("MemFitUp", 256)]
     assert any(e.resource == "cpu" for e in s.pending_events)
 
 
@@ -246,7 +246,7 @@ def test_a_container_that_fills_its_cores_is_raised_though_the_quota_never_throt
     assert got == 61
     # Memory has no cpuset: the same numbers are only usage.
     mem_rule = next(r for r in adaptive_rules() if r.name == "MemFitUp")
-    assert fit_to_demand_policy(mem_rule, resource(64, 100, 4000), limit(10, AD), 99, Throttling(), "mem") == 128
+    assert fit_to_demand_policy(mem_rule, resource(64, 100, 4000), limit(10, AD), 99, Throttling(), "mem") == 256
 
 
 def test_memory_is_not_scaled_down_in_a_window_where_usage_has_risen():
