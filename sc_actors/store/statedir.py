@@ -130,18 +130,23 @@ def repair_state_dir(state_dir: Path, now: float | None = None) -> RepairReport:
     return _replace_journal(d, journal, kept, damage, stamp, lost, len(kept), ckpt_seq)
 
 
+def _write_records(path: Path, records: list[tuple[int, Ops]]) -> Path:
+    """Write framed `records` to a new file at `path`, fsynced; returns `path`."""
+    with open(path, "wb") as f:
+        for seq, ops in records:
+            f.write(frame(seq, ops))
+        f.flush()
+        os.fsync(f.fileno())
+    return path
+
+
 def _replace_journal(d: Path, damaged: Path, kept: list[tuple[int, Ops]], damage: JournalCorrupt,
                      stamp: str, lost: tuple[LostRecord, ...], kept_count: int, ckpt_seq: int) -> RepairReport:
     # The good records go to a new file first; the damaged one is only moved once that
     # one is durable, so a crash during the repair loses nothing either.
     size = damaged.stat().st_size
     aside = damaged.with_name(f"{damaged.name}.damaged-{stamp}")
-    tmp = d / (JOURNAL_FILE + ".repair")
-    with open(tmp, "wb") as f:
-        for seq, ops in kept:
-            f.write(frame(seq, ops))
-        f.flush()
-        os.fsync(f.fileno())
+    tmp = _write_records(d / (JOURNAL_FILE + ".repair"), kept)
     os.replace(damaged, aside)
     os.replace(tmp, d / JOURNAL_FILE)
     fsync_dir(d)
@@ -241,12 +246,7 @@ def migrate_jsonl(state_dir: Path) -> None:
     records, damage = read_jsonl(old)
     if damage is not None:
         raise damage
-    tmp = d / (JOURNAL_FILE + ".migrate")
-    with open(tmp, "wb") as f:
-        for seq, ops in records:
-            f.write(frame(seq, ops))
-        f.flush()
-        os.fsync(f.fileno())
+    tmp = _write_records(d / (JOURNAL_FILE + ".migrate"), records)
     os.replace(tmp, new)
     fsync_dir(d)
     old.unlink()

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from cluster.local import _group_cmdlines, stop_head
+from tests.conftest import _remove_parent
 
 REPO = Path(__file__).resolve().parents[2]
 SC = [sys.executable, str(REPO / "cli.py")]
@@ -66,13 +67,7 @@ def newcomer(tmp_path):
             heads.append((int(rec["head_pgid"]), int(rec["head_port"])))
     for pgid, port in heads:
         stop_head(pgid, port)
-    for controller in ("cpu", "cpuacct", "cpuset", "memory"):
-        path = os.path.join("/sys/fs/cgroup", controller, parent)
-        if os.path.isdir(path):
-            try:
-                os.rmdir(path)
-            except OSError:
-                pass
+    _remove_parent(parent)
     shutil.rmtree(ray_tmp, ignore_errors=True)
 
 

@@ -18,6 +18,7 @@ import ray
 from cluster.deploy import wait_for
 from cluster.membership import MEMBERSHIP_NAME
 from sc_actors.settings import HOST_LABEL, NAMESPACE, container_scaler_name
+from tests.conftest import _remove_parent
 
 _ids = itertools.count(4)
 
@@ -122,18 +123,6 @@ class ExtraNodes:
             for name in b.list_containers():
                 b.remove(name)
             _remove_parent(self.parent_of(host))
-
-
-def _remove_parent(parent: str) -> None:
-    import os
-
-    for controller in ("cpu", "cpuacct", "cpuset", "memory"):
-        path = os.path.join("/sys/fs/cgroup", controller, parent)
-        if os.path.isdir(path):
-            try:
-                os.rmdir(path)
-            except OSError:
-                pass
 
 
 def request(name: str, amount: int, resource: str = "cpu") -> dict[str, Any]:
