@@ -129,3 +129,17 @@ def containers(stack):
         yield c
     finally:
         c.cleanup()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark every test that needs the session's Ray (`ray`) or writes real cgroups (`cgroup`).
+
+    A test is marked by the fixtures it takes (directly or through others), so
+    `pytest -m "not ray and not cgroup"` is the fast suite without a list to keep.
+    Tests that start Ray or touch cgroups themselves carry the marks in their module.
+    """
+    for item in items:
+        if "stack" in getattr(item, "fixturenames", ()):
+            # The session's stack: its Ray cluster and the nodes' real cgroup parents.
+            item.add_marker(pytest.mark.ray)
+            item.add_marker(pytest.mark.cgroup)

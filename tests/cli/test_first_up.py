@@ -22,6 +22,8 @@ import pytest
 from cluster.local import _group_cmdlines, stop_head
 from tests.conftest import _remove_parent
 
+pytestmark = [pytest.mark.ray, pytest.mark.cgroup]  # runs `sc up`: its own Ray, real cgroups
+
 REPO = Path(__file__).resolve().parents[2]
 SC = [sys.executable, str(REPO / "cli.py")]
 

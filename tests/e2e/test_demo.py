@@ -1,12 +1,16 @@
 """The README's main command, shortened: `sc demo` runs, scales, writes its files, cleans up."""
 from __future__ import annotations
 
+import pytest
+
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
+
+pytestmark = [pytest.mark.ray, pytest.mark.cgroup]  # runs `sc demo`: its own Ray, real cgroups
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -11,6 +11,8 @@ from sc_actors.backends.base import ContainerNotFound, LimitRefused
 from sc_actors.backends.lxc import LxcBackend
 from sc_actors.model import Bounds, LimitChange
 
+pytestmark = pytest.mark.cgroup  # real LXC containers: real cgroups
+
 V1 = Path("/sys/fs/cgroup")
 
 

@@ -15,6 +15,8 @@ from cluster.deploy import wait_for
 from tests.cluster.nodes import ExtraNodes
 from tests.containers import container_doc
 
+pytestmark = pytest.mark.cgroup  # real LXC containers: real cgroups
+
 
 @pytest.fixture
 def lxc_host(stack):
