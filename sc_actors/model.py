@@ -42,6 +42,13 @@ def check_name(name: str) -> str:
     return name
 
 
+Document = dict[str, Any]
+"""A stored document of one collection (structures, limits, rules, services, users) as
+JSON: what the StateDB holds, the journal and the checkpoint write, and the API returns.
+Every write validates it by its collection's model below (`sc_actors/store`), and
+unknown keys of the original's documents are kept, so it stays a JSON object; the
+messages between actors that are not stored documents have types of their own."""
+
 Name = Annotated[str, Field(pattern=NAME_PATTERN, max_length=128, examples=["host0-cont0"])]
 
 

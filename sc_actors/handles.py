@@ -1,0 +1,127 @@
+"""The control plane's actors by name: one place for their names, namespace, lookup and errors.
+
+Every actor of the control plane is a named detached actor in `NAMESPACE`. Callers
+(other actors, the API's replicas in Serve's namespace, the CLI) hold a `Handles`
+and ask it for `statedb`, `guardian`, `scaler` or `node(host)`. A handle is looked up
+once and kept; after the actor died for good (`RayActorError`) the caller `forget`s
+it and the next use looks it up again, so `sc down` then `sc up` needs no restart of
+the caller. A restarting actor (max_restarts) keeps its handle.
+
+`unwrap` turns what an actor call raised into the actor's own error: our `ScError`
+classes (which the API maps to one HTTP status each), a pydantic `ValidationError`
+as `Invalid`, anything else as it was raised.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from .errors import Invalid, ScError, Unavailable
+from .settings import (
+    DATABASE_SNAPSHOTER_NAME,
+    GUARDIAN_NAME,
+    NAMESPACE,
+    REBALANCER_NAME,
+    SCALER_NAME,
+    STATEDB_NAME,
+    STRUCTURES_SNAPSHOTER_NAME,
+    container_scaler_name,
+)
+
+ActorHandle = Any
+"""`ray.actor.ActorHandle`; Ray's stubs type its methods as Any anyway."""
+
+
+def lookup(name: str, namespace: str = NAMESPACE, wait_s: float = 0.0) -> ActorHandle:
+    """The handle of the named actor; waits up to `wait_s` for it to be registered.
+
+    Raises `Unavailable` when no actor has that name (yet).
+    """
+    import ray
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return ray.get_actor(name, namespace=namespace)
+        except ValueError:
+            if time.monotonic() >= deadline:
+                raise Unavailable(f"{name} is not running") from None
+        time.sleep(0.1)
+
+
+class Handles:
+    """Handles of the control plane's actors, looked up on first use and kept."""
+
+    def __init__(self, namespace: str = NAMESPACE) -> None:
+        self.namespace = namespace
+        self._handles: dict[str, ActorHandle] = {}
+
+    def get(self, name: str) -> ActorHandle:
+        h = self._handles.get(name)
+        if h is None:
+            h = self._handles[name] = lookup(name, self.namespace)
+        return h
+
+    def forget(self, name: str) -> None:
+        """Drop a handle whose actor died for good: the next `get` looks it up again."""
+        self._handles.pop(name, None)
+
+    @property
+    def statedb(self) -> ActorHandle:
+        return self.get(STATEDB_NAME)
+
+    @property
+    def guardian(self) -> ActorHandle:
+        return self.get(GUARDIAN_NAME)
+
+    @property
+    def scaler(self) -> ActorHandle:
+        return self.get(SCALER_NAME)
+
+    @property
+    def structures_snapshoter(self) -> ActorHandle:
+        return self.get(STRUCTURES_SNAPSHOTER_NAME)
+
+    @property
+    def database_snapshoter(self) -> ActorHandle:
+        return self.get(DATABASE_SNAPSHOTER_NAME)
+
+    @property
+    def rebalancer(self) -> ActorHandle:
+        return self.get(REBALANCER_NAME)
+
+    def node(self, host: str) -> ActorHandle:
+        """The ContainerScaler of `host`; `Unavailable` when that host has none running."""
+        try:
+            return self.get(container_scaler_name(host))
+        except Unavailable:
+            raise Unavailable(f"no ContainerScaler for host {host!r}") from None
+
+    def forget_node(self, host: str) -> None:
+        self.forget(container_scaler_name(host))
+
+
+def unwrap(e: BaseException) -> BaseException:
+    """The error an actor raised, as our own error class where it has one.
+
+    Ray wraps what an actor method raised in a `RayTaskError` whose `cause` is the
+    original exception; a dead actor (`RayActorError`) becomes `Unavailable`.
+    """
+    from pydantic import ValidationError
+
+    cause = getattr(e, "cause", None) or e
+    if isinstance(cause, ScError):
+        return cause
+    if isinstance(cause, ValidationError):
+        return Invalid(str(cause))
+    try:
+        import ray.exceptions
+
+        if isinstance(cause, ray.exceptions.RayActorError):
+            return Unavailable(f"an actor is unavailable: {cause}")
+    except ImportError:  # pragma: no cover - ray is a dependency
+        pass
+    return cause if isinstance(cause, Exception) else e
+
+
+__all__ = ["ActorHandle", "Handles", "lookup", "unwrap"]
