@@ -2,7 +2,7 @@
 # Set up everything on a fresh machine, then run the demo or the tests.
 #
 #   sudo bash cluster/bootstrap.sh demo    # the main job: the demo on an embedded local Ray
-#   sudo bash cluster/bootstrap.sh test    # the whole test suite (real Ray, cgroups, LXC)
+#   sudo bash cluster/bootstrap.sh test    # lint-imports, mypy, then the whole test suite (real Ray, cgroups, LXC)
 #   sudo bash cluster/bootstrap.sh setup   # only install
 #
 # As root it installs the Debian packages it needs (once); it always makes the venv
@@ -78,7 +78,11 @@ case "$verb" in
   setup) log "ready: .venv/bin/sc --help" ;;
   demo) exec .venv/bin/sc demo "$@" ;;
   test)
+    log "lint-imports (.importlinter)"
     .venv/bin/lint-imports
+    log "mypy (pyproject.toml [tool.mypy])"
+    .venv/bin/mypy
+    log "pytest"
     exec .venv/bin/python -m pytest -q "$@"
     ;;
   *) log "unknown verb $verb (demo | test | setup)"; exit 2 ;;

@@ -57,3 +57,17 @@ def test_ray_commands_name_the_venvs_ray():
     bare = [line for line in _code_lines() if re.match(r"^\s*ray ", line)]
     assert bare == []
     assert "$(ray get-auth-token)" not in README and "with `ray get-auth-token`" not in README
+
+
+def test_the_readmes_test_command_checks_imports_and_types_before_pytest():
+    # `bash cluster/bootstrap.sh test` is the one command the README gives for the tests:
+    # under `set -e` it stops on an import-linter contract or a mypy error before pytest starts.
+    assert "bash cluster/bootstrap.sh test" in README
+    script = (Path(__file__).resolve().parents[1] / "cluster" / "bootstrap.sh").read_text()
+    assert "set -euo pipefail" in script
+    verb = script[script.index("\n  test)") + len("\n  test)"):]
+    verb = verb[:verb.index(";;")]
+    commands = [line.split()[0] if not line.startswith("exec ") else line.split()[1]
+                for line in (raw.strip() for raw in verb.splitlines()[1:])
+                if line and not line.startswith("log ")]
+    assert commands == [".venv/bin/lint-imports", ".venv/bin/mypy", ".venv/bin/python"]
