@@ -23,7 +23,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cluster.tables import fit, print_table
+from cluster.tools.tables import fit, print_table
 from serve.client import DEFAULT_URL, ApiError, Client, Unreachable
 
 app = typer.Typer(no_args_is_help=True, add_completion=True, help=__doc__, rich_markup_mode=None)
@@ -859,7 +859,7 @@ def demo(
     dashboard_port: int = typer.Option(8265, help="port of the Ray dashboard with --observe"),
 ) -> None:
     """Scale two containers under a phased load, on an embedded Ray (~90 s)."""
-    from cluster.demo import DemoBusy, run
+    from cluster.tools.demo import DemoBusy, run
 
     try:
         summary = run(duration_scale=scale, out_dir=str(out), backend=backend, observe=observe,
@@ -1015,7 +1015,7 @@ def down(keep_ray: bool = typer.Option(False, help="leave the Ray head running")
 
 # ---------------------------------------------------------------------------- history, report, bench
 
-from cluster.history import history_command, report_command  # noqa: E402  (no Ray: reads Parquet)
+from cluster.tools.history import history_command, report_command  # noqa: E402  (no Ray: reads Parquet)
 
 app.command("history")(history_command)
 app.command("report")(report_command)
@@ -1024,7 +1024,7 @@ bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print number
 app.add_typer(bench_app, name="bench")
 
 
-from cluster.bench import commands as bench_commands  # noqa: E402  (Ray imported only when a bench runs)
+from cluster.tools.bench import commands as bench_commands  # noqa: E402  (Ray imported only when a bench runs)
 
 for _name, _command in bench_commands.COMMANDS.items():
     bench_app.command(_name)(_command)

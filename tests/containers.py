@@ -57,7 +57,7 @@ class Containers:
         return self.run(name, [sys.executable, "-c", "while True: pass"])
 
     def load(self, name: str, phases: str, *extra: str) -> subprocess.Popen:
-        p = self.run(name, [sys.executable, "-m", "cluster.load", "--phases", phases, *extra])
+        p = self.run(name, [sys.executable, "-m", "cluster.tools.load", "--phases", phases, *extra])
         assert p.stdin is not None
         p.stdin.write("go\n")
         p.stdin.flush()

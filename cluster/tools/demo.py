@@ -94,11 +94,11 @@ def start_load(c: DemoContainer, node: Any) -> None:
     import ray
 
     c.proc = subprocess.Popen(
-        [sys.executable, "-m", "cluster.load", "--phases", ",".join(f"{d:g}:{s:g}" for d, s in c.phases)],
+        [sys.executable, "-m", "cluster.tools.load", "--phases", ",".join(f"{d:g}:{s:g}" for d, s in c.phases)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
-        cwd=str(Path(__file__).resolve().parent.parent),
+        cwd=str(Path(__file__).resolve().parents[2]),
     )
     ray.get(node.attach.remote(c.name, c.proc.pid))
 
@@ -284,8 +284,8 @@ def run(duration_scale: float = 1.0, out_dir: str = "demo-out", live: bool = Tru
 
     from sc_actors.backends import make_backend
 
-    from .deploy import deploy, undeploy
-    from .local import default_host_name, init_embedded
+    from cluster.deploy import deploy, undeploy
+    from cluster.local import default_host_name, init_embedded
     from .tables import fit
 
     console = Console()
@@ -312,7 +312,7 @@ def run(duration_scale: float = 1.0, out_dir: str = "demo-out", live: bool = Tru
                         progress=lambda m: console.print(f"  {m}"))
         db, scaler = actors["statedb"], actors["scaler"]
         if observe:
-            from .serve_deploy import deploy_api
+            from cluster.serve_deploy import deploy_api
 
             url = deploy_api("127.0.0.1", api_port, None)
             console.print(f"  live view: {url.rstrip('/')}/ui   Ray dashboard: http://127.0.0.1:{dashboard_port}"

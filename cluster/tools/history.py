@@ -49,7 +49,7 @@ def default_dataset() -> Path:
     if os.environ.get("SC_DATASET"):
         return Path(os.environ["SC_DATASET"])
     try:
-        from .local import STATE_FILE
+        from cluster.local import STATE_FILE
 
         state_dir = json.loads(Path(STATE_FILE).read_text()).get("state_dir")
         if state_dir and (Path(state_dir) / "timeseries").is_dir():

@@ -1,6 +1,6 @@
 """A CPU load process with a phased demand, for the demo, the tests and benchmarks.
 
-`python -m cluster.load --phases 0:8,150:20,60:20,0:30` waits for a line on stdin
+`python -m cluster.tools.load --phases 0:8,150:20,60:20,0:30` waits for a line on stdin
 (so it can be put in its cgroup first), then runs the phases: demand in shares
 (100 = one core) for so many seconds. It forks one worker per started core (the
 children inherit the cgroup); each worker runs a duty cycle in 20 ms slices. On

@@ -14,10 +14,10 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 import cli
-from cluster.bench import apps
-from cluster.bench.apps import Phase, Sample
-from cluster.bench.apps_redis import encode, read_reply
-from cluster.tables import print_table
+from cluster.tools.bench import apps
+from cluster.tools.bench.apps import Phase, Sample
+from cluster.tools.bench.apps_redis import encode, read_reply
+from cluster.tools.tables import print_table
 
 MIB = 2**20
 

@@ -13,10 +13,10 @@ import io
 import pytest
 from rich.console import Console
 
-from cluster.bench.api import latency_table
-from cluster.bench.scale import scale_tables
-from cluster.demo import DemoContainer, live_table
-from cluster.tables import print_table
+from cluster.tools.bench.api import latency_table
+from cluster.tools.bench.scale import scale_tables
+from cluster.tools.demo import DemoContainer, live_table
+from cluster.tools.tables import print_table
 
 
 def _api_ops():

@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 import cli
-from cluster import demo
+from cluster.tools import demo
 from sc_actors.backends.base import ContainerNotFound
 
 

@@ -1,4 +1,4 @@
-"""`cluster.load --work` in a real cgroup v1 container: throttled, the work still gets done.
+"""`cluster.tools.load --work` in a real cgroup v1 container: throttled, the work still gets done.
 
 Half a core of quota for 1.9 CPU-seconds of work in two phases (one above the
 quota, one below): the cgroup's counter must show at least that work, and the
@@ -51,7 +51,7 @@ def test_a_throttled_work_load_does_all_its_work_and_takes_longer(backend):
     backend.create("work", cpu_num=",".join(str(c) for c in range(min(os.cpu_count() or 1, 2))))
     backend.write_limits("work", LimitChange(cpu_allowance_limit=QUOTA_SHARES))
     spec = ",".join(f"{d:g}:{s:g}" for d, s in PHASES)
-    proc = subprocess.Popen([sys.executable, "-m", "cluster.load", "--work", "--phases", spec],
+    proc = subprocess.Popen([sys.executable, "-m", "cluster.tools.load", "--work", "--phases", spec],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO)
     try:
         backend.attach("work", proc.pid)  # before "go": the workers are forked in the cgroup

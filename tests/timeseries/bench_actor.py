@@ -21,7 +21,7 @@ import time
 def run(containers: int = 100, seconds: float = 60.0, nodes: int = 3, window_s: float = 1.0) -> dict:
     import ray
 
-    from cluster.bench.scale import _actor_pids, _bulk_subscribe, _cpu_rss, simulated_cluster
+    from cluster.tools.bench.scale import _actor_pids, _bulk_subscribe, _cpu_rss, simulated_cluster
     from cluster.deploy import deploy, undeploy, wait_for
     from sc_actors.settings import DATABASE_SNAPSHOTER_NAME, STATEDB_NAME
     from sc_actors.store import timeseries as ts

@@ -9,7 +9,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from cluster.history import history_command, parse_since, report_command
+from cluster.tools.history import history_command, parse_since, report_command
 from sc_actors.store import timeseries as ts
 
 T0 = 1_714_557_600.0  # 2024-05-01 10:00:00 UTC

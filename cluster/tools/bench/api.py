@@ -135,8 +135,8 @@ def run(requests: int = 200, concurrency: tuple[int, ...] = (1, 4, 16), status_r
     from sc_actors.backends import make_backend
     from sc_actors.settings import NAMESPACE, container_scaler_name
 
-    from ..deploy import deploy, undeploy
-    from ..serve_deploy import deploy_api, undeploy_api
+    from cluster.deploy import deploy, undeploy
+    from cluster.serve_deploy import deploy_api, undeploy_api
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

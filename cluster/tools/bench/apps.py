@@ -525,7 +525,7 @@ class WebDriver(Driver):
         node, d = self.ctx["node"], self.work
         app_port, self.port = free_port(), free_port()
         (d / "nginx.conf").write_text(NGINX_CONF.format(d=d, app=app_port, port=self.port))
-        self.servers.append(Gated([sys.executable, "-m", "cluster.bench.apps_web", "--port", str(app_port),
+        self.servers.append(Gated([sys.executable, "-m", "cluster.tools.bench.apps_web", "--port", str(app_port),
                                    "--workers", str(WEB_WORKERS), "--loops", str(self.ctx["web_loops"])],
                                   node, self.container, d / "handler.log"))
         self.servers.append(Gated(["nginx", "-p", str(d), "-e", str(d / "error.log"), "-c", str(d / "nginx.conf")],
@@ -628,7 +628,7 @@ class RedisDriver(Driver):
         if not _wait_redis(self.port, 20):
             raise RuntimeError(f"redis-server did not answer within 20 s (see {self.work})")
         plan = [{"name": p.name, "seconds": p.seconds, "mib": p.level} for p in self.phases]
-        self.client = Outside([sys.executable, "-m", "cluster.bench.apps_redis", "--port", str(self.port),
+        self.client = Outside([sys.executable, "-m", "cluster.tools.bench.apps_redis", "--port", str(self.port),
                                "--phases", json.dumps(plan)], stdin=True)
 
     def begin(self, i: int) -> None:

@@ -1,6 +1,6 @@
 """The client of `sc bench apps` (redis): fills and empties redis-server in phases, and probes it.
 
-`python -m cluster.bench.apps_redis --port P --phases '[{"name": "fill", "seconds": 10, "mib": 300}, ...]'`
+`python -m cluster.tools.bench.apps_redis --port P --phases '[{"name": "fill", "seconds": 10, "mib": 300}, ...]'`
 waits for a line on stdin, then runs the phases in order. Each brings the dataset
 (values of `VALUE_KIB` KiB under keys k:0, k:1, ...) to `mib` MiB: a rise is spread
 evenly over the phase (pipelined SETs, paced every `TICK_S`), a fall happens at the

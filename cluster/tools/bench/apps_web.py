@@ -1,6 +1,6 @@
 """The CPU-bound handler behind nginx in `sc bench apps` (web): a WSGI app, pre-forked.
 
-`python -m cluster.bench.apps_web --port P --workers 4 --loops N` listens on
+`python -m cluster.tools.bench.apps_web --port P --workers 4 --loops N` listens on
 127.0.0.1:P. The parent binds the socket and forks the workers; each serves one
 request at a time (wsgiref), so up to `workers` requests run at once, on as many
 cores as the cgroup allows. Every request runs `burn(N)`: a pure-Python loop, a

@@ -15,7 +15,7 @@ from rich.console import Console
 from pathlib import Path
 
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def machine() -> dict[str, Any]:
@@ -132,8 +132,8 @@ def real_cgroup_cluster(parent: str, verb: str) -> Iterator[dict[str, Any]]:
     from sc_actors.backends import make_backend
     from sc_actors.settings import NAMESPACE, container_scaler_name
 
-    from ..deploy import deploy, undeploy
-    from ..local import default_host_name, init_embedded
+    from cluster.deploy import deploy, undeploy
+    from cluster.local import default_host_name, init_embedded
 
     host = default_host_name()
     state_dir = tempfile.mkdtemp(prefix="sc-bench-")

@@ -1,7 +1,7 @@
 """`sc bench efficiency`: utilization and time-to-finish of a bursty trace, four ways.
 
 Each of 2–3 real-cgroup containers runs a seeded bursty trace of fixed work
-(`cluster.load --work`): phases of 20 to 130–150 shares (see below), about 5–30 s each, minutes
+(`cluster.tools.load --work`): phases of 20 to 130–150 shares (see below), about 5–30 s each, minutes
 in all. A phase `d:s` is d/100 × s CPU-seconds of work done at d shares at most, so
 a throttled container does not lose work, it finishes later. The same traces run
 four times in one invocation, sequentially in this order, on fresh containers:
@@ -162,11 +162,11 @@ def phases_arg(phases: list[tuple[float, float]]) -> str:
 
 
 class _Load:
-    """A `cluster.load --work` process and the JSON lines it printed (with receipt time)."""
+    """A `cluster.tools.load --work` process and the JSON lines it printed (with receipt time)."""
 
     def __init__(self, phases: list[tuple[float, float]]) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "cluster.load", "--work", "--phases", phases_arg(phases)],
+            [sys.executable, "-m", "cluster.tools.load", "--work", "--phases", phases_arg(phases)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=REPO)
         self.lines: list[dict[str, Any]] = []
         self.ended = threading.Event()

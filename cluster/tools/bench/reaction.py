@@ -32,8 +32,8 @@ def reaction(steps: int = 20, original_steps: int = 3, cores: float = 1.0, out_d
     from sc_actors.backends import make_backend
     from sc_actors.settings import NAMESPACE, container_scaler_name
 
-    from ..deploy import deploy, undeploy
-    from ..local import default_host_name, init_embedded
+    from cluster.deploy import deploy, undeploy
+    from cluster.local import default_host_name, init_embedded
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -68,7 +68,7 @@ def reaction(steps: int = 20, original_steps: int = 3, cores: float = 1.0, out_d
             ups, downs = [], []
             for i in range(n):
                 base = quota()
-                load = subprocess.Popen([sys.executable, "-m", "cluster.load", "--phases", f"{cores * 100:g}:3600"],
+                load = subprocess.Popen([sys.executable, "-m", "cluster.tools.load", "--phases", f"{cores * 100:g}:3600"],
                                         stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=REPO)
                 ray.get(node.attach.remote(name, load.pid))
                 assert load.stdin is not None

@@ -4,7 +4,7 @@ The case the ReBalancer exists for (reference §7.4). One application of 3 real-
 containers has a fixed CPU `max` (`TOTAL`, 150 shares). Its work rotates: in each turn
 one container is hot (`HOT` shares) and the two others cool (`COOL`), so the application
 as a whole always wants `HOT + 2 × COOL` = its max. Each turn is fixed work
-(`cluster.load --work`: d/100 × s CPU-seconds at d shares at most), so a container held
+(`cluster.tools.load --work`: d/100 × s CPU-seconds at d shares at most), so a container held
 back finishes later, it does not do less. The same traces run three ways, one after
 the other in one invocation, on fresh containers:
 

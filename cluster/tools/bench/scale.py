@@ -128,9 +128,9 @@ def scale(sizes: tuple[int, ...] = (100, 1000, 10000), nodes: int = 3, window_s:
 
     from sc_actors.settings import NAMESPACE, container_scaler_name
 
-    from ..placement import CONTROL_PLANE
+    from cluster.placement import CONTROL_PLANE
 
-    from ..deploy import deploy, undeploy
+    from cluster.deploy import deploy, undeploy
 
     os.environ["RAY_AUTH_MODE"] = "disabled"
     out = Path(out_dir)
