@@ -2,7 +2,7 @@
 
 `deploy()` creates (or finds) the StateDB, Guardian, Scaler,
 StructuresSnapshoter, DatabaseSnapshoter and ReBalancer (time series in `<state_dir>/timeseries`
-unless `dataset_dir` says otherwise), then the Membership (membership.py), which
+unless `dataset_dir` says otherwise), then the Membership (sc_actors/membership.py), which
 places one ContainerScaler per controlled node and registers a host structure for
 each node that has none, now and whenever a node joins later, and marks the hosts
 of dead nodes unreachable. Nodes are controlled when they carry the `sc_host` label;
@@ -21,7 +21,6 @@ import ray
 from sc_actors.settings import DATABASE_SNAPSHOTER_NAME, NAMESPACE, container_scaler_name
 
 from . import placement
-from .membership import controlled_nodes, host_document, node_settings  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +58,7 @@ def deploy(
     ray.get([a.ping.remote() for a in actors.values()], timeout=timeout_s)
     progress("guardian, scaler, structures_snapshoter, database_snapshoter, rebalancer ready")
     # One ContainerScaler and one host structure per controlled node, now and for
-    # nodes that join later: the Membership does both (membership.py).
+    # nodes that join later: the Membership does both (sc_actors/membership.py).
     membership = placement.membership_actor(node_defaults)
     ray.get(membership.configure.remote(node_defaults), timeout=timeout_s)
     hosts = ray.get(membership.reconcile.remote(timeout_s), timeout=timeout_s + 30)

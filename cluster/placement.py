@@ -15,6 +15,8 @@ import ray
 from sc_actors.container_scaler import ContainerScaler
 from sc_actors.database_snapshoter import DatabaseSnapshoter
 from sc_actors.guardian import Guardian
+from sc_actors.membership import MEMBERSHIP_NAME, Membership
+from sc_actors.policy.membership import NodeDefaults
 from sc_actors.rebalancer import ReBalancer
 from sc_actors.scaler import Scaler
 from sc_actors.settings import (
@@ -30,8 +32,6 @@ from sc_actors.settings import (
 )
 from sc_actors.snapshoters import StructuresSnapshoter
 from sc_actors.statedb import StateDB
-
-from .membership import MEMBERSHIP_NAME, Membership
 
 _COMMON: dict[str, Any] = dict(
     namespace=NAMESPACE,
@@ -75,14 +75,17 @@ def rebalancer_actor() -> Any:
     return ray.remote(ReBalancer).options(name=REBALANCER_NAME, max_concurrency=100, **_COMMON).remote()
 
 
-def membership_actor(node_defaults: dict[str, Any], settings: dict[str, Any] | None = None) -> Any:
-    """On the head: it watches the nodes, so it must not live on one that can go away."""
+def membership_actor(node_defaults: dict[str, Any], settings: dict[str, float] | None = None) -> Any:
+    """On the head: it watches the nodes, so it must not live on one that can go away.
+
+    It starts each ContainerScaler with `container_scaler_actor`, so their options stay here.
+    """
     return ray.remote(Membership).options(
         name=MEMBERSHIP_NAME, resources=HEAD, max_concurrency=100, **_COMMON
-    ).remote(node_defaults, settings)
+    ).remote(node_defaults, settings, container_scaler_actor)
 
 
-def container_scaler_actor(host: str, settings: dict[str, Any]) -> Any:
+def container_scaler_actor(host: str, settings: NodeDefaults) -> Any:
     return ray.remote(ContainerScaler).options(
         name=container_scaler_name(host),
         label_selector={HOST_LABEL: host},

@@ -16,7 +16,7 @@ import psutil
 import ray
 
 from cluster.deploy import wait_for
-from cluster.membership import MEMBERSHIP_NAME
+from sc_actors.membership import MEMBERSHIP_NAME
 from sc_actors.settings import HOST_LABEL, NAMESPACE, container_scaler_name
 from tests.conftest import _remove_parent
 

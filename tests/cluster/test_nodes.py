@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import pytest
 
-from cluster.membership import controlled_nodes, host_document, hosts_of, is_controlled, node_settings
 from sc_actors.model import Host, HostInfo
+from sc_actors.policy.membership import Node, controlled_nodes, host_document, hosts_of, is_controlled, node_settings
 
 
-def node(node_id: str, alive: bool = True, **labels: str) -> dict:
-    return {"NodeID": node_id, "Alive": alive, "Labels": {"ray.io/node-id": node_id, **labels}}
+def node(node_id: str, alive: bool = True, **labels: str) -> Node:
+    """A node as `ray.nodes()` lists it, read the way the Membership reads it."""
+    return Node.from_ray({"NodeID": node_id, "Alive": alive, "Labels": {"ray.io/node-id": node_id, **labels}})
 
 
 @pytest.mark.parametrize(
@@ -36,9 +37,15 @@ def test_hosts_keep_their_alive_and_dead_nodes_apart():
     ]
     hosts = hosts_of(nodes)
     assert set(hosts) == {"a", "b"}
-    assert [n["NodeID"] for n in hosts["a"].alive] == ["new"]
-    assert [n["NodeID"] for n in hosts["a"].dead] == ["old"]
-    assert [n["NodeID"] for n in controlled_nodes(nodes)] == ["new", "b1"]
+    assert [n.node_id for n in hosts["a"].alive] == ["new"]
+    assert [n.node_id for n in hosts["a"].dead] == ["old"]
+    assert hosts["a"].alive_ids == {"new"}
+    assert [n.node_id for n in controlled_nodes(nodes)] == ["new", "b1"]
+
+
+def test_a_ray_row_without_labels_or_alive_flag_is_a_dead_uncontrolled_node():
+    n = Node.from_ray({"NodeID": "x"})
+    assert (n.alive, n.host, is_controlled(n)) == (False, "", False)
 
 
 def test_node_labels_override_the_defaults_of_sc_up():
