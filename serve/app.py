@@ -9,7 +9,9 @@ body is `{"message": ...}`. OpenAPI at /docs and /openapi.json.
 from __future__ import annotations
 
 import logging
-from typing import Any, Optional
+from typing import Any, Optional, Union
+
+from typing_extensions import TypedDict
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -142,7 +144,15 @@ def _validation_message(errors: list[Any]) -> str:
     return "; ".join(parts) or "invalid request"
 
 
-def _plain(errors: list[Any]) -> list[dict[str, Any]]:
+class ErrorDetail(TypedDict):
+    """One validation error of a 4xx answer's `detail`, as plain JSON."""
+
+    loc: list[Union[str, int]]
+    msg: str
+    type: str
+
+
+def _plain(errors: list[Any]) -> list[ErrorDetail]:
     return [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg")), "type": str(e.get("type"))} for e in errors]
 
 

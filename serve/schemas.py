@@ -8,10 +8,13 @@ mode turns "10" into 10.
 """
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import Annotated, Any, ClassVar, Literal, Optional, Union
+
+from typing_extensions import TypedDict
 
 from fastapi import Path
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic.config import JsonDict
 
 from sc_actors.model import (
     NAME_PATTERN,
@@ -52,6 +55,20 @@ NewName = Annotated[
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class _Wrapping(_Body):
+    """A body `{"<_wraps>": document, …}` that also accepts the bare document, as the
+    original's scripts send it."""
+
+    _wraps: ClassVar[str]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare(cls, data: Any) -> Any:
+        if isinstance(data, dict) and cls._wraps not in data and "name" in data:
+            return {cls._wraps: data}
+        return data
 
 
 class NumberValue(_Body):
@@ -132,7 +149,7 @@ class LimitsBody(_Body):
         return self
 
 
-_CONTAINER_EXAMPLE = {
+_CONTAINER_EXAMPLE: JsonDict = {
     "container": {
         "name": "host0-cont0",
         "resources": {
@@ -150,22 +167,16 @@ _CONTAINER_EXAMPLE = {
 }
 
 
-class ContainerSubscription(_Body):
+class ContainerSubscription(_Wrapping):
     """Body of `PUT /structure/container/<name>`; a bare container document also works."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [_CONTAINER_EXAMPLE]})
+    _wraps: ClassVar[str] = "container"
     container: Container
     limits: Optional[LimitsBody] = None
 
-    @model_validator(mode="before")
-    @classmethod
-    def _bare(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "container" not in data and "name" in data:
-            return {"container": data}
-        return data
 
-
-_HOST_EXAMPLE = {
+_HOST_EXAMPLE: JsonDict = {
     "name": "host0",
     "host": "host0",
     "subtype": "host",
@@ -188,7 +199,7 @@ class HostSubscription(Host):
         return self
 
 
-_APP_EXAMPLE = {
+_APP_EXAMPLE: JsonDict = {
     "app": {
         "name": "app1",
         "resources": {"cpu": {"max": 1600, "min": 20, "guard": False, "weight": 1},
@@ -209,22 +220,16 @@ class AppSubscription(_Body):
     limits: Optional[LimitsBody] = None
 
 
-_USER_EXAMPLE = {"user": {"name": "user0", "subtype": "user", "balancing_method": "pair_swapping",
+_USER_EXAMPLE: JsonDict = {"user": {"name": "user0", "subtype": "user", "balancing_method": "pair_swapping",
                           "resources": {"cpu": {"max": 2000, "min": 100}, "mem": {"max": 8192, "min": 1024}}}}
 
 
-class UserSubscription(_Body):
+class UserSubscription(_Wrapping):
     """Body of `PUT /user/<name>`; a bare user document also works (as `subscribe_user.sh` sends)."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [_USER_EXAMPLE]})
+    _wraps: ClassVar[str] = "user"
     user: User
-
-    @model_validator(mode="before")
-    @classmethod
-    def _bare(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "user" not in data and "name" in data:
-            return {"user": data}
-        return data
 
     @model_validator(mode="after")
     def _cpu_mem(self) -> "UserSubscription":
@@ -232,6 +237,79 @@ class UserSubscription(_Body):
         if missing:
             raise ValueError(f"user resources {sorted(missing)} are mandatory")
         return self
+
+
+# ---------------------------------------------------------------- answers
+# What the routes answer that is not a stored document (`sc_actors.model.Document`).
+# NOTE: numbers are `int | float`: a stored 50 goes out as 50, not 50.0.
+
+Number = Union[int, float]
+
+
+class Message(TypedDict):
+    """`{"message": …}`: what a deletion answers (and every error, `serve.app`)."""
+
+    message: str
+
+
+class StatusRow(TypedDict):
+    """One container and resource of `GET /status`: usage against its limits."""
+
+    container: str
+    host: Optional[str]
+    resource: str
+    guard: bool
+    usage: Optional[Number]
+    current: Optional[Number]
+    upper: Optional[Number]
+    lower: Optional[Number]
+    min: Optional[Number]
+    max: Optional[Number]
+    missing_since: Optional[float]
+
+
+class ServiceState(TypedDict):
+    name: str
+    active: Optional[bool]
+    heartbeat: float
+
+
+class Status(TypedDict):
+    time: float
+    containers: list[StatusRow]
+    services: list[ServiceState]
+
+
+class ProblemJson(TypedDict):
+    kind: str
+    subject: str
+    message: str
+
+
+class Health(TypedDict):
+    time: float
+    ok: bool
+    problems: list[ProblemJson]
+
+
+class ProfileLimit(TypedDict):
+    boundary: Number
+    boundary_type: str
+
+
+class Profiles(TypedDict):
+    """`GET /profile`: the profile in force, each profile's limits per resource, the timings."""
+
+    profile: str
+    profiles: dict[str, dict[str, ProfileLimit]]
+    timings: list[str]
+
+
+class ProfileApplied(TypedDict):
+    profile: str
+    timing: Optional[str]
+    limits_changed: int
+    services_changed: list[str]
 
 
 __all__ = [
@@ -242,14 +320,22 @@ __all__ = [
     "ContainerSubscription",
     "EventsRequired",
     "GuardResources",
+    "Health",
     "HostSubscription",
     "IntValue",
     "LimitsBody",
+    "Message",
     "MIN_BOUNDARY",
     "NewName",
     "NumberValue",
     "PathName",
     "PolicyValue",
+    "ProblemJson",
+    "ProfileApplied",
+    "Profiles",
+    "ServiceState",
     "ServiceValue",
+    "Status",
+    "StatusRow",
     "UserSubscription",
 ]

@@ -11,6 +11,7 @@ import copy
 import math
 from typing import Any
 
+from sc_actors.model import Document
 from sc_actors.settings import STR_KEYS
 
 _PASS_THROUGH = ("container", "application")
@@ -55,9 +56,10 @@ def coerce_service_value(key: str, value: Any) -> Any:
     return int(f) if f.is_integer() else f
 
 
-def _event_clauses(rule: dict[str, Any]) -> list[tuple[int, str, str]]:
-    """(index, operator, event type) of each `and` clause on `events.scale.<type>`."""
-    out = []
+def _event_clauses(rule: object) -> list[tuple[int, str, str]]:
+    """(index, operator, event type) of each `and` clause on `events.scale.<type>` of a
+    JSON-logic rule (free-form JSON: anything else has none)."""
+    out: list[tuple[int, str, str]] = []
     clauses = rule.get("and") if isinstance(rule, dict) else None
     if not isinstance(clauses, list):
         return out
@@ -76,7 +78,7 @@ def _event_clauses(rule: dict[str, Any]) -> list[tuple[int, str, str]]:
     return out
 
 
-def trigger_direction(rule_doc: dict[str, Any]) -> str | None:
+def trigger_direction(rule_doc: Document) -> str | None:
     """The event type whose count fires a request rule: the one compared with `>=`/`>`.
 
     `CpuRescaleUp` (up >= 2, down <= 2) → "up"; `CpuRescaleDown` (up <= 0, down >= 6)
@@ -89,8 +91,9 @@ def trigger_direction(rule_doc: dict[str, Any]) -> str | None:
     return rule_doc.get("rescale_type")
 
 
-def set_events_required(rule_doc: dict[str, Any], event_type: str, value: int) -> dict[str, Any]:
-    """The changes that make `rule_doc` require `value` events of `event_type`.
+def set_events_required(rule_doc: Document, event_type: str, value: int) -> dict[str, Any]:
+    """The changes (a StateDB patch: field → JSON value) that make `rule_doc` require
+    `value` events of `event_type`.
 
     Rewrites the constant of the first `and` clause on `events.scale.<event_type>`
     (as the original). `events_to_remove` follows only when `event_type` is the
@@ -106,13 +109,13 @@ def set_events_required(rule_doc: dict[str, Any], event_type: str, value: int) -
     index, op, _ = clauses[0]
     new_rule = copy.deepcopy(rule_doc["rule"])
     new_rule["and"][index][op][1] = value
-    changes: dict[str, Any] = {"rule": new_rule}
+    changes = {"rule": new_rule}
     if event_type == trigger_direction(rule_doc):
         changes["events_to_remove"] = value
     return changes
 
 
-def check_rule_amount(rule_doc: dict[str, Any]) -> None:
+def check_rule_amount(rule_doc: Document) -> None:
     """Refuse an `amount` whose sign contradicts the rule's `rescale_type`.
 
     A scale-up rule asks for more (`amount` > 0), a scale-down rule for less
@@ -132,7 +135,7 @@ def check_rule_amount(rule_doc: dict[str, Any]) -> None:
         raise ValueError(f"rule {name!r} scales down: its amount must be < 0, got {amount!r}")
 
 
-def clamp_host_to_node(doc: dict[str, Any], cores: int, mem_mib: float) -> list[str]:
+def clamp_host_to_node(doc: Document, cores: int, mem_mib: float) -> list[str]:
     """Cut a host subscription's cpu and mem to what its Ray node has; the warnings.
 
     `doc` is changed in place: `max` becomes at most cores × 100 shares and the node's

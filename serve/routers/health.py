@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Optional
+from typing import Optional
 
 from fastapi import APIRouter, Depends
 
-from sc_actors.model import Container, Host, Rule
+from sc_actors.model import Container, Document, Host, Rule
 from sc_actors.policy.health import (
     JournalState,
     Problem,
@@ -25,13 +25,14 @@ from sc_actors.policy.health import (
 )
 from sc_actors.settings import HOST_LABEL, GuardianSettings, StructuresSnapshoterSettings
 
-from ..deps import Actor, get_statedb
+from ..deps import StateDBApi, get_statedb
+from ..schemas import Health, ProblemJson
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["heartbeat"])
 
 EXCLUDE_LABEL = "sc_exclude"
-"""A node with this label set runs no ContainerScaler (cluster/membership.py)."""
+"""A node with this label set runs no ContainerScaler (sc_actors/policy/membership.py)."""
 
 
 async def get_live_hosts() -> Optional[frozenset[str]]:
@@ -53,7 +54,7 @@ async def get_live_hosts() -> Optional[frozenset[str]]:
     return frozenset(live)
 
 
-def _rules(docs: list[dict[str, Any]]) -> list[Rule]:
+def _rules(docs: list[Document]) -> list[Rule]:
     out = []
     for d in docs:
         try:
@@ -63,12 +64,12 @@ def _rules(docs: list[dict[str, Any]]) -> list[Rule]:
     return out
 
 
-def _guardian(services: list[dict[str, Any]]) -> GuardianSettings:
+def _guardian(services: list[Document]) -> GuardianSettings:
     config = next((s.get("config") for s in services if s.get("name") == "guardian"), None)
-    return GuardianSettings.from_config(config)  # type: ignore[return-value]
+    return GuardianSettings.from_config(config)
 
 
-def _ranges(docs: list[dict[str, Any]]) -> list[ResourceRange]:
+def _ranges(docs: list[Document]) -> list[ResourceRange]:
     out = []
     for d in docs:
         subtype = d.get("subtype", "user")
@@ -80,7 +81,7 @@ def _ranges(docs: list[dict[str, Any]]) -> list[ResourceRange]:
     return out
 
 
-def snapshot_of(view: dict[str, Any], live: Optional[frozenset[str]]) -> Snapshot:
+def snapshot_of(view: Document, live: Optional[frozenset[str]]) -> Snapshot:
     """The policy's input from the StateDB's `health_view` and the live nodes' labels."""
     structures = view["structures"]
     return Snapshot(
@@ -95,34 +96,34 @@ def snapshot_of(view: dict[str, Any], live: Optional[frozenset[str]]) -> Snapsho
         containers=[Container.model_validate(d) for d in structures if d.get("subtype") == "container"],
         ranges=_ranges(structures) + _ranges(view["users"]),
         journal=JournalState(**view["journal"]),
-        missing_grace_s=StructuresSnapshoterSettings.from_config(  # type: ignore[attr-defined]
+        missing_grace_s=StructuresSnapshoterSettings.from_config(
             view.get("snapshoter_config")).missing_grace_period_s,
     )
 
 
-def as_json(problems: list[Problem]) -> list[dict[str, str]]:
-    return [{"kind": p.kind, "subject": p.subject, "message": p.message} for p in problems]
+def as_json(problems: list[Problem]) -> list[ProblemJson]:
+    return [ProblemJson(kind=p.kind, subject=p.subject, message=p.message) for p in problems]
 
 
 @router.get("/health", summary="What is wrong with the stack: one problem per entry, each with its fix")
-async def get_health(db: Actor = Depends(get_statedb),
-                     live: Optional[frozenset[str]] = Depends(get_live_hosts)) -> dict[str, Any]:
+async def get_health(db: StateDBApi = Depends(get_statedb),
+                     live: Optional[frozenset[str]] = Depends(get_live_hosts)) -> Health:
     view = await db.health_view()
     problems = check(snapshot_of(view, live))
     return {"time": view["now"], "ok": not problems, "problems": as_json(problems)}
 
 
-async def rule_warnings(db: Actor, only: Optional[set[str]] = None) -> list[str]:
+async def rule_warnings(db: StateDBApi, only: Optional[set[str]] = None) -> list[str]:
     """The messages of the request rules that can never fire now (of `only`, when given).
 
     The warning a change through the API returns: the same function as the health check's.
     """
     rules = _rules(await db.list("rules"))
     guardian = GuardianSettings.from_config((await db.get("services", "guardian")).get("config"))
-    return [p.message for p in rules_that_cannot_fire(rules, guardian)  # type: ignore[arg-type]
+    return [p.message for p in rules_that_cannot_fire(rules, guardian)
             if only is None or p.subject in only]
 
 
-def with_warnings(doc: dict[str, Any], warnings: list[str]) -> dict[str, Any]:
+def with_warnings(doc: Document, warnings: list[str]) -> Document:
     """The changed document, plus `warnings` when there are any (the original's scripts ignore it)."""
     return {**doc, "warnings": warnings} if warnings else doc

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Optional
+from typing import Optional
 
 from fastapi import APIRouter, Depends, Query
 
-from sc_actors.model import GUARDABLE
+from sc_actors.model import GUARDABLE, Document
 
-from ..deps import Actor, get_statedb
+from ..deps import StateDBApi, get_statedb
+from ..schemas import Status, StatusRow
 
 router = APIRouter(tags=["heartbeat"])
 
@@ -19,10 +20,10 @@ async def heartbeat() -> dict[str, str]:
     return {"status": "alive"}
 
 
-def status_rows(containers: list[dict[str, Any]], limits: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def status_rows(containers: list[Document], limits: list[Document]) -> list[StatusRow]:
     """One row per container and resource: usage against current, upper, lower, min, max."""
     by_name = {d["name"]: d.get("resources", {}) for d in limits}
-    rows = []
+    rows: list[StatusRow] = []
     for c in sorted(containers, key=lambda d: d["name"]):
         for res in GUARDABLE:
             r = c.get("resources", {}).get(res)
@@ -43,7 +44,7 @@ def status_rows(containers: list[dict[str, Any]], limits: list[dict[str, Any]]) 
 
 
 @router.get("/status", summary="Containers' usage and limits, and the services' state, in one call")
-async def get_status(db: Actor = Depends(get_statedb)) -> dict[str, Any]:
+async def get_status(db: StateDBApi = Depends(get_statedb)) -> Status:
     containers, limits, services = await asyncio.gather(
         db.list("structures", "container"), db.list("limits"), db.list("services"))
     return {
@@ -57,12 +58,12 @@ async def get_status(db: Actor = Depends(get_statedb)) -> dict[str, Any]:
 @router.get("/events", summary="Recent events (newest last), optionally of one structure")
 async def get_events(structure: Optional[str] = Query(None, max_length=128),
                      limit: int = Query(100, ge=1, le=10_000),
-                     db: Actor = Depends(get_statedb)) -> list[dict[str, Any]]:
+                     db: StateDBApi = Depends(get_statedb)) -> list[Document]:
     return await db.recent_events(structure, limit)
 
 
 @router.get("/requests", summary="Recent requests and what the Scaler did with them (newest last)")
 async def get_requests(structure: Optional[str] = Query(None, max_length=128),
                        limit: int = Query(100, ge=1, le=10_000),
-                       db: Actor = Depends(get_statedb)) -> list[dict[str, Any]]:
+                       db: StateDBApi = Depends(get_statedb)) -> list[Document]:
     return await db.recent_requests(structure, limit)

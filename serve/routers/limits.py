@@ -5,20 +5,18 @@
 """
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Depends
 
 from sc_actors.errors import Invalid, NotFound
-from sc_actors.model import ResourceName
+from sc_actors.model import Document, ResourceName
 
-from ..deps import Actor, get_statedb, require_token
+from ..deps import StateDBApi, get_statedb, require_token
 from ..schemas import MIN_BOUNDARY, BoundaryTypeValue, BoundaryValue, PathName
 
 router = APIRouter(prefix="/structure", tags=["limits"])
 
 
-async def _limits(db: Actor, name: str) -> dict[str, Any]:
+async def _limits(db: StateDBApi, name: str) -> Document:
     await db.get("structures", name)
     try:
         return await db.get("limits", name)
@@ -27,19 +25,21 @@ async def _limits(db: Actor, name: str) -> dict[str, Any]:
 
 
 @router.get("/{name}/limits", summary="Limits of a structure, per resource")
-async def get_limits(name: PathName, db: Actor = Depends(get_statedb)) -> dict[str, Any]:
-    return (await _limits(db, name)).get("resources", {})
+async def get_limits(name: PathName, db: StateDBApi = Depends(get_statedb)) -> Document:
+    """The `resources` part of the stored limits document."""
+    resources: Document = (await _limits(db, name)).get("resources", {})
+    return resources
 
 
 @router.get("/{name}/limits/{res}", summary="Limits of one resource of a structure")
-async def get_resource_limits(name: PathName, res: str, db: Actor = Depends(get_statedb)) -> dict[str, Any]:
+async def get_resource_limits(name: PathName, res: str, db: StateDBApi = Depends(get_statedb)) -> Document:
     r = (await _limits(db, name)).get("resources", {}).get(res)
-    if r is None:
+    if not isinstance(r, dict):
         raise NotFound(f"structure {name!r} has no limits for {res!r}")
-    return r  # type: ignore[no-any-return]
+    return r
 
 
-async def _set(db: Actor, name: str, res: str, field: str, value: Any) -> dict[str, Any]:
+async def _set(db: StateDBApi, name: str, res: str, field: str, value: int | str) -> Document:
     structure = await db.get("structures", name)
     if not isinstance(structure.get("resources", {}).get(res), dict):
         raise NotFound(f"structure {name!r} has no resource {res!r}")
@@ -50,7 +50,7 @@ async def _set(db: Actor, name: str, res: str, field: str, value: Any) -> dict[s
 @router.put("/{name}/limits/{res}/boundary", dependencies=[Depends(require_token)],
             summary="Boundary of a resource, a percentage 1..100")
 async def set_boundary(name: PathName, res: ResourceName, body: BoundaryValue,
-                       db: Actor = Depends(get_statedb)) -> dict[str, Any]:
+                       db: StateDBApi = Depends(get_statedb)) -> Document:
     if body.value < MIN_BOUNDARY:
         raise Invalid(f"boundary {body.value} leaves a margin of 1 between current, upper and lower: "
                       f"give {MIN_BOUNDARY}..100 (a percentage)")
@@ -60,5 +60,5 @@ async def set_boundary(name: PathName, res: ResourceName, body: BoundaryValue,
 @router.put("/{name}/limits/{res}/boundary_type", dependencies=[Depends(require_token)],
             summary="Boundary type: percentage_of_max or percentage_of_current")
 async def set_boundary_type(name: PathName, res: ResourceName, body: BoundaryTypeValue,
-                            db: Actor = Depends(get_statedb)) -> dict[str, Any]:
+                            db: StateDBApi = Depends(get_statedb)) -> Document:
     return await _set(db, name, res, "boundary_type", body.value)

@@ -6,7 +6,7 @@ periods (`sc_actors/profiles.py`). `GET /profile` tells the one in force.
 """
 from __future__ import annotations
 
-from typing import Any, Literal, Optional
+from typing import Literal, Optional
 
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict
@@ -14,7 +14,8 @@ from pydantic import BaseModel, ConfigDict
 from sc_actors.errors import Invalid
 from sc_actors.profiles import PROFILES, TIMINGS, check_profile, profile_documents
 
-from ..deps import Actor, get_statedb, require_token
+from ..deps import StateDBApi, get_statedb, require_token
+from ..schemas import ProfileApplied, ProfileLimit, Profiles
 
 router = APIRouter(prefix="/profile", tags=["profiles"])
 
@@ -27,16 +28,18 @@ class ProfileBody(BaseModel):
 
 @router.get("", summary="The profile in force and the ones there are")
 @router.get("/", include_in_schema=False)
-async def get_profile(db: Actor = Depends(get_statedb)) -> dict[str, Any]:
+async def get_profile(db: StateDBApi = Depends(get_statedb)) -> Profiles:
     scaler = await db.get("services", "scaler")
-    return {"profile": scaler.get("config", {}).get("PROFILE", "adaptive"),
-            "profiles": {name: limits for name, limits in PROFILES.items()}, "timings": list(TIMINGS)}
+    profiles = {name: {res: ProfileLimit(boundary=lim["boundary"], boundary_type=lim["boundary_type"])
+                       for res, lim in limits.items()} for name, limits in PROFILES.items()}
+    return {"profile": scaler.get("config", {}).get("PROFILE", "adaptive"), "profiles": profiles,
+            "timings": list(TIMINGS)}
 
 
 @router.put("/{name}", summary="Apply a profile to new subscriptions and every subscribed container",
             dependencies=[Depends(require_token)])
 async def put_profile(name: str, body: Optional[ProfileBody] = None,
-                      db: Actor = Depends(get_statedb)) -> dict[str, Any]:
+                      db: StateDBApi = Depends(get_statedb)) -> ProfileApplied:
     try:
         check_profile(name)
     except ValueError as e:

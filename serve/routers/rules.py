@@ -1,40 +1,29 @@
 """Rules (reference §6 "Rules"): read, activate, and edit amount, policy, events required."""
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Depends, Response, status
 
 from sc_actors.errors import Invalid
-from sc_actors.model import Rule
+from sc_actors.model import Document, Rule
 
-from ..deps import Actor, get_statedb, require_token
+from ..deps import StateDBApi, get_statedb, require_token
 from ..schemas import EventsRequired, IntValue, PathName, PolicyValue
 from ..values import check_rule_amount, set_events_required
 from .health import rule_warnings, with_warnings
+from .reads import add_reads
 
 router = APIRouter(prefix="/rule", tags=["rules"])
+add_reads(router, "rules", "rule")
 
 SUPPORTED_POLICIES = {"up": ("amount", "proportional"), "down": ("amount", "proportional", "fit_to_usage")}
 """Policies the Scaler implements per rescale type; the original also listed
 `modelling` and `fixed-ratio`, which nothing at its HEAD implements."""
 
 
-@router.get("/", summary="All rules")
-@router.get("", include_in_schema=False)
-async def list_rules(db: Actor = Depends(get_statedb)) -> list[dict[str, Any]]:
-    return await db.list("rules")
-
-
-@router.get("/{name}", summary="One rule")
-async def get_rule(name: PathName, db: Actor = Depends(get_statedb)) -> dict[str, Any]:
-    return await db.get("rules", name)
-
-
 @router.put("/{name}", summary="Create or replace a rule (JSON-logic checked before it is stored)",
             dependencies=[Depends(require_token)], status_code=status.HTTP_200_OK,
             responses={201: {"description": "created"}})
-async def put_rule(name: PathName, rule: Rule, response: Response, db: Actor = Depends(get_statedb)) -> dict[str, Any]:
+async def put_rule(name: PathName, rule: Rule, response: Response, db: StateDBApi = Depends(get_statedb)) -> Document:
     if rule.name != name:
         raise Invalid(f"name mismatch: {rule.name!r} in the body, {name!r} in the URL")
     doc = rule.model_dump(mode="json", exclude_none=True)
@@ -50,19 +39,19 @@ async def put_rule(name: PathName, rule: Rule, response: Response, db: Actor = D
 
 
 @router.put("/{name}/activate", summary="Activate a rule", dependencies=[Depends(require_token)])
-async def activate_rule(name: PathName, db: Actor = Depends(get_statedb)) -> dict[str, Any]:
+async def activate_rule(name: PathName, db: StateDBApi = Depends(get_statedb)) -> Document:
     stored = await db.patch("rules", name, {"active": True})
     return with_warnings(stored, await _warnings(db, stored))
 
 
 @router.put("/{name}/deactivate", summary="Deactivate a rule", dependencies=[Depends(require_token)])
-async def deactivate_rule(name: PathName, db: Actor = Depends(get_statedb)) -> dict[str, Any]:
+async def deactivate_rule(name: PathName, db: StateDBApi = Depends(get_statedb)) -> Document:
     stored = await db.patch("rules", name, {"active": False})
     return with_warnings(stored, await _warnings(db, stored))
 
 
 @router.put("/{name}/amount", summary="Amount of a scale-up request rule", dependencies=[Depends(require_token)])
-async def set_amount(name: PathName, body: IntValue, db: Actor = Depends(get_statedb)) -> dict[str, Any]:
+async def set_amount(name: PathName, body: IntValue, db: StateDBApi = Depends(get_statedb)) -> Document:
     rule = await db.get("rules", name)
     if rule.get("generates") != "requests" or rule.get("rescale_type") != "up":
         raise Invalid(f"rule {name!r} can't have its amount changed: only scale-up request rules have one")
@@ -75,7 +64,7 @@ async def set_amount(name: PathName, body: IntValue, db: Actor = Depends(get_sta
 
 
 @router.put("/{name}/policy", summary="Rescale policy of a request rule", dependencies=[Depends(require_token)])
-async def set_policy(name: PathName, body: PolicyValue, db: Actor = Depends(get_statedb)) -> dict[str, Any]:
+async def set_policy(name: PathName, body: PolicyValue, db: StateDBApi = Depends(get_statedb)) -> Document:
     rule = await db.get("rules", name)
     if rule.get("generates") != "requests":
         raise Invalid(f"rule {name!r} can't have its policy changed: it is not a request rule")
@@ -88,7 +77,7 @@ async def set_policy(name: PathName, body: PolicyValue, db: Actor = Depends(get_
 
 @router.put("/{name}/events_required", summary="Events of one type a request rule needs",
             dependencies=[Depends(require_token)])
-async def set_events(name: PathName, body: EventsRequired, db: Actor = Depends(get_statedb)) -> dict[str, Any]:
+async def set_events(name: PathName, body: EventsRequired, db: StateDBApi = Depends(get_statedb)) -> Document:
     rule = await db.get("rules", name)
     try:
         changes = set_events_required(rule, body.event_type, body.value)
@@ -99,7 +88,7 @@ async def set_events(name: PathName, body: EventsRequired, db: Actor = Depends(g
     return with_warnings(stored, await _warnings(db, stored))
 
 
-async def _warnings(db: Actor, changed: dict[str, Any]) -> list[str]:
+async def _warnings(db: StateDBApi, changed: Document) -> list[str]:
     """Request rules of the changed rule's resource that can never fire now (issue 14 item 3).
 
     An event rule counts too: deactivating the only one making down events leaves

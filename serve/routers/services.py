@@ -7,28 +7,20 @@ from fastapi import APIRouter, Body, Depends
 from pydantic import ValidationError
 
 from sc_actors.errors import Invalid
+from sc_actors.model import Document
 from sc_actors.settings import SETTINGS_BY_SERVICE
 
-from ..deps import Actor, get_statedb, require_token
-from .health import rule_warnings, with_warnings
+from ..deps import StateDBApi, get_statedb, require_token
 from ..schemas import PathName, ServiceValue
 from ..values import coerce_service_value
+from .health import rule_warnings, with_warnings
+from .reads import add_reads
 
 router = APIRouter(prefix="/service", tags=["services"])
+add_reads(router, "services", "service document")
 
 
-@router.get("/", summary="All service documents")
-@router.get("", include_in_schema=False)
-async def list_services(db: Actor = Depends(get_statedb)) -> list[dict[str, Any]]:
-    return await db.list("services")
-
-
-@router.get("/{name}", summary="One service document")
-async def get_service(name: PathName, db: Actor = Depends(get_statedb)) -> dict[str, Any]:
-    return await db.get("services", name)
-
-
-def _beat(changed: dict[str, Any], read: dict[str, Any]) -> dict[str, Any]:
+def _beat(changed: Document, read: Document) -> Document:
     """The changed document with the heartbeat it was read with: heartbeats are volatile and
     not in the stored document, whose `heartbeat` is the model's 0.0."""
     return {**changed, **{k: read[k] for k in ("heartbeat", "heartbeat_human") if k in read}}
@@ -40,7 +32,8 @@ def _check_key(key: str) -> None:
 
 
 def _check(name: str, config: dict[str, Any]) -> None:
-    """The config must still make valid settings for the services we run."""
+    """The config (free-form JSON, the original's keys) must still make valid settings
+    for the services we run."""
     cls = SETTINGS_BY_SERVICE.get(name)
     if cls is None:
         return
@@ -51,35 +44,35 @@ def _check(name: str, config: dict[str, Any]) -> None:
         raise Invalid(f"invalid {name} config: " + "; ".join(parts)) from None
 
 
+async def _set_config(db: StateDBApi, name: str, values: dict[str, Any]) -> Document:
+    """Merge `values` into the service's config, if the result still makes valid settings."""
+    service = await db.get("services", name)
+    _check(name, {**service.get("config", {}), **values})
+    doc = _beat(await db.patch("services", name, {f"config.{k}": v for k, v in values.items()}), service)
+    # A Guardian setting may leave a request rule unable to fire: the answer says so (issue 14 item 3).
+    return with_warnings(doc, await rule_warnings(db) if name == "guardian" else [])
+
+
 @router.put("/{name}", summary="Merge keys into the service's config (values as given)",
             dependencies=[Depends(require_token)])
 async def put_service_config(
     name: PathName,
     body: dict[str, Any] = Body(..., examples=[{"WINDOW_TIMELAPSE": 1, "EVENT_TIMEOUT": 10}]),
-    db: Actor = Depends(get_statedb),
-) -> dict[str, Any]:
+    db: StateDBApi = Depends(get_statedb),
+) -> Document:
     for key in body:
         _check_key(key)
-    service = await db.get("services", name)
-    config = {**service.get("config", {}), **body}
-    _check(name, config)
-    doc = _beat(await db.patch("services", name, {f"config.{k}": v for k, v in body.items()} if body else {}),
-                service)
-    return with_warnings(doc, await rule_warnings(db) if name == "guardian" else [])
+    return await _set_config(db, name, body)
 
 
 @router.put("/{name}/{key}", summary="Set one config key; strings are coerced as by the original",
             dependencies=[Depends(require_token)])
 async def put_service_value(
-    name: PathName, key: str, body: ServiceValue, db: Actor = Depends(get_statedb)
-) -> dict[str, Any]:
+    name: PathName, key: str, body: ServiceValue, db: StateDBApi = Depends(get_statedb)
+) -> Document:
     _check_key(key)
     try:
         value = coerce_service_value(key, body.value)
     except ValueError as e:
         raise Invalid(str(e)) from None
-    service = await db.get("services", name)
-    _check(name, {**service.get("config", {}), key: value})
-    doc = _beat(await db.patch("services", name, {f"config.{key}": value}), service)
-    # A Guardian setting may leave a request rule unable to fire: the answer says so (issue 14 item 3).
-    return with_warnings(doc, await rule_warnings(db) if name == "guardian" else [])
+    return await _set_config(db, name, {key: value})

@@ -12,12 +12,17 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
-from typing import Any
+from typing import Optional
+
+from typing_extensions import TypedDict
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import HTMLResponse
 
-from ..deps import Actor, get_statedb
+from sc_actors.model import Document
+
+from ..deps import StateDBApi, get_statedb
+from ..schemas import Number, StatusRow
 from .heartbeat import status_rows
 
 router = APIRouter(tags=["heartbeat"])
@@ -27,31 +32,73 @@ RING = 600
 MIN_STEP_S = 0.9
 FIELDS = ("usage", "current", "upper", "lower")
 
-_rings: dict[tuple[str, str], collections.deque[list[Any]]] = {}
+Sample = list[Optional[Number]]
+"""[time, usage, current, upper, lower] of one container and resource."""
+
+_rings: dict[tuple[str, str], collections.deque[Sample]] = {}
 _last_sample = 0.0
 
 
-def _sample(rows: list[dict[str, Any]], now: float) -> None:
+class ResourceSeries(TypedDict):
+    guard: bool
+    min: Optional[Number]
+    max: Optional[Number]
+    fields: list[str]
+    samples: list[Sample]
+
+
+class ContainerSeries(TypedDict):
+    name: str
+    host: Optional[str]
+    resources: dict[str, ResourceSeries]
+
+
+class FreeMax(TypedDict):
+    free: Optional[Number]
+    max: Optional[Number]
+
+
+class HostRow(TypedDict):
+    name: str
+    reachable: bool
+    cpu: FreeMax
+    mem: FreeMax
+
+
+class Series(TypedDict):
+    """`GET /ui/series`: the hosts, and each container's recent samples."""
+
+    time: float
+    hosts: list[HostRow]
+    containers: list[ContainerSeries]
+
+
+def _sample(rows: list[StatusRow], now: float) -> None:
     """Append one sample per row (deduplicated in time) and forget containers that are gone."""
     global _last_sample
     if now - _last_sample >= MIN_STEP_S:
         _last_sample = now
         for r in rows:
             ring = _rings.setdefault((r["container"], r["resource"]), collections.deque(maxlen=RING))
-            ring.append([round(now, 3), *(r.get(f) for f in FIELDS)])
+            ring.append([round(now, 3), r["usage"], r["current"], r["upper"], r["lower"]])  # as FIELDS
     alive = {(r["container"], r["resource"]) for r in rows}
     for key in set(_rings) - alive:
         del _rings[key]
 
 
+def _free_max(host: Document, res: str) -> FreeMax:
+    r = host.get("resources", {}).get(res, {})
+    return {"free": r.get("free"), "max": r.get("max")}
+
+
 @router.get("/ui/series", summary="Hosts, and recent samples of every container (the /ui page polls it)")
-async def ui_series(db: Actor = Depends(get_statedb)) -> dict[str, Any]:
+async def ui_series(db: StateDBApi = Depends(get_statedb)) -> Series:
     containers, limits, hosts = await asyncio.gather(
         db.list("structures", "container"), db.list("limits"), db.list("structures", "host"))
     rows = status_rows(containers, limits)
     now = time.time()
     _sample(rows, now)
-    out: dict[str, dict[str, Any]] = {}
+    out: dict[str, ContainerSeries] = {}
     for r in rows:
         c = out.setdefault(r["container"], {"name": r["container"], "host": r["host"], "resources": {}})
         c["resources"][r["resource"]] = {
@@ -60,11 +107,9 @@ async def ui_series(db: Actor = Depends(get_statedb)) -> dict[str, Any]:
         }
     return {
         "time": now,
-        "hosts": [{
-            "name": h["name"], "reachable": h.get("reachable", True),
-            "cpu": {k: h.get("resources", {}).get("cpu", {}).get(k) for k in ("free", "max")},
-            "mem": {k: h.get("resources", {}).get("mem", {}).get(k) for k in ("free", "max")},
-        } for h in sorted(hosts, key=lambda d: d["name"])],
+        "hosts": [{"name": h["name"], "reachable": h.get("reachable", True),
+                   "cpu": _free_max(h, "cpu"), "mem": _free_max(h, "mem")}
+                  for h in sorted(hosts, key=lambda d: d["name"])],
         "containers": [out[n] for n in sorted(out)],
     }
 

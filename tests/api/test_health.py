@@ -1,69 +1,26 @@
 """`GET /health` and the warnings of a change, on the real app and a real StateDB, without Ray.
 
-The app is `serve.app.create_app`; its StateDB dependency is a real `StateDB` in this
-process behind the actor proxy's `await db.method(...)` shape, and the live nodes'
-labels are given (FastAPI "Testing Dependencies with Overrides"). Each test produces
-one problem for real in the StateDB and sees it reported.
+The app is `serve.app.create_app` over a real `StateDB` in this process, the live
+nodes' labels given (tests/api/inprocess.py). Each test produces one problem for real
+in the StateDB and sees it reported.
 """
 from __future__ import annotations
 
 import os
 import time
-from typing import Any
 
 import pytest
-from fastapi.testclient import TestClient
 
-from serve.app import create_app
-from serve.deps import get_statedb
-from serve.routers.health import get_live_hosts
-from sc_actors.statedb import StateDB
+from tests.api.inprocess import Served
 
 
-class _Db:
-    """`await db.method(*args)` → `statedb.method(*args)`, as `serve.deps.Actor` does over Ray."""
-
-    def __init__(self, statedb: StateDB) -> None:
-        self._statedb = statedb
-
-    def __getattr__(self, name: str) -> Any:
-        method = getattr(self._statedb, name)
-
-        async def call(*args: Any, **kw: Any) -> Any:
-            return method(*args, **kw)
-
-        return call
-
-
-class _Stack:
-    def __init__(self, tmp_path, checkpoint_every_s: float = 60.0) -> None:
-        self.db = StateDB(str(tmp_path), fsync=False, checkpoint_every_s=checkpoint_every_s)
-        self.live: frozenset[str] | None = frozenset({"h0"})
-        app = create_app()
-        app.dependency_overrides[get_statedb] = lambda: _Db(self.db)
-        app.dependency_overrides[get_live_hosts] = lambda: self.live
-        self.http = TestClient(app)
-        self.db.put("structures", {"name": "h0", "subtype": "host", "resources": {
-            "cpu": {"max": 200, "free": 100}, "mem": {"max": 2048, "free": 1792}}})
-        self.add_container("c0")
-
-    def add_container(self, name: str, cpu: float = 100, mem: float = 256) -> None:
-        self.db.put("structures", {"name": name, "subtype": "container", "host": "h0", "guard": True, "resources": {
-            "cpu": {"min": 10, "current": cpu, "max": 200, "guard": True},
-            "mem": {"min": 64, "current": mem, "max": 1024, "guard": True}}})
-        self.db.put("limits", {"name": name, "resources": {"cpu": {"boundary": 10}, "mem": {"boundary": 10}}})
-
-    def problems(self) -> list[dict[str, str]]:
-        r = self.http.get("/health")
-        assert r.status_code == 200
-        body = r.json()
-        assert body["ok"] == (body["problems"] == [])
-        return body["problems"]
+def _stack(tmp_path, checkpoint_every_s: float = 60.0) -> Served:
+    return Served(str(tmp_path), checkpoint_every_s=checkpoint_every_s, cpu=(200, 100), mem=(2048, 1792))
 
 
 @pytest.fixture
 def served(tmp_path):
-    return _Stack(tmp_path)
+    return _stack(tmp_path)
 
 
 def test_a_healthy_stack_has_no_problem(served):
@@ -158,7 +115,7 @@ def test_a_host_whose_max_is_lowered_under_its_containers_is_reported(served):
 
 
 def test_a_journal_whose_checkpoints_fail_is_reported(tmp_path):
-    served = _Stack(tmp_path, checkpoint_every_s=0.2)
+    served = _stack(tmp_path, checkpoint_every_s=0.2)
     # The checkpoint's place taken by a directory: every checkpoint now fails (and is retried).
     checkpoint = served.db.store.checkpoint_path
     if checkpoint.exists():
