@@ -19,13 +19,15 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..model import Document
 from .journal import fsync_dir, storage_error
 
 SCHEMA = pa.schema(
     [("collection", pa.string()), ("name", pa.string()), ("doc", pa.string())]
 )
 
-Docs = dict[str, dict[str, dict[str, Any]]]
+Docs = dict[str, dict[str, Document]]
+"""collection → name → stored document."""
 
 
 class CheckpointCorrupt(Exception):

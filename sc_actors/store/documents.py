@@ -15,11 +15,12 @@ import copy
 import logging
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable
 
 from ..errors import StorageFailed
+from ..model import Document
 from .checkpoint import Docs, read_checkpoint, tmp_path, write_checkpoint
-from .journal import Journal
+from .journal import Journal, Op, Ops
 from .statedir import CHECKPOINT_FILE, JOURNAL_FILE, check_follows_checkpoint, migrate_jsonl
 
 log = logging.getLogger(__name__)
@@ -29,15 +30,15 @@ CHECKPOINT_RETRY_S = 5.0
 """After a checkpoint failed (disk full), seconds before the next try."""
 
 
-def put(collection: str, name: str, doc: dict[str, Any]) -> dict[str, Any]:
+def put(collection: str, name: str, doc: Document) -> Op:
     return {"op": "put", "c": collection, "name": name, "doc": doc}
 
 
-def delete(collection: str, name: str) -> dict[str, Any]:
+def delete(collection: str, name: str) -> Op:
     return {"op": "delete", "c": collection, "name": name}
 
 
-def shallow_resources(doc: dict[str, Any]) -> dict[str, Any]:
+def shallow_resources(doc: Document) -> Document:
     """`doc` copied down to each resource's fields (see `DocumentStore.copy_resources`)."""
     resources = doc.get("resources")
     if not isinstance(resources, dict):
@@ -94,17 +95,17 @@ class DocumentStore:
 
     # ------------------------------------------------------------------ reads
 
-    def get(self, collection: str, name: str) -> dict[str, Any] | None:
+    def get(self, collection: str, name: str) -> Document | None:
         return self.docs[collection].get(name)
 
-    def values(self, collection: str) -> Iterable[dict[str, Any]]:
+    def values(self, collection: str) -> Iterable[Document]:
         return self.docs[collection].values()
 
-    def copy(self, collection: str, name: str) -> dict[str, Any] | None:
+    def copy(self, collection: str, name: str) -> Document | None:
         doc = self.docs[collection].get(name)
         return copy.deepcopy(doc) if doc is not None else None
 
-    def copy_resources(self, collection: str, name: str) -> dict[str, Any] | None:
+    def copy_resources(self, collection: str, name: str) -> Document | None:
         """A copy down to each resource's fields, for writers that only set those fields.
 
         Deeper values (a host's core map) are shared with the stored document: replace
@@ -115,7 +116,7 @@ class DocumentStore:
 
     # ------------------------------------------------------------------ writes
 
-    def commit(self, ops: list[dict[str, Any]]) -> int:
+    def commit(self, ops: Ops) -> int:
         """Journal then apply `ops` atomically; returns the record's seq.
 
         Raises StorageFull/StorageFailed when the journal cannot be written: then
@@ -123,7 +124,7 @@ class DocumentStore:
         """
         return self.commit_many([ops])[0]
 
-    def commit_many(self, batches: list[list[dict[str, Any]]]) -> list[int]:
+    def commit_many(self, batches: list[Ops]) -> list[int]:
         """Group commit: each batch its own record, all written with one fsync, then applied.
 
         Returns each batch's seq (the current seq for an empty batch). All are durable
@@ -147,7 +148,7 @@ class DocumentStore:
         self._maybe_checkpoint()
         return seqs
 
-    def _apply(self, seq: int, ops: list[dict[str, Any]]) -> None:
+    def _apply(self, seq: int, ops: Ops) -> None:
         for op in ops:
             c, name = op["c"], op["name"]
             if op["op"] == "put":
@@ -187,7 +188,7 @@ class DocumentStore:
         self.journal.close()
 
 
-def _check_ops(ops: list[dict[str, Any]]) -> None:
+def _check_ops(ops: Ops) -> None:
     """Refuse, before anything is written, ops that replay could not apply."""
     for op in ops:
         if not isinstance(op, dict) or op.get("op") not in ("put", "delete"):

@@ -46,9 +46,12 @@ import os
 import struct
 import zlib
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Literal
+
+from typing_extensions import NotRequired, TypedDict
 
 from ..errors import StorageFailed, StorageFull
+from ..model import Document
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +64,20 @@ _READ_CHUNK = 1 << 20
 MAX_ZERO_TAIL_BYTES = 16 << 20
 """A longer run of zeros at the end is no write cut short by a power cut, but damage."""
 
-Ops = list[dict[str, Any]]
+
+
+class Op(TypedDict):
+    """One change of a record: `put` a whole document, or `delete` one (never a delta)."""
+
+    op: Literal["put", "delete"]
+    c: str
+    """The collection."""
+    name: str
+    doc: NotRequired[Document]
+    """The whole document, for a `put`."""
+
+
+Ops = list[Op]
 
 
 class JournalCorrupt(Exception):

@@ -1,6 +1,6 @@
 """Refeeder: application and user `usage` and `current`, summed from the container windows (reference §7.3).
 
-Not an actor: it lives inside the StateDB, which already holds everything the sums
+Not an actor: it lives inside the StateDB (its `State`), which already holds everything the sums
 need — each container's usage of its last window (pushed by its node through the
 Guardian) and its `current` (recorded by the Scaler as it applies). The sums are
 made when an application or user is read, so they are as fresh as the newest
@@ -21,35 +21,34 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, Optional
+from typing import Optional
 
-from .model import Container
-from .policy.applications import Sums, application_sums, user_sums
-from .settings import GuardianSettings, RefeederSettings
-
-Doc = dict[str, Any]
+from ..model import Container, Document
+from ..policy.applications import Sums, application_sums, user_sums
+from ..settings import GuardianSettings, RefeederSettings
 
 
 class Refeeder:
     def __init__(
         self,
-        get: Callable[[str, str], Optional[Doc]],
+        get: Callable[[str, str], Optional[Document]],
         usages: Mapping[str, Mapping[str, float]],
         usage_t: Mapping[str, float],
         clock: Callable[[], float] = time.time,
-    ):
+    ) -> None:
         """`get(collection, name)` reads a stored document; `usages`/`usage_t` are the
         StateDB's container usages and their window ends (read, never written)."""
         self._get = get
         self._usages = usages
         self._usage_t = usage_t
         self._clock = clock
-        self.settings = RefeederSettings()
-        self.window_s = GuardianSettings().window_s
+        self.settings = RefeederSettings.model_validate({})
+        self.window_s = GuardianSettings.model_validate({}).window_s
 
-    def configure(self, refeeder_config: Optional[Mapping[str, Any]], guardian_config: Optional[Mapping[str, Any]]) -> None:
-        self.settings = RefeederSettings.from_config(dict(refeeder_config or {}))  # type: ignore[assignment]
-        self.window_s = GuardianSettings.from_config(dict(guardian_config or {})).window_s  # type: ignore[attr-defined]
+    def configure(self, settings: RefeederSettings, window_s: float) -> None:
+        """The Refeeder's settings and the Guardian's window, as the services' documents hold them now."""
+        self.settings = settings
+        self.window_s = window_s
 
     # ------------------------------------------------------------------ sums
 
@@ -57,7 +56,7 @@ class Refeeder:
         oldest = self._clock() - self.settings.max_age_windows * self.window_s
         return {n: (self._usages.get(n) if self._usage_t.get(n, 0.0) >= oldest else None) for n in names}
 
-    def _containers(self, app: Doc) -> list[Container]:
+    def _containers(self, app: Document) -> list[Container]:
         out = []
         for name in app.get("containers", []):
             doc = self._get("structures", name)
@@ -65,7 +64,7 @@ class Refeeder:
                 out.append(Container.model_validate(doc))
         return out
 
-    def application(self, app: Doc) -> Sums:
+    def application(self, app: Document) -> Sums:
         """Σ usage and Σ current of the application's containers; {} when not refeeded."""
         if "application" not in self.settings.structures_refeeded:
             return {}
@@ -76,7 +75,7 @@ class Refeeder:
             return {res: {"usage": None, "current": None} for res in self.settings.generated_metrics}
         return application_sums(containers, self._fresh_usages(names), self.settings.generated_metrics)
 
-    def user(self, user: Doc) -> Sums:
+    def user(self, user: Document) -> Sums:
         """Σ over the user's applications that have containers; {} when not refeeded."""
         if "user" not in self.settings.structures_refeeded:
             return {}
@@ -84,7 +83,7 @@ class Refeeder:
         sums = [self.application(a) for a in apps if a is not None and a.get("subtype") == "application"]
         return user_sums(sums, self.settings.generated_metrics)
 
-    def enrich(self, doc: Doc, collection: str) -> Doc:
+    def enrich(self, doc: Document, collection: str) -> Document:
         """A copy of an application or user document with its sums in `resources.<r>`.
 
         `current` is set when known; `usage` is set when known and removed when not, so
@@ -111,7 +110,7 @@ class Refeeder:
 
     # ------------------------------------------------------------------ anchors
 
-    def anchor(self, doc: Doc, collection: str) -> Optional[str]:
+    def anchor(self, doc: Document, collection: str) -> Optional[str]:
         """The host of the first subscribed container of an application (of a user's first application)."""
         if collection == "users":
             for a in doc.get("clusters", []):

@@ -193,7 +193,7 @@ def data_files(root: Path) -> list[Path]:
 
 def remove_temporaries(root: Path) -> list[Path]:
     """Delete the `.*.tmp` files and trash a killed writer left behind."""
-    removed = []
+    removed: list[Path] = []
     root = Path(root)
     if not root.is_dir():
         return removed

@@ -4,15 +4,18 @@ Each view is one function of the `State` (no Ray), returning a TypedDict whose k
 exactly what the StateDB has always sent, so the consumers (Guardian, Scaler, ReBalancer,
 snapshoters, Membership, `GET /health`) read the same dicts as before, now with types.
 Stored documents inside a view are `model.Document`; a service's `config` is free-form
-JSON (the original's upper-case keys) and stays `dict[str, Any]`.
+JSON with the original's upper-case keys (read through its settings' `from_config`).
 """
 from __future__ import annotations
 
-from typing import Any, Literal, Optional
+import os
+from typing import Any, Iterable, Optional
 
 from typing_extensions import TypedDict
 
 from ..model import Document
+from .entries import EventAction, EventEntry, RequestEntry
+from .state import State
 
 Usage = dict[str, float]
 """One structure's usage of its last window, per resource (cpu in shares, mem in MiB)."""
@@ -33,50 +36,6 @@ class Status(TypedDict):
     checkpoint_age_s: float
     started: float
     pid: int
-
-
-# --------------------------------------------------------------------------- log entries
-
-
-class EventEntry(TypedDict):
-    """One event of the Guardian (`model.Event` dumped), kept in the volatile event log."""
-
-    type: Literal["event"]
-    name: str
-    resource: str
-    structure: str
-    action: dict[str, Any]  # a rule's JSON action, free-form as the original's
-    timestamp: float
-
-
-class RequestEntry(TypedDict, total=False):
-    """One entry of the decision log: a request (`model.Request` dumped) and what became of it,
-    or a container's own life (`ContainerMissing`, `ContainerBack`, `ContainerReleased`)."""
-
-    type: Literal["request"]
-    resource: str
-    amount: int
-    priority: int
-    structure: str
-    action: str
-    field: Literal["current", "max"]
-    timestamp: float
-    structure_type: str
-    host: Optional[str]
-    host_rescaler_ip: str
-    host_rescaler_port: str
-    pair_structure: str
-    rule: str
-    usage: float
-    window_end: float
-    amount_requested: int
-    outcome: str
-    reason: str
-    applied_at: float
-    amount_applied: float
-    new_current: float
-    new_max: float
-    swap_with: str
 
 
 # --------------------------------------------------------------------------- Guardian
@@ -159,7 +118,7 @@ class SeriesEntry(TypedDict):
 
 
 class UserSeries(TypedDict):
-    """One user in `TimeseriesSnapshot.users`: its resources with the Refeeder's sums."""
+    """One user in `TimeseriesSnapshot.users`: the series fields of its resources, with the Refeeder's sums."""
 
     name: str
     resources: dict[str, SeriesFields]
@@ -217,8 +176,261 @@ class HostEnsured(TypedDict):
     mismatch: Optional[str]
 
 
+# --------------------------------------------------------------------------- the views
+# Applications and users carry the Refeeder's sums (`usage`, `current`) whenever they
+# are read; the Guardian and the Scaler get them, with everything else a group
+# request needs, in one call; the DatabaseSnapshoter gets one consistent snapshot per window.
+
+
+def status(state: State) -> Status:
+    docs = state.docs
+    return {"seq": docs.seq, "replayed": docs.replayed, "journal_bytes": docs.journal.size_bytes(),
+            "checkpoint_age_s": docs.checkpoint_age_s(), "started": state.started, "pid": os.getpid()}
+
+
+def guardian_changes(state: State, names: list[str], since: int, need: list[str], instance: str) -> GuardianChanges:
+    """What one Guardian window needs that the Guardian does not hold yet, in one call.
+
+    The container structures of `names` (one node's window) and their limits
+    written after `since` (this StateDB's seq the Guardian last saw for that
+    node), plus those in `need`; the names that are no container any more; the
+    rules and the Guardian's config when written after `since`. When `instance`
+    is not this StateDB's (it restarted, or the Guardian is new), everything.
+    """
+    docs = state.docs
+    full = instance != state.instance or since < 0
+    lws = docs.last_write_seq
+    wanted = set(need)
+    structures: dict[str, Document] = {}
+    limits: dict[str, Optional[Document]] = {}
+    gone: list[str] = []
+    for n in names:
+        d = docs.get("structures", n)
+        if d is None or d.get("subtype") != "container":
+            gone.append(n)
+        elif full or n in wanted or lws.get(("structures", n), -1) > since or lws.get(("limits", n), -1) > since:
+            structures[n] = d
+            limits[n] = docs.get("limits", n)
+    return {
+        "instance": state.instance,
+        "seq": docs.seq,
+        "structures": structures,
+        "limits": limits,
+        "gone": gone,
+        "rules": list(docs.values("rules")) if full or docs.collection_seq.get("rules", -1) > since else None,
+        "config": state.config("guardian") if full or lws.get(("services", "guardian"), -1) > since else None,
+    }
+
+
+def _groups(state: State, collection: str) -> Iterable[Document]:
+    """The applications (of `structures`) or the users."""
+    for d in state.docs.values(collection):
+        if collection == "users" or d.get("subtype") == "application":
+            yield d
+
+
+def group_guardian_view(state: State, host: str, subtype: str = "application") -> GroupGuardianView:
+    """Applications (or users) anchored at `host`, with their sums and limits (reference §3.8).
+
+    The Guardian evaluates each once per window of its anchor's node.
+    """
+    collection = "users" if subtype == "user" else "structures"
+    refeeder = state.refeeder()
+    docs = [refeeder.enrich(d, collection) for d in _groups(state, collection)
+            if refeeder.anchor(d, collection) == host]
+    state.beat("refeeder")
+    return {
+        "structures": docs,
+        "limits": {d["name"]: state.docs.get("limits", d["name"]) for d in docs},
+        "usages": {d["name"]: {res: r["usage"] for res, r in d.get("resources", {}).items()
+                               if isinstance(r, dict) and r.get("usage") is not None} for d in docs},
+    }
+
+
+def _hosts(state: State, containers: Iterable[Document]) -> dict[str, Document]:
+    """The host structures of these containers."""
+    return {h: d for h in {c.get("host") for c in containers}
+            if h and (d := state.docs.get("structures", h)) is not None}
+
+
+def scaler_view(state: State, names: list[str]) -> ScalerView:
+    """Containers, their hosts and limits, and the latest usage, in one call."""
+    structures = {n: d for n in names if (d := state.docs.get("structures", n)) is not None}
+    return {
+        "structures": structures,
+        "hosts": _hosts(state, (s for s in structures.values() if s.get("subtype") == "container")),
+        "limits": {n: state.docs.get("limits", n) for n in structures},
+        "usages": {n: dict(state.usages.get(n, {})) for n in structures},
+        "config": state.config("scaler"),
+    }
+
+
+def group_scaler_view(state: State, names: list[str]) -> GroupScalerView:
+    """Applications and users with what their requests need, in one call.
+
+    Their containers (and a user's applications), those containers' hosts, limits
+    and last usage; applications and users carry their sums.
+    """
+    docs, refeeder = state.docs, state.refeeder()
+    apps: dict[str, Document] = {}
+    users: dict[str, Document] = {}
+    for n in names:
+        d = docs.get("structures", n)
+        if d is not None and d.get("subtype") == "application":
+            apps[n] = refeeder.enrich(d, "structures")
+        u = docs.get("users", n)
+        if u is not None:
+            users[n] = refeeder.enrich(u, "users")
+            for a in u.get("clusters", []):
+                d = docs.get("structures", a)
+                if a not in apps and d is not None and d.get("subtype") == "application":
+                    apps[a] = refeeder.enrich(d, "structures")
+    containers = {
+        c: d for a in apps.values() for c in a.get("containers", [])
+        if (d := docs.get("structures", c)) is not None and d.get("subtype") == "container"
+    }
+    return {
+        "structures": {**apps, **containers},
+        "users": users,
+        "hosts": _hosts(state, containers.values()),
+        "limits": {n: docs.get("limits", n) for n in containers},
+        "usages": {n: dict(state.usages.get(n, {})) for n in containers},
+    }
+
+
+def rebalancer_view(state: State, host: str) -> RebalancerView:
+    """The ReBalancer's round for one node's window: its config and rules, and the
+    applications anchored at `host` (with the users anchored there) as `group_scaler_view` gives them."""
+    refeeder = state.refeeder()
+    apps = [d["name"] for d in _groups(state, "structures") if refeeder.anchor(d, "structures") == host]
+    users = [u["name"] for u in _groups(state, "users") if refeeder.anchor(u, "users") == host]
+    view = group_scaler_view(state, apps + users)
+    return {**view, "applications": apps, "user_names": users, "config": state.config("rebalancer"),
+            "rules": {d["name"]: d for d in state.docs.values("rules")}}
+
+
+def timeseries_snapshot(state: State, host: Optional[str], names: list[str],
+                        services: Optional[list[str]] = None) -> TimeseriesSnapshot:
+    """One consistent snapshot for the DatabaseSnapshoter (reference §7.2).
+
+    The containers `names` (one node's window), the applications and users
+    anchored at `host`, and the configs of `services`: each with the values
+    the StateDB holds now (`usage` of the last window, `current`, `max`, `min`,
+    `upper`, `lower`, `boundary`).
+    """
+    structures: list[SeriesEntry] = []
+    for n in names:
+        d = state.docs.get("structures", n)
+        if d is not None and d.get("subtype") == "container":
+            structures.append(_series_entry(state, d, state.usages.get(n, {})))
+    users: list[UserSeries] = []
+    if host is not None:
+        refeeder = state.refeeder()
+        for d in _groups(state, "structures"):
+            if refeeder.anchor(d, "structures") == host:
+                structures.append(_series_entry(state, refeeder.enrich(d, "structures"), {}))
+        for u in _groups(state, "users"):
+            if refeeder.anchor(u, "users") == host:
+                resources = refeeder.enrich(u, "users").get("resources", {})
+                users.append({"name": u["name"], "resources": _fields(resources, _STRUCTURE_FIELDS)})
+    return {"structures": structures, "users": users, "services": {s: state.config(s) for s in services or ()}}
+
+
+_STRUCTURE_FIELDS = ("current", "max", "min", "usage")
+_LIMIT_FIELDS = ("upper", "lower", "boundary")
+
+
+def _fields(resources: Document, fields: tuple[str, ...]) -> dict[str, SeriesFields]:
+    """These fields of each resource (None where missing): what the time series keep."""
+    return {res: {f: r.get(f) for f in fields} for res, r in resources.items() if isinstance(r, dict)}
+
+
+def _series_entry(state: State, doc: Document, usage: Usage) -> SeriesEntry:
+    resources = _fields(doc.get("resources", {}), _STRUCTURE_FIELDS)
+    for res, value in usage.items():
+        if res in resources:
+            resources[res]["usage"] = value
+    limits = (state.docs.get("limits", doc["name"]) or {}).get("resources", {})
+    return {"name": doc["name"], "subtype": doc.get("subtype", "container"), "resources": resources,
+            "limits": _fields(limits, _LIMIT_FIELDS)}
+
+
+def drift(state: State, observed: dict[str, Usage], since_seq: int) -> list[Drift]:
+    """Containers whose real limits differ from their recorded `current`.
+
+    A container written after `since_seq` (the Scaler applied something
+    while the nodes were read) is left out: what was read may be older.
+    """
+    out: list[Drift] = []
+    for name, per_res in observed.items():
+        doc = state.docs.get("structures", name)
+        if doc is None or doc.get("subtype") != "container":
+            continue
+        if state.docs.last_write_seq.get(("structures", name), -1) > since_seq:
+            continue
+        for res, real in per_res.items():
+            r = doc["resources"].get(res)
+            if r is not None and r.get("current") != real:
+                out.append({"structure": name, "host": doc.get("host"), "resource": res,
+                            "recorded": r.get("current"), "real": real})
+    state.beat("structures_snapshoter")
+    return out
+
+
+def container_hosts(state: State, names: list[str]) -> dict[str, str]:
+    """The host of each of these containers (others left out): the Scaler's lane per host."""
+    out = {}
+    for n in names:
+        doc = state.docs.get("structures", n)
+        if doc is not None and doc.get("subtype") == "container" and doc.get("host"):
+            out[n] = str(doc["host"])
+    return out
+
+
+def recent_events(state: State, name: Optional[str] = None, limit: int = 100) -> list[EventEntry]:
+    return [e for e in state.events if name is None or e.get("structure") == name][-limit:]
+
+
+def recent_requests(state: State, name: Optional[str] = None, limit: int = 100) -> list[RequestEntry]:
+    return [r for r in state.requests if name is None or r.get("structure") == name][-limit:]
+
+
+def health_view(state: State) -> HealthView:
+    """What `policy.health.check` looks at, in one call; the API adds the live nodes.
+
+    Applications and users carry the Refeeder's sums; services their heartbeats;
+    `journal` the records written since the last checkpoint and the ages of both.
+    """
+    now = state.clock()
+    docs = state.docs
+    journal = docs.journal
+    try:
+        written_age_s = max(now - os.stat(journal.path).st_mtime, 0.0)
+    except OSError:
+        written_age_s = 0.0
+    return {
+        "now": now,
+        "started": state.started,
+        "structures": [state.with_usage("structures", d) for d in docs.values("structures")],
+        "users": [state.with_usage("users", d) for d in docs.values("users")],
+        "rules": list(docs.values("rules")),
+        "services": [state.with_usage("services", d) for d in docs.values("services")],
+        "snapshoter_config": state.config("structures_snapshoter"),
+        "journal": {
+            "records": journal.records_since_reset,
+            "size_bytes": journal.size_bytes(),
+            "checkpoint_age_s": docs.checkpoint_age_s(),
+            "written_age_s": written_age_s,
+            "checkpoint_every_s": docs.checkpoint_every_s,
+            "state_dir": str(docs.dir),
+        },
+    }
+
+
 __all__ = [
-    "Bound", "Drift", "EventEntry", "GroupGuardianView", "GroupScalerView", "GuardianChanges", "HealthView",
+    "Bound", "Drift", "EventAction", "EventEntry", "GroupGuardianView", "GroupScalerView", "GuardianChanges", "HealthView",
     "HostEnsured", "HostFields", "JournalHealth", "RebalancerView", "RequestEntry", "ScalerView",
     "SeriesEntry", "SeriesFields", "Status", "TimeseriesSnapshot", "Usage", "UserSeries",
+    "container_hosts", "drift", "group_guardian_view", "group_scaler_view", "guardian_changes", "health_view",
+    "rebalancer_view", "recent_events", "recent_requests", "scaler_view", "status", "timeseries_snapshot",
 ]

@@ -1,7 +1,8 @@
 """The Refeeder's sums from the pushed container windows, and the anchors (reference §7.3), without Ray."""
 from __future__ import annotations
 
-from sc_actors.refeeder import Refeeder
+from sc_actors.settings import RefeederSettings
+from sc_actors.store.sums import Refeeder
 from tests.builders import application, container
 
 
@@ -22,7 +23,7 @@ def _refeeder(now=100.0, usage_t=99.8):
             "resources": {"cpu": {"min": 10, "max": 4000}}}
     usages = {"c0": {"cpu": 90.0, "mem": 100.0}, "c1": {"cpu": 10.5, "mem": 50.0}}
     refeeder = Refeeder(_store(c0, c1, app, user), usages, {"c0": usage_t, "c1": 99.9}, clock=lambda: now)
-    refeeder.configure({}, {"WINDOW_TIMELAPSE": 0.5})
+    refeeder.configure(RefeederSettings.model_validate({}), 0.5)
     return refeeder, app, user
 
 
@@ -57,5 +58,5 @@ def test_an_application_is_anchored_at_the_host_of_its_first_container():
 
 def test_structures_not_refeeded_keep_their_documents():
     refeeder, app, _ = _refeeder()
-    refeeder.configure({"STRUCTURES_REFEEDED": ["user"]}, {"WINDOW_TIMELAPSE": 0.5})
+    refeeder.configure(RefeederSettings.model_validate({"STRUCTURES_REFEEDED": ["user"]}), 0.5)
     assert "usage" not in refeeder.enrich(app, "structures")["resources"]["cpu"]

@@ -1,0 +1,310 @@
+"""The StateDB's writes that touch several documents, and the volatile reports, on a `State` (no Ray).
+
+Each checks first and then writes everything in one journal record, so a refused call
+changes nothing and a concurrent reader never sees half of it. They come from:
+
+- the Guardian (`guardian_report`) and the Scaler (`record_scaling`): absolute values,
+  never deltas, so a retried call changes nothing more;
+- the StructuresSnapshoter (`containers_seen`);
+- the HTTP API (serve/): structures with their limits, links between containers,
+  applications and users (reference §6), deletions that clear what points at the
+  deleted document;
+- the Membership actor (cluster/membership.py) as Ray nodes come and go: a host's
+  `reachable` flag (with `unreachable_reason` and `unreachable_since`) covers its
+  containers, the Scaler drops their requests while it is False.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Optional
+
+from ..errors import Conflict, NotFound
+from ..model import Document
+from .documents import delete, put
+from .entries import EventEntry, RequestEntry, lifecycle_entry
+from .journal import Ops
+from .state import State, validate
+from .views import Bound, HostEnsured, HostFields, Usage
+
+# --------------------------------------------------------------------------- Guardian, Scaler, snapshoter
+
+
+def guardian_report(state: State, usages: dict[str, Usage], bounds: dict[str, dict[str, Bound]],
+                    events: list[EventEntry], window_end: float) -> None:
+    """Usage of a window (volatile), new upper/lower (durable), events (volatile).
+
+    NOTE: only `upper` and `lower` are written, never the whole limits
+    document, so an Orchestrator edit of `boundary` racing with the
+    Guardian is never lost (reference §11.3).
+    """
+    for name, u in usages.items():
+        state.usages[name] = u
+        state.usage_t[name] = window_end
+    ops: Ops = []
+    for name, per_res in bounds.items():
+        doc = state.docs.copy_resources("limits", name)
+        if doc is None:
+            continue
+        changed = False
+        for res, (upper, lower) in per_res.items():
+            r = doc.setdefault("resources", {}).setdefault(res, {})
+            if r.get("upper") != upper or r.get("lower") != lower:
+                r["upper"], r["lower"] = upper, lower
+                changed = True
+        if changed:
+            ops.append(put("limits", name, doc))
+    state.commit(ops)
+    state.events.extend(events)
+    state.beat("guardian")
+
+
+def record_scaling(state: State, currents: dict[str, dict[str, float]], hosts: dict[str, dict[str, HostFields]],
+                   log_entries: list[RequestEntry], maxes: Optional[dict[str, dict[str, float]]] = None) -> int:
+    """New `current` (and `max`) of structures or users and the new host accounting, in one record.
+
+    Values are absolute (not deltas), so a retried call changes nothing more.
+    """
+    maxes = maxes or {}
+    ops: Ops = []
+    for name in sorted(set(currents) | set(maxes)):
+        collection = "structures" if state.docs.get("structures", name) is not None else "users"
+        doc = state.docs.copy_resources(collection, name)
+        if doc is None:
+            continue
+        for res, value in currents.get(name, {}).items():
+            doc["resources"][res]["current"] = value
+        for res, value in maxes.get(name, {}).items():
+            doc["resources"][res]["max"] = value
+        ops.append(put(collection, name, doc))
+    for name, resources in hosts.items():
+        doc = state.docs.copy_resources("structures", name)
+        if doc is None:
+            continue
+        for res, fields in resources.items():
+            doc["resources"][res].update(fields)
+        ops.append(put("structures", name, doc))
+    seq = state.commit(ops)
+    state.requests.extend(log_entries)
+    state.beat("scaler")
+    return seq
+
+
+def containers_seen(state: State, listed: dict[str, list[str]], grace_s: float) -> dict[str, float]:
+    """Which subscribed containers the nodes of these hosts list (the StructuresSnapshoter's read).
+
+    A container of one of these hosts that its node does not list gets
+    `missing_since`, and its last usage is dropped (it measures nothing any more);
+    one listed again loses it. Both go to the decision log. Returns every missing
+    container of these hosts, with the time it went missing.
+    """
+    now = state.clock()
+    present = {h: set(names) for h, names in listed.items()}
+    ops: Ops = []
+    entries: list[RequestEntry] = []
+    missing: dict[str, float] = {}
+    for doc in state.docs.values("structures"):
+        host = doc.get("host")
+        if doc.get("subtype") != "container" or host not in present:
+            continue
+        name, since = doc["name"], doc.get("missing_since")
+        if name not in present[host]:
+            if since is None:
+                since = now
+                ops.append(put("structures", name, validate("structures", {**doc, "missing_since": now})))
+                state.usages.pop(name, None)
+                state.usage_t.pop(name, None)
+                entries.append(lifecycle_entry(
+                    name, host, "missing", now,
+                    f"its cgroup is gone from host {host}; its cores and memory go back to the host "
+                    f"after {grace_s:g} s unless it comes back"))
+            missing[name] = since
+        elif since is not None:
+            ops.append(put("structures", name, validate("structures", {k: v for k, v in doc.items()
+                                                                       if k != "missing_since"})))
+            entries.append(lifecycle_entry(name, host, "back", now,
+                                           f"its cgroup is back on host {host} after {now - since:.0f} s"))
+    state.commit(ops)
+    state.requests.extend(entries)
+    return missing
+
+
+# --------------------------------------------------------------------------- Orchestrator (HTTP API)
+
+
+def create_with_limits(state: State, doc: Document, limits: Optional[Document]) -> Document:
+    """A new structure and its limits document; Conflict if the name is taken."""
+    stored = validate("structures", doc)
+    name = stored["name"]
+    if state.docs.get("structures", name) is not None:
+        raise Conflict(f"structure {name!r} already exists")
+    ops = [put("structures", name, stored)]
+    if limits is not None:
+        ops.append(put("limits", name, validate("limits", {**limits, "name": name})))
+    state.commit(ops)
+    return stored
+
+
+def delete_structure(state: State, name: str, subtype: str) -> None:
+    """Delete an application or a host (and its limits).
+
+    An application is also taken out of its user's clusters. A host that still
+    has subscribed containers is refused (Conflict): its accounting would be lost.
+    """
+    doc = state.structure_of(name, subtype)
+    ops: Ops = []
+    if subtype == "host":
+        on_it = sorted(d["name"] for d in state.docs.values("structures")
+                       if d.get("subtype") == "container" and d.get("host") == name)
+        if on_it:
+            raise Conflict(f"host {name!r} still has containers {on_it}: desubscribe them first")
+    if subtype == "application":
+        for user in state.docs.values("users"):
+            if name in user.get("clusters", []):
+                u = copy.deepcopy(user)
+                u["clusters"] = [c for c in u["clusters"] if c != name]
+                ops.append(put("users", u["name"], validate("users", u)))
+    ops.append(delete("structures", doc["name"]))
+    if state.docs.get("limits", name) is not None:
+        ops.append(delete("limits", name))
+    state.commit(ops)
+
+
+def _alloc_ratios(child: Document, parent: Document) -> None:
+    """Each resource's `alloc_ratio` of `child`: its `max` over the parent's (reference §6)."""
+    for res, r in child.get("resources", {}).items():
+        pr = parent.get("resources", {}).get(res)
+        if isinstance(r, dict) and isinstance(pr, dict) and r.get("max") is not None and pr.get("max"):
+            r["alloc_ratio"] = r["max"] / pr["max"]
+
+
+def link_container_to_app(state: State, container: str, app: str) -> Document:
+    """Append a container to an application (reference §6), with `alloc_ratio`s.
+
+    Conflict if the container already belongs to any application.
+    """
+    c = state.structure_of(container, "container")
+    a = state.structure_of(app, "application")
+    for other in state.docs.values("structures"):
+        if other.get("subtype") == "application" and container in other.get("containers", []):
+            raise Conflict(f"container {container!r} is already in application {other['name']!r}")
+    _alloc_ratios(c, a)
+    a["containers"] = [*a.get("containers", []), container]
+    stored_a = validate("structures", a)
+    state.commit([put("structures", container, validate("structures", c)), put("structures", app, stored_a)])
+    return stored_a
+
+
+def unlink_container_from_app(state: State, container: str, app: str) -> Document:
+    a = state.structure_of(app, "application")
+    if container not in a.get("containers", []):
+        raise NotFound(f"container {container!r} is not in application {app!r}")
+    a["containers"] = [x for x in a["containers"] if x != container]
+    stored = validate("structures", a)
+    state.commit([put("structures", app, stored)])
+    return stored
+
+
+def _user(state: State, name: str) -> Document:
+    u = state.docs.copy("users", name)
+    if u is None:
+        raise NotFound(f"user {name!r} not found")
+    return u
+
+
+def link_app_to_user(state: State, user: str, app: str) -> Document:
+    """Give an application to a user: `app.user` and `user.clusters` (reference §6).
+
+    Conflict if the application already belongs to a user.
+    """
+    u = _user(state, user)
+    a = state.structure_of(app, "application")
+    for other in state.docs.values("users"):
+        if app in other.get("clusters", []):
+            raise Conflict(f"application {app!r} already belongs to user {other['name']!r}")
+    if a.get("user") not in (None, user):
+        raise Conflict(f"application {app!r} already belongs to user {a['user']!r}")
+    _alloc_ratios(a, u)
+    a["user"] = user
+    u["clusters"] = [*u.get("clusters", []), app]
+    stored_u = validate("users", u)
+    state.commit([put("structures", app, validate("structures", a)), put("users", user, stored_u)])
+    return stored_u
+
+
+def unlink_app_from_user(state: State, user: str, app: str) -> Document:
+    u = _user(state, user)
+    if app not in u.get("clusters", []):
+        raise NotFound(f"application {app!r} does not belong to user {user!r}")
+    u["clusters"] = [c for c in u["clusters"] if c != app]
+    stored = validate("users", u)
+    ops = [put("users", user, stored)]
+    a = state.docs.copy("structures", app)
+    if a is not None and a.get("user") == user:
+        a.pop("user")
+        ops.append(put("structures", app, validate("structures", a)))
+    state.commit(ops)
+    return stored
+
+
+def delete_user(state: State, name: str) -> None:
+    """Delete a user and clear `user` of its applications."""
+    if state.docs.get("users", name) is None:
+        raise NotFound(f"user {name!r} not found")
+    ops: Ops = []
+    for app in state.docs.values("structures"):
+        if app.get("subtype") == "application" and app.get("user") == name:
+            a = copy.deepcopy(app)
+            a.pop("user")
+            ops.append(put("structures", a["name"], validate("structures", a)))
+    ops.append(delete("users", name))
+    state.commit(ops)
+
+
+# --------------------------------------------------------------------------- Membership
+
+
+def ensure_host(state: State, doc: Document, node_id: str = "") -> HostEnsured:
+    """The host structure of a node whose ContainerScaler answers, reachable.
+
+    Created from `doc` when missing. An existing one (subscribed through the API,
+    or from an earlier life of the node) keeps its accounting; it is only marked
+    reachable, and a capacity different from the node's is reported in `mismatch`.
+    """
+    name = doc["name"]
+    existing = state.docs.copy("structures", name)
+    if existing is None:
+        stored = validate("structures", {**doc, "reachable": True, "node_id": node_id})
+        state.commit([put("structures", name, stored)])
+        return {"created": True, "mismatch": None}
+    if existing.get("subtype") != "host":
+        raise Conflict(f"{name!r} is a {existing.get('subtype')}, not a host")
+    mismatch = []
+    for res, unit in (("cpu", "shares"), ("mem", "MiB")):
+        have = existing.get("resources", {}).get(res, {}).get("max")
+        node = doc["resources"][res]["max"]
+        if have != node:
+            mismatch.append(f"{res} max is {have:g} {unit} in the StateDB, {node:g} on the node")
+    updated = {k: v for k, v in existing.items() if k not in ("unreachable_reason", "unreachable_since")}
+    updated.update(reachable=True, node_id=node_id)
+    if updated != existing:
+        state.commit([put("structures", name, validate("structures", updated))])
+    return {"created": False, "mismatch": "; ".join(mismatch) or None}
+
+
+def set_host_reachable(state: State, name: str, reachable: bool, reason: str = "") -> bool:
+    """Mark a host, and so its containers, reachable or not; True if that changed.
+
+    An unknown name is left alone (False): only hosts a Ray node carried are marked.
+    """
+    doc = state.docs.copy("structures", name)
+    if doc is None or doc.get("subtype") != "host" or doc.get("reachable", True) == reachable:
+        return False
+    doc["reachable"] = reachable
+    if reachable:
+        doc.pop("unreachable_reason", None)
+        doc.pop("unreachable_since", None)
+    else:
+        doc["unreachable_reason"] = reason
+        doc["unreachable_since"] = state.clock()
+    state.commit([put("structures", name, validate("structures", doc))])
+    return True
