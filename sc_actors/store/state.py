@@ -130,11 +130,12 @@ class State:
         self._sums = Refeeder(docs.get, self.usages, self.usage_t, clock)
 
     @classmethod
-    def open(cls, state_dir: str | Path, fsync: bool = True, checkpoint_every_s: float = 60.0) -> "State":
+    def open(cls, state_dir: str | Path, fsync: bool = True, checkpoint_every_s: float = 60.0,
+             clock: Callable[[], float] = time.time) -> "State":
         """The last checkpoint and the journal after it, with the defaults seeded."""
         docs = DocumentStore(Path(state_dir), fsync=fsync, checkpoint_every_s=checkpoint_every_s).open()
         seed_defaults(docs)
-        return cls(docs)
+        return cls(docs, clock)
 
     def config(self, service: str) -> dict[str, Any]:
         """A service's `config` (free-form JSON with the original's keys); {} when it has none."""

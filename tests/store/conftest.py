@@ -24,3 +24,31 @@ def journal_cls():
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod.Journal
+
+
+# --------------------------------------------------------------------------- a plain State (no Ray)
+
+
+class Clock:
+    """A clock the test moves by hand: `clock()` is now, `clock.t = ...` moves it."""
+
+    def __init__(self, t: float = 1000.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def state(tmp_path, clock):
+    """A fresh `State` on a journal in tmp_path (defaults seeded), its clock in the test's hands."""
+    from sc_actors.store.state import State
+
+    s = State.open(tmp_path, fsync=False, clock=clock)
+    yield s
+    s.docs.close()
