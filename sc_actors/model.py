@@ -10,11 +10,19 @@ import re
 from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from typing_extensions import NotRequired, TypedDict
+from pydantic import JsonValue as JsonValue  # re-exported: the recursive JSON type
+from typing_extensions import NotRequired, TypeGuard, TypedDict
 
 RESOURCES = ("cpu", "mem", "disk", "disk_read", "disk_write", "net", "energy")
 ResourceName = Literal["cpu", "mem", "disk", "disk_read", "disk_write", "net", "energy"]
 GUARDABLE = ("cpu", "mem", "disk_read", "disk_write", "net", "energy")
+_RESOURCE_SET = frozenset(RESOURCES)
+
+
+def is_resource(name: str) -> TypeGuard[ResourceName]:
+    """Whether `name` is one of RESOURCES (narrows a str read from settings or a URL)."""
+    return name in _RESOURCE_SET
+
 
 BoundaryType = Literal["percentage_of_max", "percentage_of_current", "adaptive"]
 """How `boundary` makes the margin: percent of max or of current (the original's), or
@@ -24,6 +32,8 @@ RescalePolicy = Literal["amount", "proportional", "fit_to_usage", "fit_to_demand
 RescaleType = Literal["up", "down"]
 AppState = Literal["running", "stopped", "hdfs_downloading", "hdfs_uploading"]
 StructureKind = Literal["container", "application", "user"]
+ScaledField = Literal["current", "max"]
+"""The field of a resource a request changes."""
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 _NAME_RE = re.compile(NAME_PATTERN)
@@ -48,6 +58,12 @@ JSON: what the StateDB holds, the journal and the checkpoint write, and the API 
 Every write validates it by its collection's model below (`sc_actors/store`), and
 unknown keys of the original's documents are kept, so it stays a JSON object; the
 messages between actors that are not stored documents have types of their own."""
+
+JsonObject = dict[str, JsonValue]
+"""Free-form JSON that is not a stored document: a JSON-logic rule and the data it reads,
+a rule's action, a service's config. `JsonValue` (pydantic's) is the recursive
+`None | bool | int | float | str | list[JsonValue] | dict[str, JsonValue]`: a reader
+narrows a value (isinstance) before using it as a number or an object."""
 
 Name = Annotated[str, Field(pattern=NAME_PATTERN, max_length=128, examples=["host0-cont0"])]
 
@@ -101,9 +117,6 @@ class _Structure(_Doc):
     name: Name
     guard: bool = False
 
-    def resource(self, res: str) -> Any:
-        return self.resources.get(res)  # type: ignore[attr-defined]
-
 
 class Container(_Structure):
     subtype: Literal["container"] = "container"
@@ -111,6 +124,10 @@ class Container(_Structure):
     host_rescaler_ip: Optional[str] = None
     host_rescaler_port: Optional[str] = None
     resources: dict[ResourceName, Resource]
+
+    def resource(self, name: str) -> Optional[Resource]:
+        """The resource `name`; None when absent or `name` is not a resource."""
+        return self.resources.get(name) if is_resource(name) else None
 
     @field_validator("resources")
     @classmethod
@@ -162,6 +179,10 @@ class Application(_Structure):
     stop_script: str = ""
     framework: str = ""
 
+    def resource(self, name: str) -> Optional[Resource]:
+        """The resource `name`; None when absent or `name` is not a resource."""
+        return self.resources.get(name) if is_resource(name) else None
+
 
 Structure = Annotated[Union[Container, Host, Application], Field(discriminator="subtype")]
 
@@ -174,6 +195,10 @@ class User(_Doc):
     resources: dict[ResourceName, Resource]
     clusters: list[Name] = Field(default_factory=list)
     guard: bool = False
+
+    def resource(self, name: str) -> Optional[Resource]:
+        """The resource `name`; None when absent or `name` is not a resource."""
+        return self.resources.get(name) if is_resource(name) else None
 
 
 # --------------------------------------------------------------------------- limits
@@ -203,9 +228,9 @@ class Rule(_Doc):
     type: Literal["rule"] = "rule"
     name: Name
     resource: ResourceName
-    rule: dict[str, Any]
+    rule: JsonObject
     generates: Literal["events", "requests", ""]
-    action: dict[str, Any] = Field(default_factory=dict)
+    action: JsonObject = Field(default_factory=dict)
     active: bool = True
     events_to_remove: Optional[int] = Field(None, ge=0)
     amount: Optional[int] = None
@@ -236,7 +261,7 @@ class Event(_Doc):
     name: str
     resource: ResourceName
     structure: Name
-    action: dict[str, Any]
+    action: JsonObject
     timestamp: float
 
 
@@ -249,7 +274,7 @@ class Request(_Doc):
     priority: int = 0
     structure: Name
     action: str
-    field: Literal["current", "max"] = "current"
+    field: ScaledField = "current"
     timestamp: float
     structure_type: StructureKind = "container"
     host: Optional[str] = None
@@ -271,7 +296,7 @@ class Service(_Doc):
     name: Name
     heartbeat: float = 0.0
     heartbeat_human: str = ""
-    config: dict[str, Any] = Field(default_factory=dict)
+    config: JsonObject = Field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- node side
@@ -301,7 +326,7 @@ class ContainerLimits(BaseModel):
             return n
         return min(self.cpu_allowance_limit, n) if n else self.cpu_allowance_limit
 
-    def as_original(self) -> dict[str, dict[str, Any]]:
+    def as_original(self) -> dict[str, JsonObject]:
         """The NodeRescaler's answer shape, for the original's users."""
         return {
             "cpu": {

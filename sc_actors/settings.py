@@ -8,9 +8,13 @@ original's 20–45 s reaction); `ORIGINAL_PROFILE` restores the original's timin
 """
 from __future__ import annotations
 
-from typing import Any, Literal
+from collections.abc import Mapping
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from typing_extensions import Self
+
+from .model import JsonObject, JsonValue
 
 DAY_S = 86_400
 """Upper bound of every period and timeout, seconds: a larger value is a typo, refused."""
@@ -40,11 +44,11 @@ class _Settings(BaseModel):
     debug: bool = Field(False, alias="DEBUG")
 
     @classmethod
-    def from_config(cls, config: dict[str, Any] | None) -> "_Settings":
+    def from_config(cls, config: Mapping[str, JsonValue] | None) -> Self:
         """Settings from a service document's `config` (missing keys keep defaults)."""
         return cls.model_validate(config or {})
 
-    def to_config(self) -> dict[str, Any]:
+    def to_config(self) -> JsonObject:
         """The service document's `config`, with the original's keys."""
         return self.model_dump(by_alias=True)
 
@@ -138,6 +142,14 @@ class RefeederSettings(_Settings):
     stopped pushing); an application with a missing container has no usage."""
 
 
+def _only_cpu() -> list[Literal["cpu"]]:
+    return ["cpu"]
+
+
+def _only_containers() -> list[Literal["container", "application"]]:
+    return ["container"]
+
+
 class RebalancerSettings(_Settings):
     """Moves CPU between siblings without changing their parent's total (reference §7.4).
 
@@ -155,9 +167,9 @@ class RebalancerSettings(_Settings):
     """Kept for the original's scripts: usage is pushed, nothing lags (original 10)."""
     diff_percentage: float = Field(0.40, gt=0, lt=1, alias="DIFF_PERCENTAGE")
     stolen_percentage: float = Field(0.40, gt=0, le=1, alias="STOLEN_PERCENTAGE")
-    resources_balanced: list[Literal["cpu"]] = Field(default_factory=lambda: ["cpu"], alias="RESOURCES_BALANCED")
+    resources_balanced: list[Literal["cpu"]] = Field(default_factory=_only_cpu, alias="RESOURCES_BALANCED")
     structures_balanced: list[Literal["container", "application"]] = Field(
-        default_factory=lambda: ["container"], alias="STRUCTURES_BALANCED"
+        default_factory=_only_containers, alias="STRUCTURES_BALANCED"
     )
     """`container`: between the containers of an application (or of a host); `application`:
     the `max` of the applications of a user."""
@@ -207,7 +219,7 @@ SETTINGS_BY_SERVICE: dict[str, type[_Settings]] = {
     "rebalancer": RebalancerSettings,
 }
 
-ORIGINAL_PROFILE: dict[str, dict[str, Any]] = {
+ORIGINAL_PROFILE: dict[str, JsonObject] = {
     # The original's code defaults (reference §9): window 10 s, delay 10 s, Scaler 5 s.
     "guardian": {"WINDOW_TIMELAPSE": 10, "WINDOW_DELAY": 10, "EVENT_TIMEOUT": 120},
     "scaler": {"POLLING_FREQUENCY": 5, "REQUEST_TIMEOUT": 60, "ALIGNED_POLLING": True},

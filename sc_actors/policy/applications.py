@@ -18,12 +18,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Optional, Union
 
-from ..model import Application, Container, ContainerLimits, Host, Request, Resource, User
+from typing_extensions import TypedDict, Unpack
+
+from ..model import Application, Container, ContainerLimits, Host, Request, Resource, ScaledField, StructureKind, User
 from .planning import Outcome, Plan, plan_container_request
-from .propagation import ENERGY_SLICE, SLICE, Candidate, assign_splits, container_priority, propagate_application_request
+from .propagation import (
+    ENERGY_SLICE,
+    SLICE,
+    assign_splits,
+    container_candidates,
+    container_priority,
+    field_value,
+    propagate_application_request,
+)
 from .requests import request_name
 
 Sums = dict[str, dict[str, Optional[float]]]
@@ -50,7 +60,7 @@ def application_sums(
         usage: Optional[float] = 0.0 if containers else None
         current: Optional[float] = 0.0 if containers else None
         for c in containers:
-            r = c.resources.get(res)  # type: ignore[call-overload]
+            r = c.resource(res)
             u = (usages.get(c.name) or {}).get(res)
             usage = _add(usage, u)
             current = _add(current, r.current if r is not None else None)
@@ -81,13 +91,13 @@ def group_lower_limit(resource: Resource, running: bool) -> float:
     return max(resource.min or 0, 1) if running else 0.0
 
 
-def bound_group_amount(amount: int, resource: Resource, fieldname: str, running: bool) -> int:
+def bound_group_amount(amount: int, resource: Resource, fieldname: ScaledField, running: bool) -> int:
     """The amount the group's own limits allow (§4.5 ApplicationPlanner, UserPlanner).
 
     A scale-down stops at the lower limit (`lower − value`; 0 when already below); a
     scale-up of `current` stops at `max`. E.g. current 150, min 20, running: −200 → −130.
     """
-    value = getattr(resource, fieldname)
+    value = field_value(resource, fieldname)
     if value is None:
         return 0
     if amount < 0:
@@ -98,8 +108,8 @@ def bound_group_amount(amount: int, resource: Resource, fieldname: str, running:
     return amount
 
 
-def _room(c: Container, resource: str, fieldname: str) -> float:
-    r = c.resources.get(resource)  # type: ignore[call-overload]
+def _room(c: Container, resource: str, fieldname: ScaledField) -> float:
+    r = c.resource(resource)
     if r is None or fieldname != "current" or r.max is None or r.current is None:
         return math.inf
     return max(r.max - r.current, 0.0)
@@ -110,7 +120,7 @@ def split_application_amount(
     containers: Sequence[Container],
     usages: Mapping[str, Optional[float]],
     resource: str = "cpu",
-    fieldname: str = "current",
+    fieldname: ScaledField = "current",
 ) -> dict[str, int]:
     """`propagate_application_request`, with what a container cannot take given to the others.
 
@@ -132,14 +142,10 @@ def split_application_amount(
         remaining -= sum(capped.values())
         if capped == split or remaining <= 0:
             break
-        candidates = []
-        for c in containers:
-            r = c.resources.get(resource)  # type: ignore[call-overload]
-            u = usages.get(c.name)
-            if r is None or u is None or room[c.name] - total.get(c.name, 0) < 1:
-                continue
-            base = (getattr(r, fieldname) or 0) + total.get(c.name, 0)
-            candidates.append(Candidate(name=c.name, base=base, lower=max(r.min or 0, 1), usage=u))
+        # The containers with room left, each from its value plus what it already took.
+        with_room = [c for c in containers if room[c.name] - total.get(c.name, 0) >= 1]
+        candidates = [replace(k, base=k.base + total.get(k.name, 0))
+                      for k in container_candidates(remaining, with_room, usages, resource, fieldname)]
         split = assign_splits(remaining, candidates, slice_amount)
     return {n: a for n, a in total.items() if a}
 
@@ -196,7 +202,7 @@ def _assign(
 
 
 def split_user_amount(amount: int, apps: Sequence[Application], resource: str = "cpu",
-                      fieldname: str = "current") -> dict[str, int]:
+                      fieldname: ScaledField = "current") -> dict[str, int]:
     """A user's amount over its applications (§4.8 "User → apps").
 
     Applications whose "has containers" differs from "is running" are left out; a
@@ -205,13 +211,13 @@ def split_user_amount(amount: int, apps: Sequence[Application], resource: str = 
     """
     candidates = []
     for app in apps:
-        r = app.resources.get(resource)  # type: ignore[call-overload]
+        r = app.resource(resource)
         running = app.state == "running"
         if r is None or bool(app.containers) != running:
             continue
         if fieldname == "current" and not app.containers:
             continue
-        value = getattr(r, fieldname)
+        value = field_value(r, fieldname)
         if value is None or (running and r.usage is None):
             continue
         lower = group_lower_limit(r, running)
@@ -273,11 +279,19 @@ class GroupPlan:
     """For `max` requests: application or user → its new max."""
 
 
-def _refused(reason: str, amount: int = 0, **kw: object) -> GroupPlan:
-    return GroupPlan(outcome="refused", reason=reason, amount=amount, granted=0, split={}, **kw)  # type: ignore[arg-type]
+class _SplitInfo(TypedDict, total=False):
+    """What a refused or granted group plan tells of its split (`GroupPlan` fields)."""
+
+    usages: dict[str, Optional[float]]
+    bases: dict[str, float]
+    app_split: dict[str, int]
 
 
-def _part_request(parent: Request, name: str, amount: int, container: Container, structure_type: str) -> Request:
+def _refused(reason: str, amount: int = 0, **kw: Unpack[_SplitInfo]) -> GroupPlan:
+    return GroupPlan(outcome="refused", reason=reason, amount=amount, granted=0, split={}, **kw)
+
+
+def _part_request(parent: Request, name: str, amount: int, container: Container, structure_type: StructureKind) -> Request:
     return Request(
         resource=parent.resource,
         amount=amount,
@@ -286,7 +300,7 @@ def _part_request(parent: Request, name: str, amount: int, container: Container,
         action=request_name(amount, parent.resource),
         field=parent.field,
         timestamp=parent.timestamp,
-        structure_type=structure_type,  # type: ignore[arg-type]
+        structure_type=structure_type,
         host=container.host,
         rule=parent.rule,
         window_end=parent.window_end,
@@ -303,8 +317,8 @@ def plan_application_request(
     """
     res = request.resource
     working = dict(hosts if hosts is not None else placement.hosts)
-    r = app.resources.get(res)  # type: ignore[call-overload]
-    if r is None or getattr(r, request.field) is None:
+    r = app.resources.get(res)
+    if r is None or field_value(r, request.field) is None:
         return _refused(f"application {app.name} has no {res} {request.field}")
     missing = [n for n in app.containers if n not in placement.containers]
     if missing:
@@ -316,10 +330,10 @@ def plan_application_request(
         return _refused(f"nothing to grant within the limits of {app.name}")
     members = [placement.containers[n] for n in app.containers]
     usages = {n: (placement.usages.get(n) or {}).get(res) for n in app.containers}
-    bases = {c.name: float(getattr(c.resources[res], request.field) or 0) for c in members  # type: ignore[index]
+    bases = {c.name: float(field_value(c.resources[res], request.field) or 0) for c in members
              if res in c.resources}
     split = split_application_amount(amount, members, usages, res, request.field)
-    info = dict(usages=usages, bases=bases)
+    info: _SplitInfo = {"usages": usages, "bases": bases}
     if not split:
         return _refused("no container can take a part (no usage, or all at their limits)", amount, **info)
     parts = []
@@ -359,7 +373,7 @@ def plan_application_request(
         parts=tuple(parts),
         hosts=changed,
         new_max=new_max,
-        **info,  # type: ignore[arg-type]
+        **info,
     )
 
 
@@ -368,12 +382,12 @@ def plan_user_request(
 ) -> GroupPlan:
     """Split over the user's applications, then each part as an application request (§4.5 UserPlanner)."""
     res = request.resource
-    r = user.resources.get(res)  # type: ignore[call-overload]
-    if r is None or getattr(r, request.field) is None:
+    r = user.resources.get(res)
+    if r is None or field_value(r, request.field) is None:
         return _refused(f"user {user.name} has no {res} {request.field}")
     mine = [apps[a] for a in user.clusters if a in apps]
     running = any(a.state == "running" for a in mine)
-    if request.amount < 0 and running and r.min is not None and (getattr(r, request.field) or 0) < r.min:
+    if request.amount < 0 and running and r.min is not None and (field_value(r, request.field) or 0) < r.min:
         return _refused(f"user {user.name} is already under its min with applications running")
     amount = bound_group_amount(request.amount, r, request.field, running)
     if amount == 0:

@@ -124,10 +124,10 @@ class CpuScaling:
     """Shares the container holds on the host after the change."""
 
 
-def _copy(core_map: Mapping[str, Mapping[str, float]]) -> CoreMap:
+def _copy(core_map: CoreMap) -> CoreMap:
     """A new map sharing the cores' entries: `_move` copies an entry before changing it,
     so only the cores a change touches are copied (a host may have thousands)."""
-    return dict(core_map)  # type: ignore[arg-type]
+    return dict(core_map)
 
 
 def _order(core_map: CoreMap, distribution: Sequence[str]) -> list[str]:
@@ -213,9 +213,7 @@ def _result(core_map: CoreMap, container: str, shares: float) -> CpuScaling:
     )
 
 
-def scale_cpu(
-    core_map: Mapping[str, Mapping[str, float]], container: str, amount: float, distribution: Sequence[str]
-) -> CpuScaling:
+def scale_cpu(core_map: CoreMap, container: str, amount: float, distribution: Sequence[str]) -> CpuScaling:
     """Move `amount` shares between `free` and the container (§4.6, §10.3).
 
     Scale-up takes free shares (1) on the cores the container already uses, (2) on
@@ -235,9 +233,7 @@ def scale_cpu(
     return _result(new, container, granted)
 
 
-def allocate_cores(
-    core_map: Mapping[str, Mapping[str, float]], container: str, shares: float, distribution: Sequence[str]
-) -> CpuScaling:
+def allocate_cores(core_map: CoreMap, container: str, shares: float, distribution: Sequence[str]) -> CpuScaling:
     """Place a newly subscribed container's shares (Orchestrator, §6).
 
     Completely free cores first, then the cores with the most free shares (distribution

@@ -8,25 +8,41 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from typing import Any, Optional
+from typing import Optional
 
-from ..model import Event, Limits, Resource, Rule
+from typing_extensions import TypedDict
+
+from ..model import Event, JsonObject, JsonValue, Limits, Resource, Rule, is_resource
 from .jsonlogic import evaluate
 
 NO_DATA = -1
 """The original's "no metric data" usage value (reference §1.8)."""
 
 
-def event_name(resource: str, scale: Mapping[str, Any]) -> str:
+def scale_count(scale: Mapping[str, JsonValue], direction: str) -> float:
+    """The number under `direction` ("up" or "down") of a `{"up": U, "down": D}`; 0 when
+    missing, null or not a number."""
+    value = scale.get(direction)
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else 0
+
+
+def action_scale(action: Mapping[str, JsonValue]) -> Mapping[str, JsonValue]:
+    """`action["events"]["scale"]` of an event rule's action ({} where a level is missing)."""
+    events = action.get("events")
+    scale = events.get("scale") if isinstance(events, dict) else None
+    return scale if isinstance(scale, dict) else {}
+
+
+def event_name(resource: str, scale: JsonValue) -> str:
     """`Resource.title()` + "Bottleneck" or "Underuse" for an events action (§1.5, §10.2 #4).
 
     `scale` is `{"scale": {"up": U, "down": D}}`. Bottleneck iff U > D, so a tie gives
     Underuse; ValueError without a "scale" key or when neither count is positive.
     """
-    counts = scale.get("scale") if isinstance(scale, Mapping) else None
-    if not isinstance(counts, Mapping):
+    counts = scale.get("scale") if isinstance(scale, dict) else None
+    if not isinstance(counts, dict):
         raise ValueError(f"an events action needs a 'scale' key, got {scale!r}")
-    up, down = counts.get("up", 0) or 0, counts.get("down", 0) or 0
+    up, down = scale_count(counts, "up"), scale_count(counts, "down")
     if up <= 0 and down <= 0:
         raise ValueError(f"an events action needs a positive 'up' or 'down' count, got {dict(counts)!r}")
     return resource.title() + ("Bottleneck" if up > down else "Underuse")
@@ -42,7 +58,7 @@ def event_data(
     limits: Limits,
     resources: Mapping[str, Resource],
     guarded_resources: Iterable[str],
-) -> dict[str, Any]:
+) -> JsonObject:
     """The JSON-logic data of the event rules of one structure (§1.4, §3.5).
 
     `{"<res>": {"limits": {"<res>": {...}}, "structure": {"<res>": {... , "usage": u}}}}`
@@ -54,17 +70,17 @@ def event_data(
         resource = resources.get(res)
         if resource is None:
             continue
-        limit = limits.resources.get(res)  # type: ignore[call-overload]
+        limit = limits.resources.get(res) if is_resource(res) else None
         parts[res] = (resource.model_dump(exclude_none=True),
                       limit.model_dump(exclude_none=True) if limit is not None else {})
     return event_data_of_parts(parts, usages)
 
 
 def event_data_of_parts(
-    parts: Mapping[str, tuple[dict[str, Any], dict[str, Any]]], usages: Mapping[str, Optional[float]]
-) -> dict[str, Any]:
+    parts: Mapping[str, tuple[JsonObject, JsonObject]], usages: Mapping[str, Optional[float]]
+) -> JsonObject:
     """`event_data` from each resource's (structure part, limits part), dumped beforehand."""
-    data: dict[str, Any] = {}
+    data: JsonObject = {}
     for res, (structure_part, limits_part) in parts.items():
         if has_usage(usages, res):
             data[res] = {"limits": {res: limits_part}, "structure": {res: {**structure_part, "usage": usages[res]}}}
@@ -74,7 +90,7 @@ def event_data_of_parts(
 def fire_event_rules(
     structure_name: str,
     rules: Iterable[Rule],
-    data: Mapping[str, Any],
+    data: JsonObject,
     now: float,
     currents: Optional[Mapping[str, Optional[float]]] = None,
     usages: Optional[Mapping[str, Optional[float]]] = None,
@@ -89,6 +105,13 @@ def fire_event_rules(
     return events_of(structure_name, fired, now, currents, usages)
 
 
+class _Measured(TypedDict, total=False):
+    """Extra fields of an event: the `current` and `usage` it was measured against."""
+
+    current: Optional[float]
+    usage: Optional[float]
+
+
 def events_of(
     structure_name: str, fired: Iterable[Rule], now: float, currents: Optional[Mapping[str, Optional[float]]] = None,
     usages: Optional[Mapping[str, Optional[float]]] = None,
@@ -97,7 +120,7 @@ def events_of(
     events = []
     for rule in fired:
         res = rule.resource
-        fields: dict[str, Any] = {"current": currents.get(res)} if currents is not None else {}
+        fields: _Measured = {"current": currents.get(res)} if currents is not None else {}
         if usages is not None:
             fields["usage"] = usages.get(res)
         # Built without validation: every field is typed by construction.
@@ -133,19 +156,18 @@ def split_events(events: Iterable[Event], now: float, timeout_s: float) -> tuple
     return valid, expired
 
 
-def reduce_events(events: Iterable[Event]) -> dict[str, dict[str, Any]]:
+def reduce_events(events: Iterable[Event]) -> dict[str, JsonObject]:
     """Sum the up and down counts per resource (§3.2 step 7c, §10.2 #6).
 
     Returns `{"<res>": {"events": {"scale": {"up": U, "down": D}}}}`, the data of the
     request rules.
     """
-    reduced: dict[str, dict[str, Any]] = {}
+    sums: dict[str, tuple[float, float]] = {}
     for event in events:
-        scale = event.action.get("events", {}).get("scale", {})
-        counts = reduced.setdefault(event.resource, {"events": {"scale": {"up": 0, "down": 0}}})
-        counts["events"]["scale"]["up"] += scale.get("up", 0)
-        counts["events"]["scale"]["down"] += scale.get("down", 0)
-    return reduced
+        scale = action_scale(event.action)
+        up, down = sums.get(event.resource, (0, 0))
+        sums[event.resource] = (up + scale_count(scale, "up"), down + scale_count(scale, "down"))
+    return {res: {"events": {"scale": {"up": up, "down": down}}} for res, (up, down) in sums.items()}
 
 
 def remove_events(

@@ -25,10 +25,11 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Optional
+from typing import Optional
 
-from ..model import Container, Host, Rule
+from ..model import Container, Host, JsonObject, JsonValue, Rule
 from ..settings import GuardianSettings, StructuresSnapshoterSettings
+from .events import action_scale, scale_count
 from .jsonlogic import evaluate
 
 
@@ -63,13 +64,13 @@ def events_per_window(rules: Iterable[Rule], resource: str) -> tuple[int, int]:
     up = down = 0
     for r in rules:
         if r.active and r.generates == "events" and r.resource == resource:
-            scale = (r.action.get("events") or {}).get("scale") or {}
-            up += max(int(scale.get("up", 0) or 0), 0)
-            down += max(int(scale.get("down", 0) or 0), 0)
+            scale = action_scale(r.action)
+            up += max(int(scale_count(scale, "up")), 0)
+            down += max(int(scale_count(scale, "down")), 0)
     return up, down
 
 
-def _holds(rule: dict[str, Any], up: int, down: int) -> bool:
+def _holds(rule: JsonObject, up: int, down: int) -> bool:
     # The data a request rule sees in the Guardian: its resource's reduced counts.
     try:
         return evaluate(rule, {"events": {"scale": {"up": up, "down": down}}})
@@ -98,7 +99,7 @@ def events_needed(rule: Rule, per_window: tuple[int, int] = (1, 1)) -> Optional[
 @functools.lru_cache(maxsize=256)
 def _events_needed(logic: str, per_window: tuple[int, int]) -> Optional[EventNeed]:
     # Cached by the rule's JSON text: every health check and every change asks again.
-    rule = json.loads(logic)
+    rule: JsonObject = json.loads(logic)
     best: Optional[EventNeed] = None
     for up in range(MAX_EVENTS + 1):
         for down in range(MAX_EVENTS + 1):
@@ -197,7 +198,7 @@ class ServiceBeat:
 
     name: str
     heartbeat: float
-    config: Mapping[str, Any] = field(default_factory=dict)
+    config: Mapping[str, JsonValue] = field(default_factory=dict)
 
 
 def heartbeat_max_age_s(beat: ServiceBeat, windows_expected: bool) -> Optional[float]:
@@ -209,7 +210,7 @@ def heartbeat_max_age_s(beat: ServiceBeat, windows_expected: bool) -> Optional[f
     do not run have no known period: neither is checked.
     """
     if beat.name == "structures_snapshoter":
-        period = StructuresSnapshoterSettings.from_config(dict(beat.config)).polling_frequency_s  # type: ignore[attr-defined]
+        period = StructuresSnapshoterSettings.from_config(dict(beat.config)).polling_frequency_s
         return 3 * period + HEARTBEAT_SLACK_S
     if beat.name == "database_snapshoter":
         return 3 * HEARTBEAT_S + HEARTBEAT_SLACK_S
@@ -217,7 +218,7 @@ def heartbeat_max_age_s(beat: ServiceBeat, windows_expected: bool) -> Optional[f
         return 3 * HEARTBEAT_S + HEARTBEAT_SLACK_S
     if beat.name == "guardian" and windows_expected:
         g = GuardianSettings.from_config(dict(beat.config))
-        return 10 * g.window_s + g.window_delay_s + HEARTBEAT_SLACK_S  # type: ignore[attr-defined]
+        return 10 * g.window_s + g.window_delay_s + HEARTBEAT_SLACK_S
     return None
 
 

@@ -7,9 +7,11 @@ few rules on 10 000 containers per window at about a microsecond each.
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Mapping
 
 import datalogic_py
+
+from ..model import JsonObject, JsonValue
 
 _ENGINE = datalogic_py.Engine()
 
@@ -17,10 +19,10 @@ _CACHE_MAX = 1024
 """Compiled rules kept; the cache is emptied when it grows past this (rules are few)."""
 
 _by_text: dict[str, datalogic_py.Rule] = {}
-_by_id: dict[int, tuple[dict[str, Any], datalogic_py.Rule]] = {}
+_by_id: dict[int, tuple[JsonObject, datalogic_py.Rule]] = {}
 
 
-def _describe(diagnostics: list[dict[str, Any]]) -> str:
+def _describe(diagnostics: list[Mapping[str, JsonValue]]) -> str:
     parts = []
     for d in diagnostics:
         where = d.get("pointer") or "/"
@@ -28,7 +30,7 @@ def _describe(diagnostics: list[dict[str, Any]]) -> str:
     return "; ".join(parts) or "unknown error"
 
 
-def _compile(rule: dict[str, Any]) -> datalogic_py.Rule:
+def _compile(rule: JsonObject) -> datalogic_py.Rule:
     if not isinstance(rule, dict):
         raise ValueError(f"a JSON-logic rule must be an object, got {type(rule).__name__}")
     try:
@@ -39,12 +41,12 @@ def _compile(rule: dict[str, Any]) -> datalogic_py.Rule:
         raise ValueError(f"invalid JSON-logic rule: {e}") from None
 
 
-def check_rule(rule: dict[str, Any]) -> None:
+def check_rule(rule: JsonObject) -> None:
     """Raise ValueError, with a readable message, if `rule` is not valid JSON-logic."""
     _compile(rule)
 
 
-def compiled(rule: dict[str, Any]) -> datalogic_py.Rule:
+def compiled(rule: JsonObject) -> datalogic_py.Rule:
     """The compiled form of `rule`, from the cache when it was seen before.
 
     Keyed by the rule's JSON text, so equal rules in different documents compile once.
@@ -68,7 +70,7 @@ def compiled(rule: dict[str, Any]) -> datalogic_py.Rule:
     return program
 
 
-def truthy(value: Any) -> bool:
+def truthy(value: JsonValue) -> bool:
     """JSON-logic truthiness: 0, "", [], {}, null and false are false."""
     if isinstance(value, str):
         # The engine reads a str as JSON text; a JSON-logic string is truthy iff non-empty.
@@ -76,7 +78,7 @@ def truthy(value: Any) -> bool:
     return bool(_ENGINE.truthy(value))
 
 
-def evaluate(rule: dict[str, Any], data: dict[str, Any]) -> bool:
+def evaluate(rule: JsonObject, data: JsonObject) -> bool:
     """Whether `rule` holds on `data`. ValueError if the rule is invalid or fails to run."""
     program = compiled(rule)
     try:

@@ -92,7 +92,7 @@ def check_invalid_state(resource: Resource, limit: LimitResource, name: str = "r
     }
     for label, value in values.items():
         check_unset_values(value, label, name)
-    max_, current, upper, lower = (int(values[k]) for k in ("max", "current", "upper", "lower"))  # type: ignore[arg-type]
+    max_, current, upper, lower = (int(v) for k in ("max", "current", "upper", "lower") if (v := values[k]) is not None)
     check_invalid_values(current, "current", max_, "max")
     check_invalid_values(upper, "upper", current, "current")
     check_invalid_values(lower, "lower", upper, "upper")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional
+from typing import Literal, Optional, Union
 
 from ..model import Container, ContainerLimits, Host, LimitChange, Request, Resource
 from ..units import MEM_MIN_MIB, SHARES_PER_CORE
@@ -102,10 +102,10 @@ def _max_amount(amount: int, resource: Resource, lowest: float, current: float, 
 
 
 def _bounded_resource(container: Container, resource: str) -> Resource:
-    r = container.resources.get(resource)  # type: ignore[call-overload]
+    r = container.resource(resource)
     if r is None or r.min is None or r.max is None:
         raise ValueError(f"{container.name} has no {resource} min and max")
-    return r  # type: ignore[no-any-return]
+    return r
 
 
 def check_container_request(request: Request, container: Container, physical_current: float, host_free: float) -> int:
@@ -119,7 +119,8 @@ def check_container_request(request: Request, container: Container, physical_cur
     lowest = lowest_limit(request.resource, resource)
     if request.field == "max":
         return _max_amount(request.amount, resource, lowest, physical_current, host_free)
-    amount = bound_current_amount(request.amount, lowest, resource.max, physical_current)  # type: ignore[arg-type]
+    assert resource.max is not None  # _bounded_resource
+    amount = bound_current_amount(request.amount, lowest, resource.max, physical_current)
     return cap_by_host(amount, host_free)
 
 
@@ -256,7 +257,7 @@ def _host_after(host: Host, resource: str, draft: _Draft) -> Host:
     """The host after the draft: only the changed resource is copied (a core map can be
     thousands of cores; the planner never mutates one, it builds a new map)."""
     old = host.resources[resource]
-    update: dict[str, Any] = {"free": old.free - draft.delta}
+    update: dict[str, Union[float, CoreMap]] = {"free": old.free - draft.delta}
     if draft.core_map is not None:
         update["core_usage_mapping"] = draft.core_map
     return host.model_copy(update={"resources": {**host.resources, resource: old.model_copy(update=update)}})
@@ -322,10 +323,11 @@ def plan_container_request(
     except ValueError as e:
         return _refused(f"the core map of {host.name} disagrees with the node: {e}", current, host)
     resource = _bounded_resource(container, res)
+    assert resource.max is not None  # _bounded_resource
     new_current = current + draft.delta
     # A max request takes the current along: the new max is where the current got to.
     new_max = new_current if request.field == "max" else None
-    granted = new_current - resource.max if new_max is not None else draft.delta  # type: ignore[operator]
+    granted = new_current - resource.max if new_max is not None else draft.delta
     if granted == 0 and draft.delta == 0:
         return _refused("nothing to grant: " + ("; ".join(draft.reasons) or "no change"), current, host)
     floor = mem_floor(mem_usage_mib, mem_margin_mib) if res == "mem" else 0.0

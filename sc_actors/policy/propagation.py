@@ -12,10 +12,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Optional
 
-from ..model import Container
+from ..model import Container, Resource, ScaledField
 
 SLICE = 5
 ENERGY_SLICE = 1
+
+
+def field_value(resource: Resource, field: ScaledField) -> Optional[float]:
+    """The resource's `current` or `max`, as `field` names."""
+    return resource.current if field == "current" else resource.max
 
 
 def _sign(amount: float) -> int:
@@ -105,17 +110,17 @@ def assign_splits(amount: int, candidates: Iterable[Candidate], slice_amount: in
 
 
 def container_candidates(
-    amount: int, containers: Iterable[Container], usages: Mapping[str, Optional[float]], resource: str, field: str
+    amount: int, containers: Iterable[Container], usages: Mapping[str, Optional[float]], resource: str, field: ScaledField
 ) -> list[Candidate]:
     """Containers with usage; for a scale-down only those above their lower limit (§4.8)."""
     out = []
     for c in containers:
-        r = c.resources.get(resource)  # type: ignore[call-overload]
+        r = c.resource(resource)
         usage = usages.get(c.name)
         if r is None or usage is None:
             continue
         lower = max(r.min or 0, 1)
-        base = getattr(r, field) or 0
+        base = field_value(r, field) or 0
         if amount < 0 and base <= lower:
             continue
         out.append(Candidate(name=c.name, base=base, lower=lower, usage=usage))
@@ -127,7 +132,7 @@ def propagate_application_request(
     containers: Iterable[Container],
     usages: Mapping[str, Optional[float]],
     resource: str = "cpu",
-    field: str = "current",
+    field: ScaledField = "current",
 ) -> dict[str, int]:
     """Split an application's amount over its containers: name → amount (§4.8).
 

@@ -40,7 +40,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
-from ..model import Application, Container, Request, Resource, User
+from ..model import Application, Container, Document, JsonObject, Request, Resource, ResourceName, ScaledField
+from ..model import StructureKind, User
 from ..settings import RebalancerSettings
 from .jsonlogic import evaluate
 from .propagation import ENERGY_SLICE, SLICE, split_amount_in_slices
@@ -87,7 +88,7 @@ class Balance:
 # --------------------------------------------------------------------------- roles
 
 
-def donated_field(level: Level, resource: str = "cpu") -> Literal["current", "max"]:
+def donated_field(level: Level, resource: str = "cpu") -> ScaledField:
     """Containers give `current` (energy: `max`); applications and users give `max`."""
     return "current" if level == "container" and resource != "energy" else "max"
 
@@ -104,13 +105,13 @@ def is_receiver(level: Level, m: Member, diff: float) -> bool:
     return (m.max - m.usage) < diff * m.max
 
 
-def rule_data(m: Member, resource: str = "cpu") -> dict[str, Any]:
+def rule_data(m: Member, resource: str = "cpu") -> JsonObject:
     """The JSON-logic data of the original's rules policy."""
-    values = {"max": m.max, "current": m.current, "usage": m.usage, "min": m.min}
+    values: JsonObject = {"max": m.max, "current": m.current, "usage": m.usage, "min": m.min}
     return {resource: {"structure": {resource: values}}}
 
 
-def role_rule(rules: Mapping[str, Mapping[str, Any]], level: Level, resource: str, role: Role) -> Optional[Mapping[str, Any]]:
+def role_rule(rules: Mapping[str, Document], level: Level, resource: str, role: Role) -> Optional[Document]:
     """The active rule of a role: `<level>_<res>_usage_low|high`, else the shipped `<res>_usage_low|high`."""
     suffix = "usage_low" if role == "donor" else "usage_high"
     for name in (f"{level}_{resource}_{suffix}", f"{resource}_{suffix}"):
@@ -125,7 +126,7 @@ def split_roles(
     level: Level,
     policy: str,
     diff: float,
-    rules: Mapping[str, Mapping[str, Any]] | None = None,
+    rules: Mapping[str, Document] | None = None,
     resource: str = "cpu",
 ) -> tuple[list[Member], list[Member]]:
     """(donors, receivers). A member that would be both is neither: it has nothing to spare."""
@@ -247,7 +248,7 @@ def pair_swapping(
     policy: str = "thresholds",
     diff: float = 0.4,
     stolen: float = 0.4,
-    rules: Mapping[str, Mapping[str, Any]] | None = None,
+    rules: Mapping[str, Document] | None = None,
     resource: str = "cpu",
     stopped: frozenset[str] = frozenset(),
 ) -> Balance:
@@ -320,8 +321,8 @@ def window_demand(usage: Mapping[str, float], resource: str = "cpu") -> Optional
     return demand(float(usage[resource]), t)
 
 
-def swap_request(swap: Swap, structure_type: str, fieldname: str, now: float, usage: Optional[float],
-                 resource: str = "cpu") -> Request:
+def swap_request(swap: Swap, structure_type: StructureKind, fieldname: ScaledField, now: float,
+                 usage: Optional[float], resource: ResourceName = "cpu") -> Request:
     """ONE request on the receiver, the donor as `pair_structure`, priority 2 (§7.4)."""
     return Request(
         resource=resource, amount=swap.amount, priority=2, structure=swap.receiver, action="CpuRescaleUp",
@@ -366,7 +367,7 @@ def user_members(user: User, apps: Mapping[str, Application], resource: str = "c
     members = []
     for name in user.clusters:
         a = apps.get(name)
-        r = a.resources.get(resource) if a is not None else None
+        r = a.resource(resource) if a is not None else None
         if r is None or r.max is None or r.usage is None:
             return None
         members.append(Member(name, float(r.max), float(r.min or 0), float(r.current or 0), float(r.usage)))
@@ -378,7 +379,7 @@ def round_requests(
     apps: Sequence[Application],
     containers: Mapping[str, Container],
     usages: Mapping[str, Mapping[str, float]],
-    rules: Mapping[str, Mapping[str, Any]],
+    rules: Mapping[str, Document],
     now: float,
     users: Sequence[User] = (),
     all_apps: Mapping[str, Application] | None = None,

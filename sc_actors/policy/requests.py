@@ -11,15 +11,17 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, NamedTuple, Optional, Union
+from typing import NamedTuple, Optional, Union
 
-from ..model import Application, Container, LimitResource, Limits, Request, Resource, Rule
+from typing_extensions import TypedDict
+
+from ..model import Application, Container, JsonObject, LimitResource, Limits, Request, Resource, Rule
 from .events import event_name
 from .jsonlogic import evaluate
 from .limits import ADAPTIVE_MARGIN_FLOOR, margin, resource_margin
 
 
-def request_name(amount: Any, resource: str) -> str:
+def request_name(amount: object, resource: str) -> str:
     """`Resource.title()` + "RescaleUp" (amount > 0) or "RescaleDown" (< 0) (§1.6, §10.1).
 
     ValueError for 0, None or anything that is not a number.
@@ -232,10 +234,18 @@ def adjust_amount(amount: int, resource: Resource, limit: LimitResource) -> int:
 # --------------------------------------------------------------------------- Guardian: rules → requests
 
 
-def _rule_activated(rule: Rule, reduced_events: Mapping[str, Any]) -> bool:
+def _rule_activated(rule: Rule, reduced_events: Mapping[str, JsonObject]) -> bool:
     if not rule.active or rule.generates != "requests" or rule.resource not in reduced_events:
         return False
     return evaluate(rule.rule, reduced_events[rule.resource])
+
+
+class _HostFields(TypedDict, total=False):
+    """Where a container request goes (an application's has none)."""
+
+    host: str
+    host_rescaler_ip: Optional[str]
+    host_rescaler_port: Optional[str]
 
 
 def _request(
@@ -246,7 +256,7 @@ def _request(
     usage: Optional[float],
     now: float,
 ) -> Request:
-    fields: dict[str, Any] = {}
+    fields: _HostFields = {}
     if isinstance(structure, Container):
         fields = {
             "host": structure.host,
@@ -277,7 +287,7 @@ def serves(rule: Rule, limit: Optional[LimitResource]) -> bool:
 def match_rules_and_events(
     structure: Union[Container, Application],
     rules: Iterable[Rule],
-    reduced_events: Mapping[str, Any],
+    reduced_events: Mapping[str, JsonObject],
     limits: Limits,
     usages: Mapping[str, Optional[float]],
     now: float,
@@ -326,7 +336,8 @@ def match_rules_and_events(
         # NOTE: the events removed are of the rule's own direction. The original named them
         # by the majority of the counts, so with up 2, down 2 CpuRescaleUp removed two
         # Underuse events and left the two Bottleneck ones to fire it again next window.
-        direction = {"up": {"up": 1}, "down": {"down": 1}}.get(rule.rescale_type or "")
+        directions: dict[str, JsonObject] = {"up": {"up": 1}, "down": {"down": 1}}
+        direction = directions.get(rule.rescale_type or "")
         name = event_name(res, {"scale": direction} if direction else reduced_events[res]["events"])
         to_remove[name] = to_remove.get(name, 0) + (rule.events_to_remove or 0)
         if amount != 0:

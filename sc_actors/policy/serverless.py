@@ -13,13 +13,22 @@ is the per-window rest; `evaluate_window` is both in one call.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from collections.abc import Mapping
-from typing import Any, Optional, Sequence, Union
+from typing import Optional, Union
 
-from ..model import Application, Container, Event, LimitResource, Limits, Request, Rule
+from ..model import Application, Container, Event, JsonObject, LimitResource, Limits, Request, ResourceName, Rule
+from ..model import is_resource
 from ..settings import GuardianSettings
-from .events import event_data_of_parts, events_of, fire_event_rules, reduce_events, remove_events, split_events
+from .events import (
+    action_scale,
+    event_data_of_parts,
+    events_of,
+    fire_event_rules,
+    reduce_events,
+    remove_events,
+    split_events,
+)
 from .jsonlogic import evaluate
 from .limits import adjust_limits
 from .requests import Throttling, match_rules_and_events
@@ -65,21 +74,21 @@ class Prepared:
     structure: Structure
     limits: Limits | None
     """The limits with upper/lower already following `current` (§3.4)."""
-    guarded: tuple[str, ...]
+    guarded: tuple[ResourceName, ...]
     bounds: dict[str, tuple[float, float]]
     """(upper, lower) per guarded resource, as the limit chain computes them."""
-    parts: dict[str, tuple[dict[str, Any], dict[str, Any]]]
+    parts: dict[str, tuple[JsonObject, JsonObject]]
     """Per guarded resource: the structure's and the limits' JSON-logic data (no usage)."""
     skipped: str = ""
 
 
-def guarded_resources(structure: Structure, limits: Limits | None, guardable: Sequence[str]) -> list[str]:
+def guarded_resources(structure: Structure, limits: Limits | None, guardable: Sequence[str]) -> list[ResourceName]:
     """Resources the Guardian scales: guardable, guarded, and with limits."""
     if limits is None:
         return []
-    out = []
+    out: list[ResourceName] = []
     for res in guardable:
-        r = structure.resources.get(res)  # type: ignore[call-overload]
+        r = structure.resources.get(res) if is_resource(res) else None
         if r is not None and r.guard and res in limits.resources and r.current is not None and r.max is not None:
             out.append(res)
     return out
@@ -93,13 +102,14 @@ def prepare(structure: Structure, limits: Limits | None, guardable: Sequence[str
     if not guarded or limits is None:
         return Prepared(structure, limits, (), {}, {}, skipped="no guarded resource with limits")
     # The limit chain first, so events compare usage with fresh boundaries (§3.4).
-    new_resources: dict[str, LimitResource] = dict(limits.resources)  # type: ignore[arg-type]
-    bounds = {}
-    parts = {}
+    new_resources = dict(limits.resources)
+    bounds: dict[str, tuple[float, float]] = {}
+    parts: dict[str, tuple[JsonObject, JsonObject]] = {}
     for res in guarded:
-        r = structure.resources[res]  # type: ignore[index]
-        fixed = adjust_limits(r, limits.resources[res], res)  # type: ignore[index]
+        r = structure.resources[res]
+        fixed = adjust_limits(r, limits.resources[res], res)
         new_resources[res] = fixed
+        assert fixed.upper is not None and fixed.lower is not None  # adjust_limits sets both
         bounds[res] = (fixed.upper, fixed.lower)
         parts[res] = (r.model_dump(exclude_none=True), fixed.model_dump(exclude_none=True))
     new_limits = limits.model_copy(update={"resources": new_resources})
@@ -121,7 +131,7 @@ def evaluate_window(
 
 def window_usages(prepared: Prepared, usages: Mapping[str, Optional[float]]) -> dict[str, float]:
     """The window's usage of the guarded resources (a negative or missing one is no data)."""
-    return {r: u for r, u in usages.items() if r in prepared.parts and u is not None and u >= 0}  # type: ignore[misc]
+    return {r: u for r, u in usages.items() if r in prepared.parts and u is not None and u >= 0}
 
 
 def fire_window(
@@ -156,7 +166,7 @@ def evaluate_prepared(
     if prepared.skipped:
         return GuardianStep(pending_events=events, skipped=prepared.skipped)
     structure = prepared.structure
-    throttling = {r: Throttling(float(usages.get(f"{r}_throttled") or 0.0), float(usages.get(f"{r}_held_back") or 0.0),
+    throttling: dict[str, Throttling] = {r: Throttling(float(usages.get(f"{r}_throttled") or 0.0), float(usages.get(f"{r}_held_back") or 0.0),
                                 measured=True)
                   for r in prepared.guarded if f"{r}_throttled" in usages or f"{r}_held_back" in usages}
     usages = window_usages(prepared, usages)
@@ -167,13 +177,13 @@ def evaluate_prepared(
         new_events = _fired_events(prepared, rules, usages, now)
     elif fired:
         new_events = events_of(structure.name, fired, now,
-                               {r.resource: structure.resources[r.resource].current for r in fired},  # type: ignore[index]
+                               {r.resource: structure.resources[r.resource].current for r in fired},
                                usages)
     else:
         new_events = []
     if not new_events and not events:
         return GuardianStep(bounds=prepared.bounds)
-    currents = {res: structure.resources[res].current for res in prepared.guarded}  # type: ignore[index]
+    currents = {res: structure.resources[res].current for res in prepared.guarded}
     # NOTE: an event compares usage with boundaries derived from `current`; once a
     # scaling changed `current`, the older events of that resource say nothing
     # about the new limits and are dropped (the original kept them until the
@@ -184,9 +194,10 @@ def evaluate_prepared(
     requests: list[Request] = []
     to_remove: dict[str, int] = {}
     if reduced and any(r.resource in reduced and evaluate(r.rule, reduced[r.resource]) for r in rules.request_rules):
+        assert prepared.limits is not None  # a structure `prepare` did not skip has limits
         requests, to_remove = match_rules_and_events(structure, rules.request_rules, reduced,
                                                      prepared.limits, usages, now, throttling,
-                                                     _down_peaks(valid))  # type: ignore[arg-type]
+                                                     _down_peaks(valid))
     pending = remove_events(valid, to_remove) if to_remove else valid
     return GuardianStep(
         bounds=prepared.bounds,
@@ -202,7 +213,7 @@ def _down_peaks(events: Sequence[Event]) -> dict[str, float]:
     peaks: dict[str, float] = {}
     for e in events:
         u = getattr(e, "usage", None)
-        if isinstance(u, (int, float)) and e.action.get("events", {}).get("scale", {}).get("down"):
+        if isinstance(u, (int, float)) and action_scale(e.action).get("down"):
             peaks[e.resource] = max(peaks.get(e.resource, u), u)
     return peaks
 
@@ -212,5 +223,6 @@ def _fired_events(prepared: Prepared, rules: RuleSet, usages: dict[str, float], 
     data = event_data_of_parts(prepared.parts, usages)
     if not data:
         return []
-    currents = {res: prepared.structure.resources[res].current for res in data}  # type: ignore[index]
+    currents: dict[str, Optional[float]] = {res: prepared.structure.resources[res].current
+                                            for res in prepared.guarded if res in data}
     return fire_event_rules(prepared.structure.name, rules.event_rules, data, now, currents, usages)

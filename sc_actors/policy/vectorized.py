@@ -21,12 +21,12 @@ from typing import Any, Optional
 
 import numpy as np
 
-from ..model import Rule
+from ..model import JsonObject, JsonValue, Rule
 from .events import event_data_of_parts, has_usage
 from .jsonlogic import evaluate
 
 Columns = Mapping[str, np.ndarray]
-Parts = Mapping[str, tuple[dict[str, Any], dict[str, Any]]]
+Parts = Mapping[str, tuple[JsonObject, JsonObject]]
 """Per resource: (structure part, limits part) of one container, as `Prepared.parts`."""
 
 _COMPARE: dict[str, Callable[[Any, Any], Any]] = {
@@ -44,7 +44,7 @@ class Compiled:
     variables: frozenset[str]
 
 
-def compile_rule(rule: Any) -> Optional[Compiled]:
+def compile_rule(rule: JsonValue) -> Optional[Compiled]:
     """The numpy form of a boolean JSON-logic rule, or None outside the supported subset."""
     variables: set[str] = set()
     node = _compile(rule, variables)
@@ -53,7 +53,11 @@ def compile_rule(rule: Any) -> Optional[Compiled]:
     return Compiled(node[1], frozenset(variables))
 
 
-def _compile(node: Any, variables: set[str]) -> Optional[tuple[str, Callable[[Columns], Any]]]:
+Node = tuple[str, Callable[[Columns], Any]]
+"""(kind, fn): kind "num" or "bool", fn a column (or a number) of the containers."""
+
+
+def _compile(node: JsonValue, variables: set[str]) -> Optional[Node]:
     """(kind, fn): kind "num" or "bool"; None when the node is not in the subset."""
     if isinstance(node, bool) or node is None:
         return None  # JSON-logic truthiness of literals is not worth a special case
@@ -73,11 +77,11 @@ def _compile(node: Any, variables: set[str]) -> Optional[tuple[str, Callable[[Co
         return "num", lambda cols: cols[path]
     if not isinstance(args, list):
         args = [args]
-    kids = [_compile(a, variables) for a in args]
-    if any(k is None for k in kids):
+    kids = [k for a in args if (k := _compile(a, variables)) is not None]
+    if len(kids) != len(args):
         return None
-    fns = [k[1] for k in kids]  # type: ignore[index]
-    kinds = {k[0] for k in kids}  # type: ignore[index]
+    fns = [k[1] for k in kids]
+    kinds = {k[0] for k in kids}
     if op in _COMPARE and len(fns) == 2 and kinds == {"num"}:
         cmp, (a, b) = _COMPARE[op], fns
         return "bool", lambda cols: np.asarray(cmp(a(cols), b(cols)))
@@ -88,7 +92,7 @@ def _compile(node: Any, variables: set[str]) -> Optional[tuple[str, Callable[[Co
         combine = np.logical_and if op == "and" else np.logical_or
 
         def both(cols: Columns) -> np.ndarray:
-            out = fns[0](cols)
+            out: np.ndarray = fns[0](cols)
             for f in fns[1:]:
                 out = combine(out, f(cols))
             return out
@@ -100,7 +104,7 @@ def _compile(node: Any, variables: set[str]) -> Optional[tuple[str, Callable[[Co
     return None
 
 
-def _value(parts: Parts, usages: Mapping[str, Any], path: str) -> float:
+def _value(parts: Parts, usages: Mapping[str, float], path: str) -> float:
     """The number at `path` of one container's event data, NaN when absent or not a number."""
     keys = path.split(".")
     if len(keys) != 4 or keys[0] != keys[2] or keys[1] not in ("structure", "limits"):
@@ -108,6 +112,7 @@ def _value(parts: Parts, usages: Mapping[str, Any], path: str) -> float:
     res, kind, _, field = keys
     if res not in parts or not has_usage(usages, res):
         return math.nan
+    value: JsonValue
     if kind == "structure" and field == "usage":
         value = usages[res]
     else:
@@ -117,12 +122,13 @@ def _value(parts: Parts, usages: Mapping[str, Any], path: str) -> float:
     return float(value)
 
 
-def _column(parts: Sequence[Parts], usages: Sequence[Mapping[str, Any]], path: str) -> np.ndarray:
+def _column(parts: Sequence[Parts], usages: Sequence[Mapping[str, float]], path: str) -> np.ndarray:
     """`_value` of every container, built in one pass where the values are plain numbers."""
     keys = path.split(".")
     if len(keys) == 4 and keys[0] == keys[2] and keys[1] in ("structure", "limits"):
         res, kind, _, field = keys
         nan = math.nan
+        values: list[JsonValue]
         if kind == "structure" and field == "usage":
             values = [u.get(res, nan) if res in p else nan for p, u in zip(parts, usages)]
         else:
@@ -141,7 +147,7 @@ def fired_rules(
     rules: Sequence[Rule],
     compiled: Sequence[Optional[Compiled]],
     parts: Sequence[Parts],
-    usages: Sequence[Mapping[str, Any]],
+    usages: Sequence[Mapping[str, float]],
 ) -> list[Optional[list[Rule]]]:
     """For each container, the event rules that hold on its window, in rule order.
 
@@ -158,9 +164,9 @@ def fired_rules(
     has = {res: np.fromiter((res in p and has_usage(u, res) for p, u in zip(parts, usages)), bool, n)
            for res in {r.resource for r in rules}}
     columns: dict[str, np.ndarray] = {}
-    scalar_data: dict[int, dict[str, Any]] = {}
+    scalar_data: dict[int, JsonObject] = {}
 
-    def data_of(i: int) -> dict[str, Any]:
+    def data_of(i: int) -> JsonObject:
         if i not in scalar_data:
             scalar_data[i] = event_data_of_parts(parts[i], usages[i])
         return scalar_data[i]
@@ -182,14 +188,14 @@ def fired_rules(
             with np.errstate(invalid="ignore"):
                 holds = np.broadcast_to(program.holds(columns), (n,))
         for i in np.flatnonzero(present & exact & holds):
-            if out[i] is not None:
-                out[i].append(rule)  # type: ignore[union-attr]
+            if (found := out[i]) is not None:
+                found.append(rule)
         for i in np.flatnonzero(present & ~exact):
-            if out[i] is None:
+            if (found := out[i]) is None:
                 continue
             try:
                 if evaluate(rule.rule, data_of(int(i))):
-                    out[i].append(rule)  # type: ignore[union-attr]
+                    found.append(rule)
             except ValueError:
                 out[i] = None
     return out
