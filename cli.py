@@ -17,14 +17,16 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, NoReturn, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from cluster.tools.tables import fit, print_table
-from serve.client import DEFAULT_URL, ApiError, Client, Unreachable
+from serve.answers import ProblemJson, StatusRow
+from serve.client import (DEFAULT_URL, ApiError, Client, Params, Unreachable, Verb, app_body, container_body,
+                          host_body, user_body)
 
 app = typer.Typer(no_args_is_help=True, add_completion=True, help=__doc__, rich_markup_mode=None)
 console = Console()
@@ -48,7 +50,7 @@ _opts: dict[str, Optional[str]] = {"url": None, "token": None}
 JSON_OPT = typer.Option(False, "--json", help="print JSON for scripts")
 
 
-def fail(message: str, code: int = 1) -> None:
+def fail(message: str, code: int = 1) -> NoReturn:
     err.print(f"[red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
@@ -73,19 +75,22 @@ def api_url() -> str:
     return _opts["url"] or os.environ.get("SC_URL") or _recorded().get("url") or DEFAULT_URL
 
 
-def client() -> Client:
-    return Client(api_url(), _opts["token"] or os.environ.get("SC_API_TOKEN") or None)
+class CliClient(Client):
+    """The API's client, whose errors end the command with one line on stderr."""
+
+    def request(self, method: Verb, path: str, body: Any = None, params: Optional[Params] = None) -> Any:
+        try:
+            return super().request(method, path, body, params)
+        except ApiError as e:
+            hint = " (give --token or SC_API_TOKEN)" if e.status == 401 else ""
+            fail(f"{e.message}{hint} [{e.status} {e.method} {e.path}]")
+        except Unreachable as e:
+            fail(f"{e} (is it up? `sc up`, or give --url / SC_URL)", 2)
 
 
-def call(method: str, path: str, body: Any = None, **params: Any) -> Any:
-    """One API call; an error ends the command with one line on stderr."""
-    try:
-        return client().request(method, path, body, params or None)
-    except ApiError as e:
-        hint = " (give --token or SC_API_TOKEN)" if e.status == 401 else ""
-        fail(f"{e.message}{hint} [{e.status} {e.method} {e.path}]")
-    except Unreachable as e:
-        fail(f"{e} (is it up? `sc up`, or give --url / SC_URL)", 2)
+def api() -> CliClient:
+    """The client of the API `--url`, `SC_URL` or `sc up` names, with the token given."""
+    return CliClient(api_url(), _opts["token"] or os.environ.get("SC_API_TOKEN") or None)
 
 
 @app.callback()
@@ -135,6 +140,36 @@ def done(message: str) -> None:
     console.print(f"[green]ok[/] {message}", highlight=False)
 
 
+def verb(sub: typer.Typer, verb_name: str, doc: str, op: Callable[[CliClient, str], Any], said: str) -> None:
+    """Declare `sc <sub> <name> NAME`: one call, the warnings of its answer, then `ok <said>`."""
+    def command(name: str) -> None:
+        warn(op(api(), name))
+        done(said.format(name=name))
+
+    command.__doc__ = doc
+    sub.command(verb_name)(command)
+
+
+def get_verb(sub: typer.Typer, doc: str, op: Callable[[CliClient, str], Any]) -> None:
+    """Declare `sc <sub> get NAME [--json]`: the document, as JSON."""
+    def command(name: str, as_json: bool = JSON_OPT) -> None:
+        show_json(op(api(), name), as_json)
+
+    command.__doc__ = doc
+    sub.command("get")(command)
+
+
+def pair_verb(sub: typer.Typer, verb_name: str, doc: str, op: Callable[[CliClient, str, str], Any], said: str,
+              other: str) -> None:
+    """Declare `sc <sub> <name> NAME OTHER` (`other` names the second argument in the help)."""
+    def command(name: str, second: str = typer.Argument(..., metavar=other.upper())) -> None:
+        warn(op(api(), name, second))
+        done(said.format(name=name, other=second))
+
+    command.__doc__ = doc
+    sub.command(verb_name)(command)
+
+
 def number(value: str) -> float | int:
     try:
         f = float(value)
@@ -167,11 +202,11 @@ STATUS_COLUMNS = ["container", "host", "resource", "guard", "usage", "current", 
 @app.command()
 def status(as_json: bool = JSON_OPT) -> None:
     """Containers: usage against current, upper, lower, min and max (cpu in shares, mem in MiB)."""
-    data = call("GET", "/status")
+    data = api().status()
     if as_json:
         print(json.dumps(data["containers"]))
         return
-    rows = data["containers"]
+    rows: list[dict[str, Any]] = [dict(r) for r in data["containers"]]
     for r in rows:
         if r.get("missing_since"):
             # The cgroup is gone: no usage, and when it went (the problems below say what happens next).
@@ -179,10 +214,10 @@ def status(as_json: bool = JSON_OPT) -> None:
     show_table(rows, STATUS_COLUMNS, "containers (cpu in shares: 100 = 1 core; mem in MiB)", False)
     services = ", ".join(f"{s['name']} {'on' if s.get('active') else 'off'}" for s in data["services"])
     console.print(f"services: {services}", highlight=False)
-    show_problems(call("GET", "/health")["problems"])
+    show_problems(api().health()["problems"])
 
 
-def show_problems(problems: list[dict[str, Any]]) -> None:
+def show_problems(problems: list[ProblemJson]) -> None:
     """One line per problem of `GET /health`, each naming what to change."""
     if not problems:
         console.print("health: no problem found", highlight=False)
@@ -204,7 +239,7 @@ def doctor(as_json: bool = JSON_OPT) -> None:
 
     Exit 0 when nothing is wrong, 3 when problems were found (1: the API refused, 2: no API).
     """
-    data = call("GET", "/health")
+    data = api().health()
     if as_json:
         print(json.dumps(data))
     elif data["problems"]:
@@ -216,7 +251,7 @@ def doctor(as_json: bool = JSON_OPT) -> None:
         raise typer.Exit(3)
 
 
-def _bar(row: dict[str, Any], width: int = 30) -> str:
+def _bar(row: StatusRow, width: int = 30) -> str:
     top = row.get("max") or 0
     if not top:
         return ""
@@ -237,7 +272,7 @@ def watch(
     from rich.live import Live
 
     def render() -> Any:
-        rows = call("GET", "/status")["containers"]
+        rows = api().status()["containers"]
         t = Table(title=f"{api_url()}  {time.strftime('%H:%M:%S')}  (usage █ ▒ / current ░ / max │)")
         for col in ("container", "res", "usage", "current", "upper", "lower", "min", "max", ""):
             t.add_column(col, justify="left" if col in ("container", "res", "") else "right")
@@ -270,7 +305,7 @@ def events(
     if explain:
         explain_requests(explain, limit, as_json)
         return
-    rows = call("GET", "/events", structure=structure, limit=limit)
+    rows = api().events(structure, limit)
     for r in rows:
         r["when"] = time.strftime("%H:%M:%S", time.localtime(r.get("timestamp", 0)))
         r["scale"] = json.dumps(r.get("action", {}).get("events", {}).get("scale", {}))
@@ -279,7 +314,7 @@ def events(
 
 def explain_requests(name: str, limit: int, as_json: bool) -> None:
     """Per request of `name`: window usage, rule, amount before/after trimming, outcome and why."""
-    rows = call("GET", "/requests", structure=name, limit=limit)
+    rows = api().requests(name, limit)
     if as_json:
         print(json.dumps(rows))
         return
@@ -311,7 +346,7 @@ def requests(
     as_json: bool = JSON_OPT,
 ) -> None:
     """Recent scaling requests and what the Scaler did with them, newest last."""
-    rows = call("GET", "/requests", structure=structure, limit=limit)
+    rows = api().requests(structure, limit)
     for r in rows:
         r["when"] = time.strftime("%H:%M:%S", time.localtime(r.get("timestamp", 0)))
     show_table(rows, ["when", "structure", "resource", "action", "rule", "amount", "outcome", "new_current",
@@ -327,7 +362,7 @@ def structure_list(
     as_json: bool = JSON_OPT,
 ) -> None:
     """All structures."""
-    rows = call("GET", "/structure/", subtype=subtype)
+    rows = api().structures(subtype)
     for r in rows:
         res = r.get("resources", {})
         r["cpu"] = _cell(res.get("cpu", {}).get("current", res.get("cpu", {}).get("free")))
@@ -336,10 +371,7 @@ def structure_list(
                as_json)
 
 
-@structure_app.command("get")
-def structure_get(name: str, as_json: bool = JSON_OPT) -> None:
-    """One structure document."""
-    show_json(call("GET", f"/structure/{name}"), as_json)
+get_verb(structure_app, "One structure document.", CliClient.structure)
 
 
 @structure_app.command("resources")
@@ -350,44 +382,38 @@ def structure_resources(
     as_json: bool = JSON_OPT,
 ) -> None:
     """The resources of a structure, one resource, or one parameter of it."""
-    path = f"/structure/{name}/resources" + (f"/{resource}" if resource else "") + (
-        f"/{parameter}" if resource and parameter else "")
-    show_json(call("GET", path), as_json)
+    show_json(api().resources(name, resource, parameter), as_json)
 
 
 @structure_app.command("guard")
 def structure_guard(name: str, resources: Optional[list[str]] = typer.Argument(None)) -> None:
     """Guard a structure, or some of its resources (set_to_guarded.sh, set_many_resource_to_guarded.sh)."""
-    if resources:
-        call("PUT", f"/structure/{name}/resources/guard", {"resources": resources})
-        done(f"{name}: {', '.join(resources)} guarded")
-    else:
-        call("PUT", f"/structure/{name}/guard")
-        done(f"{name} guarded")
+    _guard(name, resources, True)
 
 
 @structure_app.command("unguard")
 def structure_unguard(name: str, resources: Optional[list[str]] = typer.Argument(None)) -> None:
     """Unguard a structure, or some of its resources (set_to_unguarded.sh, …)."""
-    if resources:
-        call("PUT", f"/structure/{name}/resources/unguard", {"resources": resources})
-        done(f"{name}: {', '.join(resources)} unguarded")
-    else:
-        call("PUT", f"/structure/{name}/unguard")
-        done(f"{name} unguarded")
+    _guard(name, resources, False)
+
+
+def _guard(name: str, resources: Optional[list[str]], state: bool) -> None:
+    api().guard(name, resources, state)
+    done(f"{name}: {', '.join(resources)} {'' if state else 'un'}guarded" if resources
+         else f"{name} {'' if state else 'un'}guarded")
 
 
 @structure_app.command("set")
 def structure_set(name: str, resource: str, parameter: str, value: str) -> None:
     """Set max, min or weight of a resource (set_structure_resource_max.sh, …_min.sh, …_parameter.sh)."""
-    call("PUT", f"/structure/{name}/resources/{resource}/{parameter}", {"value": number(value)})
+    api().set_resource(name, resource, parameter, number(value))
     done(f"{name}: {resource}.{parameter} = {value}")
 
 
 @structure_app.command("state")
 def structure_state(name: str, state: str) -> None:
     """Set the state of an application: running, stopped, hdfs_downloading, hdfs_uploading."""
-    call("PUT", f"/structure/{name}/state/{state}")
+    api().set_state(name, state)
     done(f"{name}: state {state}")
 
 
@@ -397,7 +423,7 @@ def structure_state(name: str, state: str) -> None:
 @limits_app.command("get")
 def limits_get(name: str, resource: Optional[str] = typer.Argument(None), as_json: bool = JSON_OPT) -> None:
     """Limits of a structure (boundary, boundary_type, upper, lower per resource)."""
-    data = call("GET", f"/structure/{name}/limits" + (f"/{resource}" if resource else ""))
+    data = api().limits(name, resource)
     if resource or as_json:
         show_json(data, as_json)
         return
@@ -408,14 +434,14 @@ def limits_get(name: str, resource: Optional[str] = typer.Argument(None), as_jso
 @limits_app.command("boundary")
 def limits_boundary(name: str, resource: str, value: int) -> None:
     """Boundary of a resource, a percentage 1..100 (set_new_boundary.sh)."""
-    call("PUT", f"/structure/{name}/limits/{resource}/boundary", {"value": value})
+    api().set_limit(name, resource, "boundary", value)
     done(f"{name}: {resource} boundary {value}")
 
 
 @limits_app.command("boundary-type")
 def limits_boundary_type(name: str, resource: str, value: str) -> None:
     """percentage_of_max or percentage_of_current (set_new_boundary_type.sh)."""
-    call("PUT", f"/structure/{name}/limits/{resource}/boundary_type", {"value": value})
+    api().set_limit(name, resource, "boundary_type", value)
     done(f"{name}: {resource} boundary type {value}")
 
 
@@ -441,35 +467,24 @@ def container_subscribe(
     """Subscribe a container: cores and memory from its host, limits applied (subscribe_container.sh)."""
     if body is not None:
         payload = body_from(body)
+    elif not host:
+        fail("give --host (or --body)")
     else:
-        if not host:
-            fail("give --host (or --body)")
-        res = {}
-        for r, spec in (("cpu", cpu), ("mem", mem)):
-            p = triple(spec, r)
-            res[r] = {"min": p[0], "current": p[1] if len(p) == 3 else p[-1], "max": p[-1], "guard": guard}
-        payload = {
-            "container": {"name": name, "host": host, "host_rescaler_ip": host, "host_rescaler_port": "8000",
-                          "subtype": "container", "guard": guard, "resources": res},
-            "limits": {"resources": {r: {"boundary": boundary, "boundary_type": "percentage_of_max"}
-                                     for r in ("cpu", "mem")}},
-        }
-    doc = call("PUT", f"/structure/container/{name}", payload)
+        payload = container_body(name, host, triple(cpu, "cpu"), triple(mem, "mem"), boundary, guard)
+    doc = api().subscribe("container", name, payload)
     cpu_now = doc["resources"]["cpu"]["current"]
     done(f"{name} subscribed on {doc['host']}: cpu {_cell(cpu_now)} shares, mem {_cell(doc['resources']['mem']['current'])} MiB")
 
 
-@container_app.command("desubscribe")
-def container_desubscribe(name: str) -> None:
-    """Desubscribe a container; its cores and memory go back to its host (desubscribe_container.sh)."""
-    call("DELETE", f"/structure/container/{name}")
-    done(f"{name} desubscribed")
+verb(container_app, "desubscribe",
+     "Desubscribe a container; its cores and memory go back to its host (desubscribe_container.sh).",
+     lambda c, name: c.desubscribe("container", name), "{name} desubscribed")
 
 
 @host_app.command("list")
 def host_list(as_json: bool = JSON_OPT) -> None:
     """Subscribed hosts."""
-    rows = call("GET", "/structure/", subtype="host")
+    rows = api().structures("host")
     for r in rows:
         for res in ("cpu", "mem"):
             x = r.get("resources", {}).get(res, {})
@@ -493,30 +508,23 @@ def host_subscribe(
     """Subscribe a host whose ContainerScaler runs (subscribe_host.sh)."""
     if body is not None:
         payload = body_from(body)
+    elif cpu is None or mem is None:
+        fail("give --cpu and --mem (or --body)")
     else:
-        if cpu is None or mem is None:
-            fail("give --cpu and --mem (or --body)")
-        payload = {"name": name, "host": name, "subtype": "host", "host_rescaler_ip": name,
-                   "host_rescaler_port": "8000",
-                   "resources": {"cpu": {"max": cpu, "free": cpu}, "mem": {"max": mem, "free": mem}}}
-    doc = call("PUT", f"/structure/host/{name}", payload)
+        payload = host_body(name, cpu, mem)
     # More than its node has is cut to the node: the API says so.
-    for w in doc.get("warnings", []) if isinstance(doc, dict) else []:
-        err.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
+    warn(api().subscribe("host", name, payload))
     done(f"host {name} subscribed")
 
 
-@host_app.command("desubscribe")
-def host_desubscribe(name: str) -> None:
-    """Desubscribe a host that has no containers (desubscribe_host.sh)."""
-    call("DELETE", f"/structure/host/{name}")
-    done(f"host {name} desubscribed")
+verb(host_app, "desubscribe", "Desubscribe a host that has no containers (desubscribe_host.sh).",
+     lambda c, name: c.desubscribe("host", name), "host {name} desubscribed")
 
 
 @app_app.command("list")
 def app_list(as_json: bool = JSON_OPT) -> None:
     """Applications and their containers."""
-    rows = call("GET", "/structure/", subtype="application")
+    rows = api().structures("application")
     for r in rows:
         r["containers"] = ", ".join(r.get("containers", []))
     show_table(rows, ["name", "state", "guard", "user", "containers"], "applications", as_json)
@@ -531,39 +539,17 @@ def app_subscribe(
     body: Optional[str] = typer.Option(None, help="the whole JSON body (or @file), as subscribe_app.sh"),
 ) -> None:
     """Subscribe an application, with no containers yet (subscribe_app.sh)."""
-    if body is not None:
-        payload = body_from(body)
-    else:
-        res = {}
-        for r, spec in (("cpu", cpu), ("mem", mem)):
-            p = triple(spec, r)
-            res[r] = {"min": p[0], "max": p[-1], "guard": False, "weight": 1}
-        payload = {"app": {"name": name, "subtype": "application", "guard": False, "resources": res},
-                   "limits": {"resources": {r: {"boundary": boundary, "boundary_type": "percentage_of_max"}
-                                            for r in ("cpu", "mem")}}}
-    call("PUT", f"/structure/apps/{name}", payload)
+    payload = body_from(body) if body is not None else app_body(name, triple(cpu, "cpu"), triple(mem, "mem"), boundary)
+    api().subscribe("apps", name, payload)
     done(f"application {name} subscribed")
 
 
-@app_app.command("desubscribe")
-def app_desubscribe(name: str) -> None:
-    """Desubscribe an application and its limits (desubscribe_app.sh)."""
-    call("DELETE", f"/structure/apps/{name}")
-    done(f"application {name} desubscribed")
-
-
-@app_app.command("add")
-def app_add(name: str, container: str) -> None:
-    """Add a container to an application (subscribe_container_to_app.sh)."""
-    call("PUT", f"/structure/container/{container}/{name}")
-    done(f"{container} added to {name}")
-
-
-@app_app.command("remove")
-def app_remove(name: str, container: str) -> None:
-    """Remove a container from an application (desubscribe_container_from_app.sh)."""
-    call("DELETE", f"/structure/container/{container}/{name}")
-    done(f"{container} removed from {name}")
+verb(app_app, "desubscribe", "Desubscribe an application and its limits (desubscribe_app.sh).",
+     lambda c, name: c.desubscribe("apps", name), "application {name} desubscribed")
+pair_verb(app_app, "add", "Add a container to an application (subscribe_container_to_app.sh).",
+          CliClient.add_to_app, "{other} added to {name}", "container")
+pair_verb(app_app, "remove", "Remove a container from an application (desubscribe_container_from_app.sh).",
+          CliClient.remove_from_app, "{other} removed from {name}", "container")
 
 
 # ---------------------------------------------------------------- rules
@@ -572,7 +558,7 @@ def app_remove(name: str, container: str) -> None:
 @rule_app.command("list")
 def rule_list(as_json: bool = JSON_OPT) -> None:
     """All rules."""
-    rows = call("GET", "/rule/")
+    rows = api().rules()
     for r in rows:
         r["policy"] = r.get("rescale_policy")
         r["type"] = r.get("rescale_type")
@@ -581,45 +567,33 @@ def rule_list(as_json: bool = JSON_OPT) -> None:
                as_json)
 
 
-@rule_app.command("get")
-def rule_get(name: str, as_json: bool = JSON_OPT) -> None:
-    """One rule, with its JSON-logic."""
-    show_json(call("GET", f"/rule/{name}"), as_json)
+get_verb(rule_app, "One rule, with its JSON-logic.", CliClient.rule)
 
 
-@rule_app.command("activate")
-def rule_activate(name: str) -> None:
-    """Activate a rule (activate_rule.sh)."""
-    warn(call("PUT", f"/rule/{name}/activate"))
-    done(f"rule {name} active")
-
-
-@rule_app.command("deactivate")
-def rule_deactivate(name: str) -> None:
-    """Deactivate a rule (deactivate_rule.sh)."""
-    warn(call("PUT", f"/rule/{name}/deactivate"))
-    done(f"rule {name} inactive")
+verb(rule_app, "activate", "Activate a rule (activate_rule.sh).", CliClient.activate_rule, "rule {name} active")
+verb(rule_app, "deactivate", "Deactivate a rule (deactivate_rule.sh).",
+     lambda c, name: c.activate_rule(name, False), "rule {name} inactive")
 
 
 # NOTE: "-5" is a value here, not an option: the API then says why it is refused.
 @rule_app.command("amount", context_settings={"ignore_unknown_options": True})
 def rule_amount(name: str, value: int) -> None:
     """Amount of a scale-up request rule (change_amount.sh)."""
-    call("PUT", f"/rule/{name}/amount", {"value": value})
+    api().set_rule(name, "amount", value)
     done(f"rule {name}: amount {value}")
 
 
 @rule_app.command("policy")
 def rule_policy(name: str, policy: str) -> None:
     """Rescale policy: amount, proportional, fit_to_usage (change_policy.sh)."""
-    call("PUT", f"/rule/{name}/policy", {"value": policy})
+    api().set_rule(name, "policy", policy)
     done(f"rule {name}: policy {policy}")
 
 
 @rule_app.command("events")
 def rule_events(name: str, event_type: str = typer.Argument(..., help="up or down"), value: int = typer.Argument(...)) -> None:
     """Events of one type a request rule needs (change_events_amount.sh, change_down_events_amount.sh)."""
-    doc = call("PUT", f"/rule/{name}/events_required", {"value": value, "event_type": event_type})
+    doc = api().set_events_required(name, event_type, value)
     warn(doc)
     done(f"rule {name}: {event_type} events {value}; removes {doc.get('events_to_remove')} when it fires")
 
@@ -630,7 +604,7 @@ def rule_events(name: str, event_type: str = typer.Argument(..., help="up or dow
 @service_app.command("list")
 def service_list(as_json: bool = JSON_OPT) -> None:
     """All services, their state and config."""
-    rows = call("GET", "/service/")
+    rows = api().services()
     if as_json:
         print(json.dumps(rows))
         return
@@ -642,10 +616,7 @@ def service_list(as_json: bool = JSON_OPT) -> None:
     show_table(rows, ["name", "active", "heartbeat", "config"], "services", False)
 
 
-@service_app.command("get")
-def service_get(name: str, as_json: bool = JSON_OPT) -> None:
-    """One service document."""
-    show_json(call("GET", f"/service/{name}"), as_json)
+get_verb(service_app, "One service document.", CliClient.service)
 
 
 @service_app.command("set")
@@ -656,23 +627,15 @@ def service_set(name: str, key: str, values: list[str] = typer.Argument(..., hel
     several values make a list (`sc service set guardian GUARDABLE_RESOURCES cpu mem`).
     """
     value: Any = values if len(values) > 1 else values[0]
-    doc = call("PUT", f"/service/{name}/{key}", {"value": value})
+    doc = api().set_service(name, key, value)
     done(f"{name}: {key} = {json.dumps(doc['config'].get(key))}")
     warn(doc)
 
 
-@service_app.command("activate")
-def service_activate(name: str) -> None:
-    """ACTIVE = true (Guardian/activate.sh, Scaler/activate.sh, …)."""
-    call("PUT", f"/service/{name}/ACTIVE", {"value": "true"})
-    done(f"{name} active")
-
-
-@service_app.command("deactivate")
-def service_deactivate(name: str) -> None:
-    """ACTIVE = false (Guardian/deactivate.sh, Scaler/deactivate.sh, …)."""
-    call("PUT", f"/service/{name}/ACTIVE", {"value": "false"})
-    done(f"{name} inactive")
+verb(service_app, "activate", "ACTIVE = true (Guardian/activate.sh, Scaler/activate.sh, …).",
+     CliClient.activate_service, "{name} active")
+verb(service_app, "deactivate", "ACTIVE = false (Guardian/deactivate.sh, Scaler/deactivate.sh, …).",
+     lambda c, name: c.activate_service(name, False), "{name} inactive")
 
 
 # ---------------------------------------------------------------- users
@@ -681,16 +644,13 @@ def service_deactivate(name: str) -> None:
 @user_app.command("list")
 def user_list(as_json: bool = JSON_OPT) -> None:
     """All users and their applications."""
-    rows = call("GET", "/user/")
+    rows = api().users()
     for r in rows:
         r["clusters"] = ", ".join(r.get("clusters", []))
     show_table(rows, ["name", "balancing_method", "clusters"], "users", as_json)
 
 
-@user_app.command("get")
-def user_get(name: str, as_json: bool = JSON_OPT) -> None:
-    """One user document."""
-    show_json(call("GET", f"/user/{name}"), as_json)
+get_verb(user_app, "One user document.", CliClient.user)
 
 
 @user_app.command("subscribe")
@@ -701,43 +661,23 @@ def user_subscribe(
     body: Optional[str] = typer.Option(None, help="the whole JSON body (or @file), as subscribe_user.sh"),
 ) -> None:
     """Subscribe a user (subscribe_user.sh)."""
-    if body is not None:
-        payload = body_from(body)
-    else:
-        res = {}
-        for r, spec in (("cpu", cpu), ("mem", mem)):
-            p = triple(spec, r)
-            res[r] = {"min": p[0], "max": p[-1]}
-        payload = {"user": {"name": name, "subtype": "user", "resources": res}}
-    call("PUT", f"/user/{name}", payload)
+    payload = body_from(body) if body is not None else user_body(name, triple(cpu, "cpu"), triple(mem, "mem"))
+    api().subscribe_user(name, payload)
     done(f"user {name} subscribed")
 
 
-@user_app.command("desubscribe")
-def user_desubscribe(name: str) -> None:
-    """Desubscribe a user; its applications stay (desubscribe_user.sh)."""
-    call("DELETE", f"/user/{name}")
-    done(f"user {name} desubscribed")
-
-
-@user_app.command("add")
-def user_add(name: str, application: str) -> None:
-    """Give an application to a user."""
-    call("PUT", f"/user/clusters/{name}/{application}")
-    done(f"{application} belongs to {name}")
-
-
-@user_app.command("remove")
-def user_remove(name: str, application: str) -> None:
-    """Take an application from a user."""
-    call("DELETE", f"/user/clusters/{name}/{application}/")
-    done(f"{application} no longer belongs to {name}")
+verb(user_app, "desubscribe", "Desubscribe a user; its applications stay (desubscribe_user.sh).",
+     CliClient.desubscribe_user, "user {name} desubscribed")
+pair_verb(user_app, "add", "Give an application to a user.", CliClient.give_app, "{other} belongs to {name}",
+          "application")
+pair_verb(user_app, "remove", "Take an application from a user.", CliClient.take_app,
+          "{other} no longer belongs to {name}", "application")
 
 
 @user_app.command("set")
 def user_set(name: str, resource: str, parameter: str, value: str) -> None:
     """Set max or min of a user's resource (set_new_max_energy.sh → `sc user set U energy max N`)."""
-    call("PUT", f"/user/{name}/resources/{resource}/{parameter}", {"value": number(value)})
+    api().set_user_resource(name, resource, parameter, number(value))
     done(f"user {name}: {resource}.{parameter} = {value}")
 
 
@@ -766,33 +706,32 @@ def mode(
         fail(f"unknown scope {scope!r}: container or application")
     wanted = [r.strip() for r in resources.split(",") if r.strip()]
     steps: list[tuple[str, Callable[[], Any]]] = []
-    structures = call("GET", "/structure/")
+    client = api()
+    structures = client.structures()
 
     def guard_all(subtype: str, state: bool) -> None:
-        verb = "guard" if state else "unguard"
         for s in structures:
             if s.get("subtype") != subtype:
                 continue
             present = [r for r in wanted if isinstance(s.get("resources", {}).get(r), dict)]
             if present:
-                call("PUT", f"/structure/{s['name']}/resources/{verb}", {"resources": present})
-            call("PUT", f"/structure/{s['name']}/{verb}")
+                client.guard(s["name"], present, state)
+            client.guard(s["name"], None, state)
 
     rules = [r for res in wanted for r in REQUEST_RULES.get(res, ())]
     if to == "serverless":
         steps = [
-            (f"Guardian guards {scope}s", lambda: call("PUT", "/service/guardian/STRUCTURE_GUARDED", {"value": scope})),
+            (f"Guardian guards {scope}s", lambda: client.set_service("guardian", "STRUCTURE_GUARDED", scope)),
             (f"{scope}s and their {', '.join(wanted)} guarded", lambda: guard_all(scope, True)),
-            ("request rules active", lambda: [call("PUT", f"/rule/{r}/activate") for r in rules]),
-            ("Guardian and Scaler active", lambda: [call("PUT", f"/service/{s}/ACTIVE", {"value": "true"})
-                                                    for s in ("guardian", "scaler")]),
+            ("request rules active", lambda: [client.activate_rule(r) for r in rules]),
+            ("Guardian and Scaler active", lambda: [client.activate_service(s) for s in ("guardian", "scaler")]),
         ]
     else:
         steps = [
             (f"containers and their {', '.join(wanted)} unguarded", lambda: guard_all("container", False)),
             (f"applications and their {', '.join(wanted)} unguarded", lambda: guard_all("application", False)),
-            ("request rules inactive", lambda: [call("PUT", f"/rule/{r}/deactivate") for r in rules]),
-            ("Guardian and Scaler inactive", lambda: [call("PUT", f"/service/{s}/ACTIVE", {"value": "false"})
+            ("request rules inactive", lambda: [client.activate_rule(r, False) for r in rules]),
+            ("Guardian and Scaler inactive", lambda: [client.activate_service(s, False)
                                                       for s in ("guardian", "scaler")]),
         ]
     for what, step in steps:
@@ -817,7 +756,7 @@ def profile(
     boundary_type keeps it (percentage_of_max is exactly the original's).
     """
     if name is None:
-        out = call("GET", "/profile")
+        out = api().profile()
         if as_json:
             print(json.dumps(out, indent=1))
             return
@@ -825,12 +764,12 @@ def profile(
         for p, lims in out["profiles"].items():
             print(f"  {p}: " + ", ".join(f"{r} {v['boundary']} % ({v['boundary_type']})" for r, v in lims.items()))
         return
-    out = call("PUT", f"/profile/{name}", {"timing": timing} if timing else None)
+    applied = api().set_profile(name, timing)
     if as_json:
-        print(json.dumps(out, indent=1))
+        print(json.dumps(applied, indent=1))
         return
-    done(f"profile {out['profile']}" + (f", timing {out['timing']}" if out.get("timing") else "")
-         + f": {out['limits_changed']} containers' limits changed")
+    done(f"profile {applied['profile']}" + (f", timing {applied['timing']}" if applied.get("timing") else "")
+         + f": {applied['limits_changed']} containers' limits changed")
 
 
 # ---------------------------------------------------------------- the cluster (these verbs use Ray)

@@ -26,6 +26,7 @@ from sc_actors.errors import Unavailable
 from sc_actors.handles import Handles, unwrap
 from sc_actors.model import Document, HostInfo
 from sc_actors.settings import NAMESPACE, SCALER_NAME, STATEDB_NAME, container_scaler_name
+from sc_actors.store.views import EventEntry, HealthView, RequestEntry
 
 Collection = Literal["structures", "limits", "rules", "services", "users"]
 """The StateDB's collections of stored documents."""
@@ -189,14 +190,17 @@ class StateDBApi:
     async def unlink_app_from_user(self, user: str, app: str) -> Document:
         return _document(await self._call("unlink_app_from_user", user, app))
 
-    async def health_view(self) -> Document:
-        return _document(await self._call("health_view"))
+    async def health_view(self) -> HealthView:
+        view: HealthView = await self._call("health_view")
+        return view
 
-    async def recent_events(self, name: Optional[str], limit: int) -> builtins.list[Document]:
-        return _documents(await self._call("recent_events", name, limit))
+    async def recent_events(self, name: Optional[str], limit: int) -> builtins.list[EventEntry]:
+        events: builtins.list[EventEntry] = await self._call("recent_events", name, limit)
+        return events
 
-    async def recent_requests(self, name: Optional[str], limit: int) -> builtins.list[Document]:
-        return _documents(await self._call("recent_requests", name, limit))
+    async def recent_requests(self, name: Optional[str], limit: int) -> builtins.list[RequestEntry]:
+        entries: builtins.list[RequestEntry] = await self._call("recent_requests", name, limit)
+        return entries
 
 
 class ScalerApi:

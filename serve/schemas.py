@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal, Optional, Union
 
-from typing_extensions import TypedDict
-
 from fastapi import Path
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from pydantic.config import JsonDict
@@ -239,79 +237,6 @@ class UserSubscription(_Wrapping):
         return self
 
 
-# ---------------------------------------------------------------- answers
-# What the routes answer that is not a stored document (`sc_actors.model.Document`).
-# NOTE: numbers are `int | float`: a stored 50 goes out as 50, not 50.0.
-
-Number = Union[int, float]
-
-
-class Message(TypedDict):
-    """`{"message": …}`: what a deletion answers (and every error, `serve.app`)."""
-
-    message: str
-
-
-class StatusRow(TypedDict):
-    """One container and resource of `GET /status`: usage against its limits."""
-
-    container: str
-    host: Optional[str]
-    resource: str
-    guard: bool
-    usage: Optional[Number]
-    current: Optional[Number]
-    upper: Optional[Number]
-    lower: Optional[Number]
-    min: Optional[Number]
-    max: Optional[Number]
-    missing_since: Optional[float]
-
-
-class ServiceState(TypedDict):
-    name: str
-    active: Optional[bool]
-    heartbeat: float
-
-
-class Status(TypedDict):
-    time: float
-    containers: list[StatusRow]
-    services: list[ServiceState]
-
-
-class ProblemJson(TypedDict):
-    kind: str
-    subject: str
-    message: str
-
-
-class Health(TypedDict):
-    time: float
-    ok: bool
-    problems: list[ProblemJson]
-
-
-class ProfileLimit(TypedDict):
-    boundary: Number
-    boundary_type: str
-
-
-class Profiles(TypedDict):
-    """`GET /profile`: the profile in force, each profile's limits per resource, the timings."""
-
-    profile: str
-    profiles: dict[str, dict[str, ProfileLimit]]
-    timings: list[str]
-
-
-class ProfileApplied(TypedDict):
-    profile: str
-    timing: Optional[str]
-    limits_changed: int
-    services_changed: list[str]
-
-
 __all__ = [
     "AppState",
     "AppSubscription",
@@ -320,22 +245,14 @@ __all__ = [
     "ContainerSubscription",
     "EventsRequired",
     "GuardResources",
-    "Health",
     "HostSubscription",
     "IntValue",
     "LimitsBody",
-    "Message",
     "MIN_BOUNDARY",
     "NewName",
     "NumberValue",
     "PathName",
     "PolicyValue",
-    "ProblemJson",
-    "ProfileApplied",
-    "Profiles",
-    "ServiceState",
     "ServiceValue",
-    "Status",
-    "StatusRow",
     "UserSubscription",
 ]

@@ -24,9 +24,10 @@ from sc_actors.policy.health import (
     rules_that_cannot_fire,
 )
 from sc_actors.settings import HOST_LABEL, GuardianSettings, StructuresSnapshoterSettings
+from sc_actors.store.views import HealthView
 
 from ..deps import StateDBApi, get_statedb
-from ..schemas import Health, ProblemJson
+from ..answers import Health, ProblemJson
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["heartbeat"])
@@ -81,7 +82,7 @@ def _ranges(docs: list[Document]) -> list[ResourceRange]:
     return out
 
 
-def snapshot_of(view: Document, live: Optional[frozenset[str]]) -> Snapshot:
+def snapshot_of(view: HealthView, live: Optional[frozenset[str]]) -> Snapshot:
     """The policy's input from the StateDB's `health_view` and the live nodes' labels."""
     structures = view["structures"]
     return Snapshot(

@@ -8,9 +8,10 @@ from typing import Optional
 from fastapi import APIRouter, Depends, Query
 
 from sc_actors.model import GUARDABLE, Document
+from sc_actors.store.views import EventEntry, RequestEntry
 
 from ..deps import StateDBApi, get_statedb
-from ..schemas import Status, StatusRow
+from ..answers import Status, StatusRow
 
 router = APIRouter(tags=["heartbeat"])
 
@@ -55,15 +56,17 @@ async def get_status(db: StateDBApi = Depends(get_statedb)) -> Status:
     }
 
 
-@router.get("/events", summary="Recent events (newest last), optionally of one structure")
+# NOTE: response_model=None: the entries go out as the StateDB logged them, whatever keys they carry.
+@router.get("/events", summary="Recent events (newest last), optionally of one structure", response_model=None)
 async def get_events(structure: Optional[str] = Query(None, max_length=128),
                      limit: int = Query(100, ge=1, le=10_000),
-                     db: StateDBApi = Depends(get_statedb)) -> list[Document]:
+                     db: StateDBApi = Depends(get_statedb)) -> list[EventEntry]:
     return await db.recent_events(structure, limit)
 
 
-@router.get("/requests", summary="Recent requests and what the Scaler did with them (newest last)")
+@router.get("/requests", summary="Recent requests and what the Scaler did with them (newest last)",
+            response_model=None)
 async def get_requests(structure: Optional[str] = Query(None, max_length=128),
                        limit: int = Query(100, ge=1, le=10_000),
-                       db: StateDBApi = Depends(get_statedb)) -> list[Document]:
+                       db: StateDBApi = Depends(get_statedb)) -> list[RequestEntry]:
     return await db.recent_requests(structure, limit)

@@ -15,7 +15,7 @@ from sc_actors.errors import Invalid
 from sc_actors.profiles import PROFILES, TIMINGS, check_profile, profile_documents
 
 from ..deps import StateDBApi, get_statedb, require_token
-from ..schemas import ProfileApplied, ProfileLimit, Profiles
+from ..answers import ProfileApplied, ProfileLimit, Profiles
 
 router = APIRouter(prefix="/profile", tags=["profiles"])
 

@@ -15,13 +15,13 @@ from fastapi import APIRouter, Depends, HTTPException, Query, status
 from sc_actors.errors import Conflict, Invalid, NotFound
 from sc_actors.model import GUARDABLE, AppState, Document, ResourceName
 
+from ..answers import Message
 from ..deps import NodeApi, ScalerApi, StateDBApi, get_node, get_scaler, get_statedb, require_token
 from ..schemas import (
     AppSubscription,
     ContainerSubscription,
     GuardResources,
     HostSubscription,
-    Message,
     NewName,
     NumberValue,
     PathName,
@@ -39,6 +39,13 @@ def _mismatch(body_name: str, url_name: str) -> None:
         raise Invalid(f"name mismatch: {body_name!r} in the body, {url_name!r} in the URL")
 
 
+async def _new(db: StateDBApi, body_name: str, name: str, taken: str) -> None:
+    """Refuse a body naming another structure than the URL, or a name taken (409 `taken`)."""
+    _mismatch(body_name, name)
+    if await db.exists("structures", name):
+        raise Conflict(f"structure {name!r} {taken}")
+
+
 # ---------------------------------------------------------------- subscriptions
 # Registered before the generic `/{name}/...` routes, so `/structure/container/x`
 # is a subscription, as in the original (Werkzeug prefers static path parts).
@@ -51,10 +58,8 @@ async def subscribe_container(
     scaler: ScalerApi = Depends(get_scaler),
 ) -> Document:
     c = body.container
-    _mismatch(c.name, name)
     # Cheap refusals first, before the Scaler takes its lock and the node is asked.
-    if await db.exists("structures", name):
-        raise Conflict(f"structure {name!r} already subscribed")
+    await _new(db, c.name, name, "already subscribed")
     try:
         host = await db.get("structures", c.host)
     except NotFound:
@@ -89,13 +94,9 @@ async def remove_container_from_app(name: PathName, app: PathName,
 
 @router.put("/host/{name}", status_code=status.HTTP_201_CREATED, dependencies=auth,
             summary="Subscribe a host (its ContainerScaler must be running)")
-async def subscribe_host(
-    name: NewName, body: HostSubscription, db: StateDBApi = Depends(get_statedb),
-    node: NodeApi = Depends(get_node),
-) -> Document:
-    _mismatch(body.name, name)
-    if await db.exists("structures", name):
-        raise Conflict(f"structure {name!r} already exists")
+async def subscribe_host(name: NewName, body: HostSubscription, node: NodeApi = Depends(get_node),
+                         db: StateDBApi = Depends(get_statedb)) -> Document:
+    await _new(db, body.name, name, "already exists")
     if not node.alive():
         raise Invalid(f"no ContainerScaler answers for host {name!r}: is a Ray node labelled sc_host={name} up?")
     doc = body.model_dump(mode="json", exclude_none=True)

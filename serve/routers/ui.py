@@ -22,7 +22,7 @@ from fastapi.responses import HTMLResponse
 from sc_actors.model import Document
 
 from ..deps import StateDBApi, get_statedb
-from ..schemas import Number, StatusRow
+from ..answers import Number, StatusRow
 from .heartbeat import status_rows
 
 router = APIRouter(tags=["heartbeat"])

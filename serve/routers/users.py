@@ -9,7 +9,8 @@ from sc_actors.errors import Invalid, NotFound
 from sc_actors.model import Document, ResourceName
 
 from ..deps import StateDBApi, get_statedb, require_token
-from ..schemas import Message, NewName, NumberValue, PathName, UserSubscription
+from ..answers import Message
+from ..schemas import NewName, NumberValue, PathName, UserSubscription
 from .reads import add_reads
 
 router = APIRouter(prefix="/user", tags=["users"])
