@@ -11,11 +11,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from typing import Any, Mapping, Optional, Union
+
+from typing_extensions import TypedDict
 
 from .backends import make_backend
-from .model import Bounds, ContainerUsage, HostInfo, LimitChange, UsageBatch
-from .settings import GUARDIAN_NAME, NAMESPACE, ContainerScalerSettings
+from .backends.base import ContainerBackend, UsageCounters
+from .errors import Unavailable
+from .handles import Handles
+from .model import Applied, Bounds, ContainerLimits, ContainerUsage, HostInfo, LimitChange, UsageBatch
+from .settings import GUARDIAN_NAME, ContainerScalerSettings
 from .units import bytes_to_mib, cpu_ns_to_shares
 
 log = logging.getLogger(__name__)
@@ -24,11 +29,26 @@ log = logging.getLogger(__name__)
 PUSH_TIMEOUT_S = 30.0
 """How long a push waits for the Guardian before the node gives up on that window."""
 
+ChangeFields = Mapping[str, Union[float, str, None]]
+"""A `LimitChange` as its fields (the benchmarks and tests call `apply` with them)."""
+BoundsFields = Mapping[str, tuple[float, float]]
+"""`Bounds` as its fields."""
+
+
+class NodeStatus(TypedDict):
+    """`ContainerScaler.ping`: the node's host, backend and its pushes so far."""
+
+    host: str
+    backend: str
+    windows_pushed: int
+    lagged_windows: int
+
 
 class ContainerScaler:
-    def __init__(self, host: str, settings: dict[str, Any] | None = None):
+    def __init__(self, host: str, settings: Optional[dict[str, Any]] = None):
         self.host = host
         self.settings = ContainerScalerSettings.model_validate(settings or {})
+        self.backend: ContainerBackend
         if self.settings.backend == "synthetic":
             from .backends.synthetic import SyntheticBackend
 
@@ -37,7 +57,7 @@ class ContainerScaler:
         else:
             self.backend = make_backend(self.settings.backend, self.settings.cgroup_root, self.settings.parent,
                                         self.settings.cpu_burst_percent)
-        self._guardian = None
+        self._handles = Handles()
         self._stop = asyncio.Event()
         self._last_push_ok = 0.0
         self.windows_pushed = 0
@@ -49,7 +69,7 @@ class ContainerScaler:
 
     # ------------------------------------------------------------------ queries
 
-    async def ping(self) -> dict[str, Any]:
+    async def ping(self) -> NodeStatus:
         return {"host": self.host, "backend": self.backend.kind, "windows_pushed": self.windows_pushed,
                 "lagged_windows": self.lagged_windows}
 
@@ -68,40 +88,44 @@ class ContainerScaler:
     async def list_containers(self) -> list[str]:
         return self.backend.list_containers()
 
-    async def read_limits(self, name: str) -> dict[str, Any]:
-        return self.backend.read_limits(name).model_dump()
+    async def read_limits(self, name: str) -> ContainerLimits:
+        return self.backend.read_limits(name)
 
-    async def read_all(self) -> dict[str, dict[str, Any]]:
+    async def read_all(self) -> dict[str, ContainerLimits]:
+        """The limits of every container of the node, as its cgroup files hold them."""
         out = {}
         for name in self.backend.list_containers():
             try:
-                out[name] = self.backend.read_limits(name).model_dump()
+                out[name] = self.backend.read_limits(name)
             except KeyError:
                 continue  # removed meanwhile
         return out
 
     # ------------------------------------------------------------------ writes
 
-    async def apply(self, name: str, change: dict[str, Any], bounds: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Write limits; raises (LimitRefused, ContainerNotFound) instead of clamping."""
+    async def apply(self, name: str, change: Union[LimitChange, ChangeFields],
+                    bounds: Union[Bounds, BoundsFields, None] = None) -> Applied:
+        """Write limits and read them back; raises (LimitRefused, ContainerNotFound) instead of
+        clamping, so a refused write never returns (`apply_many` returns it as not `ok`)."""
         limits = self.backend.write_limits(
             name, LimitChange.model_validate(change), Bounds.model_validate(bounds) if bounds else None
         )
-        return limits.model_dump()
+        return Applied(name=name, ok=True, limits=limits)
 
-    async def apply_many(self, items: list[tuple[str, dict[str, Any], dict[str, Any] | None]]) -> list[str]:
-        """`apply` for several containers in order; one error text per item, "" when written.
+    async def apply_many(
+        self, items: list[tuple[str, Union[LimitChange, ChangeFields], Union[Bounds, BoundsFields, None]]]
+    ) -> list[Applied]:
+        """`apply` for several containers in order; what became of each, in order.
 
         A refused write does not stop the others: the Scaler decides what to put back.
         """
-        errors = []
+        results = []
         for name, change, bounds in items:
             try:
-                await self.apply(name, change, bounds)
-                errors.append("")
+                results.append(await self.apply(name, change, bounds))
             except Exception as e:
-                errors.append(f"{name}: {e}" or type(e).__name__)
-        return errors
+                results.append(Applied(name=name, ok=False, error=str(e) or type(e).__name__))
+        return results
 
     async def create_container(self, name: str, cpu_num: str | None = None) -> None:
         """A plain-cgroup container (demo, tests); LXC containers exist on their own."""
@@ -121,7 +145,7 @@ class ContainerScaler:
 
     async def _loop(self) -> None:
         # NOTE: one failed window must never stop sampling.
-        prev = {}
+        prev: dict[str, UsageCounters] = {}
         while not self._stop.is_set():
             t_start = time.time()
             try:
@@ -140,7 +164,9 @@ class ContainerScaler:
                 log.exception("usage window failed on %s", self.host)
                 await asyncio.sleep(self.settings.window_s)
 
-    async def _one_window(self, prev: dict[str, Any], t_start: float) -> tuple[dict[str, Any], UsageBatch | None]:
+    async def _one_window(
+        self, prev: dict[str, UsageCounters], t_start: float
+    ) -> tuple[dict[str, UsageCounters], UsageBatch | None]:
         s = self.settings
         names = self.backend.list_containers()
         first = self.backend.read_counters_many(names)
@@ -186,23 +212,17 @@ class ContainerScaler:
             await self._push(batch)
 
     async def _push(self, batch: UsageBatch) -> None:
-        import ray
-
         try:
-            if self._guardian is None:
-                self._guardian = ray.get_actor(GUARDIAN_NAME, namespace=NAMESPACE)
             # Sampling goes on meanwhile (see _loop); the bound only gets the node past a hung Guardian.
-            window_s = await asyncio.wait_for(
-                self._guardian.on_usage.remote(batch.model_dump()), timeout=PUSH_TIMEOUT_S
-            )
+            window_s = await asyncio.wait_for(self._handles.guardian.on_usage.remote(batch), timeout=PUSH_TIMEOUT_S)
             self.windows_pushed += 1
             # The node's window follows the Guardian's WINDOW_TIMELAPSE.
             if isinstance(window_s, (int, float)) and window_s > 0 and window_s != self.settings.window_s:
                 self.settings = self.settings.model_copy(update={"window_s": float(window_s)})
-        except ValueError:
-            self._guardian = None  # not deployed yet
+        except Unavailable:
+            self._handles.forget(GUARDIAN_NAME)  # not deployed yet, or gone: looked up again next window
         except asyncio.TimeoutError:
             log.warning("guardian did not take %s's window in %g s", self.host, PUSH_TIMEOUT_S)
         except Exception:
             log.exception("push to guardian failed")
-            self._guardian = None
+            self._handles.forget(GUARDIAN_NAME)

@@ -27,9 +27,11 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing_extensions import TypedDict
 
-from .settings import NAMESPACE, STATEDB_NAME, DatabaseSnapshoterSettings
+from .handles import ActorHandle, Handles
+from .settings import DatabaseSnapshoterSettings
+from .store.views import TimeseriesSnapshot
 from .store.timeseries import TimeseriesWriter, apply_retention, compact, rows_from_snapshot
 
 log = logging.getLogger(__name__)
@@ -38,6 +40,20 @@ TICK_S = 0.5
 """Housekeeping period: configuration, flush by age, compaction when due, seconds."""
 SERVICES_EVERY_S = 1.0
 """Service configs change rarely: their rows are taken at most this often, seconds."""
+
+
+class DatabaseSnapshoterStatus(TypedDict):
+    """`DatabaseSnapshoter.ping`: where it writes, what is buffered and written, windows, errors."""
+
+    pid: int
+    dataset_dir: str
+    buffered: int
+    rows_written: int
+    files_written: int
+    bytes_written: int
+    windows: int
+    compactions: int
+    errors: int
 
 
 class DatabaseSnapshoter:
@@ -51,21 +67,17 @@ class DatabaseSnapshoter:
         self._last_services_t = 0.0
         self._last_compaction = 0.0
         self._flush_lock = asyncio.Lock()
-        self._statedb: Any = None
+        self._actors = Handles()
         self._task = asyncio.get_event_loop().create_task(self._loop())
 
     def _open(self, root: str) -> TimeseriesWriter:
         s = self.settings
         return TimeseriesWriter(root, flush_rows=s.flush_rows, flush_interval_s=s.flush_interval_s)
 
-    def _db(self) -> Any:
-        import ray
+    def _db(self) -> ActorHandle:
+        return self._actors.statedb
 
-        if self._statedb is None:
-            self._statedb = ray.get_actor(STATEDB_NAME, namespace=NAMESPACE)
-        return self._statedb
-
-    async def ping(self) -> dict[str, Any]:
+    async def ping(self) -> DatabaseSnapshoterStatus:
         return {
             "pid": os.getpid(),
             "dataset_dir": str(self.writer.root),
@@ -90,7 +102,7 @@ class DatabaseSnapshoter:
             services = s.services_persisted
             self._last_services_t = window_end
         try:
-            snap = await self._db().timeseries_snapshot.remote(host, names, services)
+            snap: TimeseriesSnapshot = await self._db().timeseries_snapshot.remote(host, names, services)
         except Exception:
             self.errors += 1
             log.exception("snapshot of %s's window failed", host)

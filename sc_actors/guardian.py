@@ -18,16 +18,19 @@ import asyncio
 import collections
 import logging
 import time
-from typing import Any
+from typing import Any, Optional, Union, cast
 
 from pydantic import TypeAdapter
+from typing_extensions import TypedDict
 
 from . import metrics
-from .model import Application, Event, Limits, Rule, Structure, UsageBatch, User
+from .errors import Unavailable
+from .handles import ActorHandle, Handles
+from .model import Application, Container, Document, Event, Limits, Request, Rule, Structure, UsageBatch, User
 from .policy.health import HEARTBEAT_S
 from .policy.serverless import Prepared, RuleSet, evaluate_prepared, fire_window, prepare
-from .settings import (DATABASE_SNAPSHOTER_NAME, NAMESPACE, REBALANCER_NAME, SCALER_NAME, STATEDB_NAME,
-                       GuardianSettings)
+from .settings import DATABASE_SNAPSHOTER_NAME, REBALANCER_NAME, GuardianSettings
+from .store.views import Bound, EventEntry, GroupGuardianView, GuardianChanges, Usage
 
 log = logging.getLogger(__name__)
 _STRUCTURE = TypeAdapter(Structure)
@@ -37,6 +40,20 @@ SUBMITS_IN_FLIGHT = 10
 """Submissions to the Scaler not yet taken, beyond which a window's requests are dropped."""
 MIRROR_PRUNE_WINDOWS = 200
 """Every so many windows, prepared containers no node reported in its last window are dropped."""
+
+Bounds = dict[str, dict[str, Bound]]
+"""Structure → resource → (upper, lower) that moved in this window."""
+
+
+class GuardianStatus(TypedDict):
+    """`Guardian.ping`: windows evaluated, requests sent and dropped, the last evaluation times."""
+
+    windows: int
+    requests_sent: int
+    requests_dropped: int
+    pending_events: int
+    prepared: int
+    epoch_s: list[float]
 
 
 class Guardian:
@@ -49,21 +66,20 @@ class Guardian:
         self.requests_sent = 0
         self.requests_dropped = 0
         self._submits: set[asyncio.Task[None]] = set()
-        self._rules_key: Any = None
+        self._rules_key: Optional[list[Document]] = None
         self._rules: list[Rule] = []
         self._ruleset = RuleSet.of([])
         # The mirror: prepared containers, the StateDB instance and seq each node's view is at.
         self._prepared: dict[str, Prepared] = {}
-        self._stored_bounds: dict[str, dict[str, tuple[Any, Any]]] = {}
+        self._stored_bounds: dict[str, dict[str, tuple[Optional[float], Optional[float]]]] = {}
         self._instance = ""
         self._seen_seq: dict[str, int] = {}
         self._host_names: dict[str, list[str]] = {}
         self._guardable = tuple(self.settings.guardable_resources)
-        self._statedb = None
-        self._scaler = None
+        self._actors = Handles()
         self._delayed: set[asyncio.Task[None]] = set()
         # Peers told of each window (DatabaseSnapshoter, ReBalancer), their calls in flight.
-        self._peers: dict[str, Any] = {}
+        self._peers: dict[str, ActorHandle] = {}
         self._peer_looked_up: dict[str, float] = {}
         self._peer_calls: dict[str, set[asyncio.Task[None]]] = {}
         try:
@@ -74,27 +90,14 @@ class Guardian:
     async def _beat(self) -> None:
         """Beat every HEARTBEAT_S even with no window to evaluate (no container anywhere
         yet), so an old heartbeat means a stuck or dead Guardian, as for the Scaler."""
-        import ray
-
         while True:
             try:
-                if self._statedb is None:
-                    self._statedb = ray.get_actor(STATEDB_NAME, namespace=NAMESPACE)
-                await self._statedb.heartbeat.remote("guardian")
+                await self._actors.statedb.heartbeat.remote("guardian")
             except Exception as e:
                 log.warning("guardian heartbeat not recorded: %s", e)
             await asyncio.sleep(HEARTBEAT_S)
 
-    def _handles(self) -> tuple[Any, Any]:
-        import ray
-
-        if self._statedb is None:
-            self._statedb = ray.get_actor(STATEDB_NAME, namespace=NAMESPACE)
-        if self._scaler is None:
-            self._scaler = ray.get_actor(SCALER_NAME, namespace=NAMESPACE)
-        return self._statedb, self._scaler
-
-    async def ping(self, last: int = 100) -> dict[str, Any]:
+    async def ping(self, last: int = 100) -> GuardianStatus:
         """Counters, and the seconds of the `last` window evaluations (at most 1000)."""
         return {
             "windows": self.windows,
@@ -105,9 +108,9 @@ class Guardian:
             "epoch_s": list(self.epoch_s)[-last:] if last > 0 else [],
         }
 
-    async def on_usage(self, batch: dict[str, Any]) -> float:
+    async def on_usage(self, batch: UsageBatch) -> float:
         """Evaluate one window of one node; returns the window length the node should use."""
-        b = UsageBatch.model_validate(batch)
+        b = UsageBatch.model_validate(batch)  # a node's batch as it is; a dict (a test, a tool) validated
         # Windows of a node arrive in order; an older one than the last accepted is stale.
         if b.window_end <= self.last_window_end.get(b.host, 0.0):
             return self.settings.window_s
@@ -135,13 +138,13 @@ class Guardian:
         self.windows += 1
 
     async def _evaluate(self, b: UsageBatch) -> None:
-        statedb, scaler = self._handles()
+        statedb, scaler = self._actors.statedb, self._actors.scaler
         names = list(b.usages)
         await self._refresh(statedb, b.host, names)
-        usages: dict[str, dict[str, float]] = b.usages  # type: ignore[assignment]
-        bounds: dict[str, dict[str, tuple[float, float]]] = {}
-        new_events: list[dict[str, Any]] = []
-        requests: list[dict[str, Any]] = []
+        usages = cast(dict[str, Usage], b.usages)  # ContainerUsage: resource → float, as a Usage
+        bounds: Bounds = {}
+        new_events: list[EventEntry] = []
+        requests: list[Request] = []
         if self.settings.active and self.settings.structure_guarded == "container":
             prepared = {n: p for n in names if (p := self._prepared.get(n)) is not None}
             bounds, new_events, requests = self._step_prepared(prepared, usages, b.window_end)
@@ -154,7 +157,7 @@ class Guardian:
         if requests:
             self._submit(scaler, requests)
 
-    def _submit(self, scaler: Any, requests: list[dict[str, Any]]) -> None:
+    def _submit(self, scaler: ActorHandle, requests: list[Request]) -> None:
         """Hand the window's requests to the Scaler without waiting for it.
 
         A busy Scaler must not hold up the next window. If it has not taken the last
@@ -177,10 +180,10 @@ class Guardian:
         self._submits.add(task)
         task.add_done_callback(self._submits.discard)
 
-    async def _refresh(self, statedb: Any, host: str, names: list[str]) -> None:
+    async def _refresh(self, statedb: ActorHandle, host: str, names: list[str]) -> None:
         """Bring the mirror of this node's containers up to the StateDB's seq."""
         need = [n for n in names if n not in self._prepared]
-        changes = await statedb.guardian_changes.remote(names, self._seen_seq.get(host, -1), need, self._instance)
+        changes: GuardianChanges = await statedb.guardian_changes.remote(names, self._seen_seq.get(host, -1), need, self._instance)
         if changes["instance"] != self._instance:
             # A new StateDB (or a new Guardian): what the mirror holds may be stale.
             self._instance = changes["instance"]
@@ -207,7 +210,10 @@ class Guardian:
             ldoc = changes["limits"].get(name)
             try:
                 limits = Limits.model_validate(ldoc) if ldoc else None
-                self._prepared[name] = prepare(_STRUCTURE.validate_python(doc), limits, self._guardable)
+                structure = _STRUCTURE.validate_python(doc)
+                if not isinstance(structure, (Container, Application)):
+                    raise ValueError(f"a {structure.subtype} is not guarded")
+                self._prepared[name] = prepare(structure, limits, self._guardable)
             except Exception:
                 log.exception("guardian: %s cannot be evaluated until its documents change", name)
                 self._prepared.pop(name, None)
@@ -223,12 +229,12 @@ class Guardian:
                 self.events.pop(name, None)
 
     def _step_prepared(
-        self, prepared: dict[str, Prepared], usages: dict[str, dict[str, float]], now: float
-    ) -> tuple[dict[str, dict[str, tuple[float, float]]], list[dict[str, Any]], list[dict[str, Any]]]:
+        self, prepared: dict[str, Prepared], usages: dict[str, Usage], now: float
+    ) -> tuple[Bounds, list[EventEntry], list[Request]]:
         """One window for each prepared container: the bounds that moved, new events, requests."""
-        bounds: dict[str, dict[str, tuple[float, float]]] = {}
-        new_events: list[dict[str, Any]] = []
-        requests: list[dict[str, Any]] = []
+        bounds: Bounds = {}
+        new_events: list[EventEntry] = []
+        requests: list[Request] = []
         names = list(prepared)
         try:
             # Every event rule on every structure of the window at once.
@@ -253,11 +259,11 @@ class Guardian:
             if moved:
                 bounds[name] = moved
                 stored.update(moved)
-            new_events += [e.model_dump() for e in step.new_events]
-            requests += [r.model_dump() for r in step.requests]
+            new_events += [_event_entry(e) for e in step.new_events]
+            requests += step.requests
         return bounds, new_events, requests
 
-    async def _evaluate_groups(self, statedb: Any, b: UsageBatch) -> list[dict[str, Any]]:
+    async def _evaluate_groups(self, statedb: ActorHandle, b: UsageBatch) -> list[Request]:
         """Applications (or users) on the Refeeder's sums, in the same window flow (reference §3.8).
 
         Each is evaluated once per window of its anchor node (the host of its first
@@ -265,8 +271,8 @@ class Guardian:
         this window and the other nodes' last ones.
         """
         subtype = self.settings.structure_guarded
-        view = await statedb.group_guardian_view.remote(b.host, subtype)
-        model: Any = User if subtype == "user" else Application
+        view: GroupGuardianView = await statedb.group_guardian_view.remote(b.host, subtype)
+        model: Union[type[User], type[Application]] = User if subtype == "user" else Application
         prepared = {}
         for doc in view["structures"]:
             try:
@@ -287,8 +293,6 @@ class Guardian:
 
     def _notify(self, name: str, method: str, *args: Any) -> None:
         """Call `name.method(*args)` without waiting; a peer that is not deployed is looked up now and then."""
-        import ray
-
         calls = self._peer_calls.setdefault(name, set())
         if len(calls) >= 100:
             return  # a stuck peer loses windows, the Guardian loses nothing
@@ -299,8 +303,8 @@ class Guardian:
                 return
             self._peer_looked_up[name] = time.monotonic()
             try:
-                peer = self._peers[name] = ray.get_actor(name, namespace=NAMESPACE)
-            except ValueError:
+                peer = self._peers[name] = self._actors.get(name)
+            except Unavailable:
                 return
         ref = getattr(peer, method).remote(*args)
 
@@ -314,8 +318,13 @@ class Guardian:
         calls.add(task)
         task.add_done_callback(calls.discard)
 
-    def _parse_rules(self, docs: list[dict[str, Any]]) -> None:
+    def _parse_rules(self, docs: list[Document]) -> None:
         if docs != self._rules_key:
             self._rules = [Rule.model_validate(d) for d in docs]
             self._ruleset = RuleSet.of(self._rules)
             self._rules_key = docs
+
+
+def _event_entry(e: Event) -> EventEntry:
+    """An event as the StateDB's event log holds it."""
+    return cast(EventEntry, e.model_dump())

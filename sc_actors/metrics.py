@@ -29,20 +29,45 @@ from __future__ import annotations
 
 import collections
 import logging
-from typing import Any, Iterable, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Optional
+
+from typing_extensions import Concatenate, ParamSpec, TypedDict
+
+from .model import ResourceName
+
+if TYPE_CHECKING:
+    from .policy.serverless import Prepared
+    from .store.views import EventEntry, RequestEntry
 
 log = logging.getLogger(__name__)
 
-RESOURCES = ("cpu", "mem")
+RESOURCES: tuple[ResourceName, ...] = ("cpu", "mem")
 CONTAINER_TAGS = ("structure", "resource", "host")
 EPOCH_BOUNDARIES = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]
 APPLY_BOUNDARIES = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0]
 
-_m: Optional[dict[str, Any]] = None
+class _Metrics(TypedDict):
+    """The metric objects of this process (`ray.util.metrics` Gauge, Counter, Histogram)."""
+
+    usage: Any
+    current: Any
+    upper: Any
+    lower: Any
+    events: Any
+    requests: Any
+    epoch: Any
+    lag: Any
+    apply: Any
+    journal: Any
+    checkpoint_age: Any
+
+
+_m: Optional[_Metrics] = None
 _failed = False
+P = ParamSpec("P")
 
 
-def _metrics() -> Optional[dict[str, Any]]:
+def _metrics() -> Optional[_Metrics]:
     """The metric objects of this process, created on first use; None without Ray."""
     global _m, _failed
     if _m is not None or _failed:
@@ -80,8 +105,8 @@ def _metrics() -> Optional[dict[str, Any]]:
     return _m
 
 
-def _safe(fn: Any) -> Any:
-    def wrapper(*args: Any, **kw: Any) -> None:
+def _safe(fn: Callable[Concatenate[_Metrics, P], None]) -> Callable[P, None]:
+    def wrapper(*args: P.args, **kw: P.kwargs) -> None:
         m = _metrics()
         if m is None:
             return
@@ -104,8 +129,8 @@ and `/ui` still cover every container."""
 
 
 @_safe
-def container_window(m: dict[str, Any], host: str, prepared: Mapping[str, Any], names: Iterable[str],
-                     usages: Mapping[str, Mapping[str, Any]]) -> None:
+def container_window(m: _Metrics, host: str, prepared: Mapping[str, Prepared], names: Iterable[str],
+                     usages: Mapping[str, Mapping[str, float]]) -> None:
     """Gauges of one window: usage, current, upper, lower of each container and resource.
 
     `prepared` maps a name to the Guardian's `Prepared` entry (structure, limits, bounds).
@@ -125,14 +150,15 @@ def container_window(m: dict[str, Any], host: str, prepared: Mapping[str, Any], 
             upper, lower = p.bounds.get(res) or (None, None)
             if upper is None and p.limits is not None and res in p.limits.resources:
                 upper, lower = p.limits.resources[res].upper, p.limits.resources[res].lower
-            values = {"usage": usages.get(name, {}).get(res), "current": r.current, "upper": upper, "lower": lower}
-            for key, value in values.items():
+            values = ((m["usage"], usages.get(name, {}).get(res)), (m["current"], r.current),
+                      (m["upper"], upper), (m["lower"], lower))
+            for gauge, value in values:
                 if value is not None:
-                    m[key].set(float(value), tags=tags)
+                    gauge.set(float(value), tags=tags)
 
 
 @_safe
-def events(m: dict[str, Any], new_events: Iterable[Mapping[str, Any]], per_structure: bool = True) -> None:
+def events(m: _Metrics, new_events: Iterable[EventEntry], per_structure: bool = True) -> None:
     """Count a window's events; without `per_structure` the structure label is left empty."""
     counts: collections.Counter[tuple[str, str, str]] = collections.Counter(
         (str(e.get("structure")) if per_structure else "", str(e.get("resource")), str(e.get("name")))
@@ -142,7 +168,7 @@ def events(m: dict[str, Any], new_events: Iterable[Mapping[str, Any]], per_struc
 
 
 @_safe
-def request(m: dict[str, Any], entry: Mapping[str, Any]) -> None:
+def request(m: _Metrics, entry: RequestEntry) -> None:
     """One logged request (the Scaler's decision-log entry)."""
     m["requests"].inc(1, tags={"structure": str(entry.get("structure")), "resource": str(entry.get("resource")),
                                "action": str(entry.get("action")), "rule": str(entry.get("rule") or ""),
@@ -150,17 +176,17 @@ def request(m: dict[str, Any], entry: Mapping[str, Any]) -> None:
 
 
 @_safe
-def guardian_epoch(m: dict[str, Any], host: str, seconds: float, lag_s: float) -> None:
+def guardian_epoch(m: _Metrics, host: str, seconds: float, lag_s: float) -> None:
     m["epoch"].observe(seconds, tags={"host": host})
     m["lag"].set(lag_s, tags={"host": host})
 
 
 @_safe
-def scaler_apply(m: dict[str, Any], seconds: float, kind: str = "container") -> None:
+def scaler_apply(m: _Metrics, seconds: float, kind: str = "container") -> None:
     m["apply"].observe(seconds, tags={"kind": kind})
 
 
 @_safe
-def statedb(m: dict[str, Any], journal_bytes: float, checkpoint_age_s: float) -> None:
+def statedb(m: _Metrics, journal_bytes: float, checkpoint_age_s: float) -> None:
     m["journal"].set(float(journal_bytes))
     m["checkpoint_age"].set(float(checkpoint_age_s))

@@ -389,3 +389,18 @@ class HostInfo(BaseModel):
     topology: dict[str, dict[str, list[int]]] = Field(default_factory=dict)
     node_id: str = ""
     backend: str = ""
+
+
+class Applied(BaseModel):
+    """What a node did with one container's write (`ContainerScaler.apply`, `apply_many`).
+
+    `ok` with the `limits` read back after the write, or not `ok` with the `error`
+    that refused it (nothing of that container was written).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    ok: bool
+    error: str = ""
+    limits: Optional[ContainerLimits] = None

@@ -14,17 +14,37 @@ import asyncio
 import collections
 import logging
 import time
-from typing import Any
+from typing_extensions import TypedDict
 
+from .handles import Handles
 from .model import Application, Container, User
 from .policy.health import HEARTBEAT_S
 from .policy.rebalancing import round_requests
-from .settings import NAMESPACE, SCALER_NAME, STATEDB_NAME, RebalancerSettings
+from .settings import RebalancerSettings
+from .store.views import RebalancerView
 
 log = logging.getLogger(__name__)
 
 CONFIG_REFRESH_S = 2.0
 """How often the service document is read while the ReBalancer is inactive, seconds."""
+
+
+class Decision(TypedDict):
+    """One application's (or user's) last round: who gives, who takes, the swaps sent."""
+
+    donors: list[str]
+    receivers: list[str]
+    swaps: list[tuple[str, str, float]]
+
+
+class RebalancerStatus(TypedDict):
+    """`ReBalancer.ping`: rounds and swaps so far, whether active, round times, last decisions."""
+
+    rounds: int
+    swaps_sent: int
+    active: bool
+    round_s: list[float]
+    decisions: dict[str, Decision]
 
 
 class ReBalancer:
@@ -33,32 +53,25 @@ class ReBalancer:
         self._config_at = -CONFIG_REFRESH_S
         self._last_round: dict[str, float] = {}
         self._busy: set[str] = set()
-        self._actors: dict[str, Any] = {}
+        self._actors = Handles()
         self.rounds = 0
         self.swaps_sent = 0
         self.round_s: collections.deque[float] = collections.deque(maxlen=1000)
-        self.last_decisions: dict[str, Any] = {}
+        self.last_decisions: dict[str, Decision] = {}
         try:
             self._beating: asyncio.Task[None] | None = asyncio.get_running_loop().create_task(self._beat())
         except RuntimeError:
             self._beating = None
 
-    def _actor(self, name: str) -> Any:
-        import ray
-
-        if name not in self._actors:
-            self._actors[name] = ray.get_actor(name, namespace=NAMESPACE)
-        return self._actors[name]
-
     async def _beat(self) -> None:
         while True:
             try:
-                await self._actor(STATEDB_NAME).heartbeat.remote("rebalancer")
+                await self._actors.statedb.heartbeat.remote("rebalancer")
             except Exception as e:
                 log.warning("rebalancer heartbeat not recorded: %s", e)
             await asyncio.sleep(HEARTBEAT_S)
 
-    async def ping(self) -> dict[str, Any]:
+    async def ping(self) -> RebalancerStatus:
         return {"rounds": self.rounds, "swaps_sent": self.swaps_sent, "active": self.settings.active,
                 "round_s": list(self.round_s)[-100:], "decisions": self.last_decisions}
 
@@ -81,9 +94,9 @@ class ReBalancer:
         self.round_s.append(time.perf_counter() - t0)
 
     async def _round(self, host: str) -> None:
-        view = await self._actor(STATEDB_NAME).rebalancer_view.remote(host)
+        view: RebalancerView = await self._actors.statedb.rebalancer_view.remote(host)
         self._config_at = time.monotonic()
-        self.settings = RebalancerSettings.from_config(view["config"])  # type: ignore[assignment]
+        self.settings = RebalancerSettings.from_config(view["config"])
         if not self.settings.active:
             return
         structures = view["structures"]
@@ -100,4 +113,4 @@ class ReBalancer:
                                     for n, b in decisions.items()})
         if requests:
             self.swaps_sent += len(requests)
-            await self._actor(SCALER_NAME).submit.remote([r.model_dump() for r in requests])
+            await self._actors.scaler.submit.remote(requests)

@@ -10,43 +10,97 @@ the whole batch is put back and applied one request at a time. A write the node
 refuses is rolled back to the previous limits and leaves the accounting untouched. An application's or user's
 request is split over its containers (reference §4.8, `policy.applications`) and
 applied all or nothing: one refused part puts back the parts already written.
+Every put-back (a batch, a group's parts, a swap, one request) goes through
+`_put_back`: the limits the accounting holds, written in one call per node.
 
 All host accounting goes through this actor (subscriptions too), under one lock
 per host, so the Orchestrator never races the Scaler over a host's free resources
-(the original disabled its Scaler and slept to avoid that, reference §11.3).
+(the original disabled its Scaler and slept to avoid that, reference §11.3). What a
+subscription takes and a desubscription gives back is decided by the pure
+`policy.subscription`; this actor looks the documents up, writes and records.
 
 Requests are applied in one lane per host: a node that does not answer delays only
 its own host's requests, never the others' (the original let one dead NodeRescaler
 block the whole cluster, §11.2). A host the Membership marked unreachable has its
-requests dropped at once, with the reason in the request log.
+requests dropped at once, with the reason in the request log. A node that does not
+answer (a timeout, a dead actor) is `Unavailable` (503), never a bad request.
 """
 from __future__ import annotations
 
 import asyncio
 import collections
 import contextlib
-import copy
 import logging
 import time
-from typing import Any, AsyncIterator, Iterable
+from typing import Any, AsyncIterator, Awaitable, Iterable, Optional, Sequence, TypeVar, Union, cast
+
+from pydantic import ValidationError
+from typing_extensions import NotRequired, TypedDict
 
 from . import metrics
-from .errors import Conflict, Invalid, NotFound, Unavailable
-from .model import Application, Container, ContainerLimits, Host, Limits, Request, User, check_name
+from .errors import Conflict, Invalid, NotFound, ScError, Unavailable
+from .handles import Handles, unwrap
+from .model import (
+    Application,
+    Applied,
+    Bounds,
+    Container,
+    Document,
+    Host,
+    LimitChange,
+    Limits,
+    Request,
+    ResourceName,
+    User,
+    check_name,
+)
 from .policy.applications import Placement, plan_application_request, plan_user_request
-from .policy.cores import allocate_cores, core_distribution
+from .policy.cores import core_distribution
 from .policy.health import HEARTBEAT_S
-from .policy.limits import margin
-from .policy.planning import plan_container_request
+from .policy.planning import Plan, plan_container_request
 from .policy.requests import filter_requests, sort_requests
+from .policy.subscription import bounds_of, mem_margin_of, physical_of, release, subscribe
 from .profiles import subscription_limits
-from .settings import NAMESPACE, STATEDB_NAME, ScalerSettings, container_scaler_name
+from .settings import ScalerSettings
+from .store.views import GroupScalerView, HostFields, RequestEntry, ScalerView
 
 log = logging.getLogger(__name__)
 
 APPLY_TIMEOUT_S = 5.0
 YIELD_EVERY = 50
 """Requests planned between two yields to the event loop."""
+
+T = TypeVar("T")
+Currents = dict[str, dict[ResourceName, float]]
+"""Structure → resource → its new value (`current` or `max`) in this batch."""
+Write = tuple[str, LimitChange, Optional[Bounds]]
+"""One container's write on its node: name, the limits, the bounds checked (None: unchecked)."""
+
+
+class DecisionEntry(RequestEntry, total=False):
+    """A decision-log entry of the Scaler: `RequestEntry` and what a group or swap adds."""
+
+    split: dict[str, int]
+    usages: dict[str, Optional[float]]
+    bases: dict[str, float]
+    app_split: dict[str, int]
+    parent: str
+    donor_new_max: float
+
+
+class BatchView(ScalerView):
+    """`scaler_view` of a batch, with `group_scaler_view`'s applications and users merged in."""
+
+    users: NotRequired[dict[str, Document]]
+
+
+class ScalerStatus(TypedDict):
+    """`Scaler.ping`: requests waiting, outcomes so far, the last apply times, batch writes."""
+
+    pending: int
+    outcomes: dict[str, int]
+    apply_s: list[float]
+    batches: dict[str, int]
 
 
 def request_key(r: Request) -> tuple[str, str]:
@@ -60,28 +114,12 @@ def distribution_of(host: Host) -> list[str]:
     return sorted(host.resources["cpu"].core_usage_mapping or {}, key=int)
 
 
-def physical_of(container: Container, host: Host) -> ContainerLimits:
-    """The container's limits as the accounting says they are on its node."""
-    cores = [c for c, m in (host.resources["cpu"].core_usage_mapping or {}).items() if m.get(container.name, 0) > 0]
-    return ContainerLimits(
-        cpu_allowance_limit=container.resources["cpu"].current or -1,
-        cpu_num=",".join(sorted(cores, key=int)),
-        mem_limit=container.resources["mem"].current or -1,
-    )
+def _unreachable(host: Host) -> str:
+    return str((host.model_extra or {}).get("unreachable_reason") or "its node is gone")
 
 
-def mem_margin_of(container: Container, limits_doc: dict[str, Any] | None) -> float:
-    """The container's memory margin (from its limits' boundary), MiB; 0 without limits."""
-    if not limits_doc or "mem" not in limits_doc.get("resources", {}):
-        return 0.0
-    lm = Limits.model_validate(limits_doc).resources["mem"]
-    m = container.resources["mem"]
-    return margin(lm.boundary, lm.boundary_type, m.max, m.current, "mem")
-
-
-def bounds_of(container: Container) -> dict[str, Any]:
-    cpu, mem = container.resources["cpu"], container.resources["mem"]
-    return {"cpu": (cpu.min or 0, cpu.max), "mem": (mem.min or 64, mem.max)}
+def _limits_of(doc: Optional[Document]) -> Optional[Limits]:
+    return Limits.model_validate(doc) if doc else None
 
 
 class Scaler:
@@ -92,45 +130,51 @@ class Scaler:
         # applied in one lane per host, so a node that does not answer delays only
         # its own host (the original let one dead NodeRescaler stop all, §11.2).
         self._host_locks: collections.defaultdict[str, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
-        self._lanes: dict[str, asyncio.Task] = {}
+        self._lanes: dict[str, asyncio.Task[None]] = {}
         self._backlog: dict[str, list[Request]] = {}
-        self._statedb = None
-        self._node_scalers: dict[str, Any] = {}
+        self._handles = Handles()
         self.outcomes: collections.Counter[str] = collections.Counter()
         self.batches: collections.Counter[str] = collections.Counter()
-        self._distributions: dict[str, tuple[Any, list[str]]] = {}
         """Batches of one host written in one call ("written"), or put back after a refusal ("put_back")."""
+        self._distributions: dict[str, tuple[Any, list[str]]] = {}
         self.apply_s: collections.deque[float] = collections.deque(maxlen=1000)
         self._task = asyncio.get_event_loop().create_task(self._loop())
 
     # ------------------------------------------------------------------ handles
 
     def _db(self) -> Any:
-        import ray
+        return self._handles.statedb
 
-        if self._statedb is None:
-            self._statedb = ray.get_actor(STATEDB_NAME, namespace=NAMESPACE)
-        return self._statedb
+    async def _on_node(self, host: str, call: Awaitable[T]) -> T:
+        """Await a call to the node of `host`; a silent or dead node is `Unavailable`.
 
-    def _node(self, host: str) -> Any:
-        import ray
+        What the node itself raised (a refused write, a container it does not have)
+        comes out as that error, unwrapped from Ray's.
+        """
+        try:
+            return await asyncio.wait_for(call, timeout=APPLY_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            raise Unavailable(
+                f"the ContainerScaler of host {host!r} did not answer within {APPLY_TIMEOUT_S:g} s"
+            ) from None
+        except Exception as e:
+            err = unwrap(e)
+            if isinstance(err, Unavailable):
+                self._handles.forget_node(host)  # died for good: looked up again next time
+                raise Unavailable(f"the ContainerScaler of host {host!r} did not answer: {_reason(e)}") from None
+            if err is e and _is_ray_error(e):
+                # Not the node's own error (which Ray hands over as its cause): the call
+                # itself was lost (a node that left, an object store that failed).
+                raise Unavailable(f"the ContainerScaler of host {host!r} did not answer: {_reason(e)}") from None
+            raise err from None
 
-        h = self._node_scalers.get(host)
-        if h is None:
-            try:
-                h = ray.get_actor(container_scaler_name(host), namespace=NAMESPACE)
-            except ValueError:
-                raise Unavailable(f"no ContainerScaler for host {host!r}") from None
-            self._node_scalers[host] = h
-        return h
-
-    async def ping(self) -> dict[str, Any]:
+    async def ping(self) -> ScalerStatus:
         return {"pending": len(self.pending), "outcomes": dict(self.outcomes), "apply_s": list(self.apply_s)[-100:],
                 "batches": dict(self.batches)}
 
     # ------------------------------------------------------------------ requests
 
-    async def submit(self, requests: list[dict[str, Any]]) -> int:
+    async def submit(self, requests: Sequence[Union[Request, RequestEntry]]) -> int:
         """Queue requests; the newest per (structure, action) wins (§4.2)."""
         self.pending.extend(Request.model_validate(r) for r in requests)
         self._wake.set()
@@ -164,7 +208,7 @@ class Scaler:
         """Hand each container request to its host's lane; application and user
         requests (and unknown names) share one lane of their own."""
         containers = sorted({r.structure for r in batch if r.structure_type == "container"})
-        host_of = await self._db().container_hosts.remote(containers) if containers else {}
+        host_of: dict[str, str] = await self._db().container_hosts.remote(containers) if containers else {}
         for r in batch:
             # A swap may span two hosts: it goes to the shared lane, which locks both.
             key = host_of.get(r.structure, "") if r.structure_type == "container" and not r.pair_structure else ""
@@ -190,17 +234,19 @@ class Scaler:
                 await stack.enter_async_context(self._host_locks[h])
             yield
 
-    async def _view(self, batch: list[Request]) -> dict[str, Any]:
+    async def _view(self, batch: list[Request]) -> BatchView:
         db = self._db()
         names = sorted({r.structure for r in batch} | {r.pair_structure for r in batch if r.pair_structure})
-        view = await db.scaler_view.remote(names)
+        view: BatchView = await db.scaler_view.remote(names)
         groups = sorted({r.structure for r in batch if r.structure_type != "container"}
                         | {r.pair_structure for r in batch if r.structure_type != "container" and r.pair_structure})
         if groups:
             # Applications and users: their sums, containers, hosts, limits, usages.
-            extra = await db.group_scaler_view.remote(groups)
-            for key in ("structures", "hosts", "limits", "usages"):
-                view[key].update(extra[key])
+            extra: GroupScalerView = await db.group_scaler_view.remote(groups)
+            view["structures"].update(extra["structures"])
+            view["hosts"].update(extra["hosts"])
+            view["limits"].update(extra["limits"])
+            view["usages"].update(extra["usages"])
             view["users"] = extra["users"]
         return view
 
@@ -228,12 +274,12 @@ class Scaler:
             view = await self._view(kept)
             entries += await self._apply_all(sort_requests(kept), view)
 
-    async def _apply_all(self, requests: list[Request], view: dict[str, Any]) -> list[dict[str, Any]]:
+    async def _apply_all(self, requests: list[Request], view: BatchView) -> list[DecisionEntry]:
         db = self._db()
         hosts = {n: Host.model_validate(d) for n, d in view["hosts"].items()}
-        currents: dict[str, dict[str, float]] = {}
-        maxes: dict[str, dict[str, float]] = {}
-        entries: list[dict[str, Any]] | None = None
+        currents: Currents = {}
+        maxes: Currents = {}
+        entries: Optional[list[DecisionEntry]] = None
         if len(requests) > 1 and all(r.structure_type == "container" and not r.pair_structure for r in requests):
             entries = await self._apply_batched(requests, view, hosts, currents)
         if entries is None:
@@ -247,7 +293,7 @@ class Scaler:
                     entries += await self._apply_group(req, view, hosts, currents, maxes)
                 else:
                     entries.append(await self._apply_one(req, view, hosts, currents))
-        host_updates = {
+        host_updates: dict[str, dict[str, HostFields]] = {
             n: {r: h.resources[r].model_dump(exclude_none=True) for r in ("cpu", "mem")}
             for n, h in hosts.items()
             if h.model_dump() != view["hosts"].get(n)
@@ -258,39 +304,38 @@ class Scaler:
             await db.record_scaling.remote(currents, host_updates, entries)
         return entries
 
+    @staticmethod
+    def _container(doc: Document, currents: Currents) -> Container:
+        """The container of a stored document, with `current` as this batch has left it."""
+        container = Container.model_validate(doc)
+        for res, value in currents.get(container.name, {}).items():
+            container.resources[res].current = value
+        return container
+
     def _plan(
-        self, req: Request, view: dict[str, Any], hosts: dict[str, Host], currents: dict[str, dict[str, float]],
-    ) -> tuple[Container, Any] | tuple[str, str]:
+        self, req: Request, view: BatchView, hosts: dict[str, Host], currents: Currents,
+    ) -> Union[tuple[Container, Plan], tuple[str, str]]:
         """(container, plan) of one container request against the accounting as it is
         now (this batch's changes included), or (outcome, reason) saying why not."""
         doc = view["structures"].get(req.structure)
         if doc is None or doc.get("subtype") != "container":
             return "refused", "not a subscribed container"
-        container = Container.model_validate(doc)
-        for res, value in currents.get(container.name, {}).items():
-            container.resources[res].current = value
+        container = self._container(doc, currents)
         host = hosts.get(container.host)
         if host is None:
             return "refused", f"host {container.host!r} unknown"
         if not host.reachable:
             # The Membership marked it: its Ray node died or its ContainerScaler is silent.
-            why = (host.model_extra or {}).get("unreachable_reason") or "its node is gone"
-            reason = f"host {container.host!r} unreachable: {why}"
+            reason = f"host {container.host!r} unreachable: {_unreachable(host)}"
             log.warning("request %s of %s dropped: %s", req.action, req.structure, reason)
             return "dropped", reason
-        ldoc = view["limits"].get(container.name)
-        mem_margin = 0.0
-        if ldoc and "mem" in ldoc.get("resources", {}):
-            lm = Limits.model_validate(ldoc).resources["mem"]
-            m = container.resources["mem"]
-            mem_margin = margin(lm.boundary, lm.boundary_type, m.max, m.current, "mem")
         plan = plan_container_request(
             req,
             container,
             host,
             physical_of(container, host),
             view["usages"].get(container.name, {}).get("mem"),
-            mem_margin,
+            mem_margin_of(container, _limits_of(view["limits"].get(container.name))),
             self._distribution(host) if req.resource == "cpu" else [],
         )
         if plan.outcome == "refused":
@@ -298,19 +343,20 @@ class Scaler:
         return container, plan
 
     async def _apply_one(
-        self, req: Request, view: dict[str, Any], hosts: dict[str, Host], currents: dict[str, dict[str, float]],
-    ) -> dict[str, Any]:
+        self, req: Request, view: BatchView, hosts: dict[str, Host], currents: Currents,
+    ) -> DecisionEntry:
         """Plan, write and account one container request."""
         t0 = time.perf_counter()
         planned = self._plan(req, view, hosts, currents)
         if isinstance(planned[0], str):
-            return self._entry(req, *planned)
+            return self._entry(req, planned[0], planned[1])
         container, plan = planned
         try:
-            await self._write(container, plan.change)
+            if plan.change is not None:  # nothing to write: accounted as planned, as in a batch
+                await self._write(container, plan.change)
         except Exception as e:
-            if not isinstance(e, Unavailable):  # a silent node would not answer the rollback either
-                await self._rollback(container, hosts[container.host])
+            if not isinstance(e, Unavailable):  # a silent node would not answer the put-back either
+                await self._put_back([(container, hosts[container.host])])
             return self._entry(req, "failed", _reason(e))
         # Accounting follows only a write that succeeded.
         hosts[container.host] = plan.host
@@ -320,9 +366,8 @@ class Scaler:
         return self._entry(req, plan.outcome, plan.reason, plan.amount, plan.new_current)
 
     async def _apply_batched(
-        self, requests: list[Request], view: dict[str, Any], hosts: dict[str, Host],
-        currents: dict[str, dict[str, float]],
-    ) -> list[dict[str, Any]] | None:
+        self, requests: list[Request], view: BatchView, hosts: dict[str, Host], currents: Currents,
+    ) -> Optional[list[DecisionEntry]]:
         """Container requests of one host: planned one after the other, written in one
         call to its node, accounted when every write succeeded.
 
@@ -334,13 +379,13 @@ class Scaler:
         work_hosts = dict(hosts)
         work_currents = {n: dict(v) for n, v in currents.items()}
         not_planned: list[tuple[Request, str, str]] = []
-        planned: list[tuple[Request, Container, Any]] = []
+        planned: list[tuple[Request, Container, Plan]] = []
         for i, req in enumerate(requests):
             if i % YIELD_EVERY == YIELD_EVERY - 1:
                 await asyncio.sleep(0)  # let submit and ping through during a long batch
             p = self._plan(req, view, work_hosts, work_currents)
             if isinstance(p[0], str):
-                not_planned.append((req, *p))
+                not_planned.append((req, p[0], p[1]))
                 continue
             container, plan = p
             work_hosts[container.host] = plan.host
@@ -351,24 +396,20 @@ class Scaler:
             return None  # not one lane's batch: one request at a time
         if planned:
             host = node_hosts.pop()
-            items = [(c.name, plan.change.model_dump(exclude_none=True), bounds_of(c))
-                     for _, c, plan in planned if plan.change is not None]
+            items: list[Write] = [(c.name, plan.change, bounds_of(c)) for _, c, plan in planned
+                                  if plan.change is not None]
             try:
-                errors = await self._write_many(host, items)
+                results = await self._write_many(host, items)
             except Unavailable as e:
                 return ([self._entry(req, outcome, reason) for req, outcome, reason in not_planned]
                         + [self._entry(req, "failed", _reason(e)) for req, _, _ in planned])
-            if any(errors):
+            refused = [r for r in results if not r.ok]
+            if refused:
                 self.batches["put_back"] += 1
-                log.warning("a batch of %d writes on %s was put back: %s", len(items), host,
-                            next(e for e in errors if e))
-                before = hosts[host]
-                undo = [(c.name, physical_of(c0, before).model_dump(), None)
-                        for c0, c in ((self._container_before(view, c, currents), c) for _, c, _ in planned)]
-                try:
-                    await self._write_many(host, undo)
-                except Exception as e:
-                    log.warning("putting back the batch on %s failed: %s", host, _reason(e))
+                log.warning("a batch of %d writes on %s was put back: %s: %s", len(items), host,
+                            refused[0].name, refused[0].error)
+                await self._put_back([(self._container(view["structures"][c.name], currents), hosts[host])
+                                      for _, c, _ in planned])
                 return None
         self.batches["written"] += 1
         hosts.update(work_hosts)
@@ -381,22 +422,14 @@ class Scaler:
             entries.append(self._entry(req, plan.outcome, plan.reason, plan.amount, plan.new_current))
         return entries
 
-    @staticmethod
-    def _container_before(view: dict[str, Any], c: Container, currents: dict[str, dict[str, float]]) -> Container:
-        """The container as the accounting held it before this batch."""
-        before = Container.model_validate(view["structures"][c.name])
-        for res, value in currents.get(c.name, {}).items():
-            before.resources[res].current = value
-        return before
-
     async def _apply_group(
         self,
         req: Request,
-        view: dict[str, Any],
+        view: BatchView,
         hosts: dict[str, Host],
-        currents: dict[str, dict[str, float]],
-        maxes: dict[str, dict[str, float]],
-    ) -> list[dict[str, Any]]:
+        currents: Currents,
+        maxes: Currents,
+    ) -> list[DecisionEntry]:
         """An application's or user's request: split over its containers, every part written or none (§4.5, §4.8).
 
         The pure planner bounds, splits and plans every part against its host before
@@ -404,6 +437,7 @@ class Scaler:
         refuses one, every part already written is put back and nothing is recorded.
         """
         t0 = time.perf_counter()
+        doc: Optional[Document]
         if req.structure_type == "user":
             doc = view.get("users", {}).get(req.structure)
         else:
@@ -421,41 +455,32 @@ class Scaler:
                 plan = plan_application_request(req, Application.model_validate(doc), placement)
         except Exception as e:  # e.g. Σ current of the containers above the application's max
             return [self._entry(req, "refused", _reason(e))]
-        decision: dict[str, Any] = {"split": plan.split, "usages": plan.usages, "bases": plan.bases}
+        decision: DecisionEntry = {"split": plan.split, "usages": plan.usages, "bases": plan.bases}
         if plan.app_split:
             decision["app_split"] = plan.app_split
         if plan.outcome == "refused":
-            return [self._entry(req, "refused", plan.reason, **decision)]
-        written: list[Container] = []
-        try:
-            for part in plan.parts:
-                if part.plan.change is None:
-                    continue
-                c = placement.containers[part.request.structure]
-                written.append(c)
-                await self._write(c, part.plan.change)
-        except Exception as e:
-            # All or nothing: the failed part and every one before it go back.
-            for c in reversed(written):
-                await self._rollback(c, hosts[c.host])
-            return [self._entry(req, "failed", f"{written[-1].name}: {_reason(e)}; no part applied", **decision)]
+            return [self._entry(req, "refused", plan.reason, extra=decision)]
+        written = await self._write_all([(placement.containers[part.request.structure], part.plan.change)
+                                         for part in plan.parts], hosts)
+        if written:
+            return [self._entry(req, "failed", f"{written}; no part applied", extra=decision)]
         hosts.update(plan.hosts)
-        out = [self._entry(req, plan.outcome, plan.reason, plan.granted, None, **decision)]
+        out = [self._entry(req, plan.outcome, plan.reason, plan.granted, None, extra=decision)]
         for part in plan.parts:
             name = part.request.structure
             currents.setdefault(name, {})[req.resource] = part.plan.new_current
             if part.plan.new_max is not None:
                 maxes.setdefault(name, {})[req.resource] = part.plan.new_max
             out.append(self._entry(part.request, part.plan.outcome, part.plan.reason, part.plan.amount,
-                                   part.plan.new_current, parent=req.structure))
+                                   part.plan.new_current, extra={"parent": req.structure}))
         for name, value in plan.new_max.items():
             maxes.setdefault(name, {})[req.resource] = value
         self.apply_s.append(time.perf_counter() - t0)
         metrics.scaler_apply(self.apply_s[-1], req.structure_type)
         return out
 
-    async def _apply_swap(self, req: Request, view: dict[str, Any], hosts: dict[str, Host],
-                          currents: dict[str, dict[str, float]], maxes: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
+    async def _apply_swap(self, req: Request, view: BatchView, hosts: dict[str, Host],
+                          currents: Currents, maxes: Currents) -> list[DecisionEntry]:
         """A ReBalancer swap (§4.7): `amount` from `pair_structure` (donor) to `structure`, whole or not at all.
 
         Containers: the donor's part is planned first and must be granted in full, then
@@ -470,7 +495,7 @@ class Scaler:
             return [self._swap_max(req, give, view, maxes)]
         work_hosts = dict(hosts)
         work_currents = {n: dict(v) for n, v in currents.items()}
-        parts = []
+        parts: list[tuple[Request, Container, Plan]] = []
         for part in (give, req):
             planned = self._plan(part, view, work_hosts, work_currents)
             if isinstance(planned[0], str):
@@ -483,29 +508,24 @@ class Scaler:
             work_hosts[container.host] = plan.host
             work_currents.setdefault(container.name, {})[req.resource] = plan.new_current
             parts.append((part, container, plan))
-        written: list[Container] = []
-        try:
-            for _, container, plan in parts:
-                written.append(container)
-                await self._write(container, plan.change)
-        except Exception as e:
-            for c in reversed(written):
-                await self._rollback(c, hosts[c.host])
-            return [self._entry(req, "failed", f"{written[-1].name}: {_reason(e)}; no part applied")]
+        written = await self._write_all([(container, plan.change) for _, container, plan in parts], hosts)
+        if written:
+            return [self._entry(req, "failed", f"{written}; no part applied")]
         hosts.update(work_hosts)
         currents.update(work_currents)
-        (gpart, gc, gplan), (_, _, rplan) = parts
+        (gpart, _, gplan), (_, _, rplan) = parts
         return [self._entry(req, "applied", "", rplan.amount, rplan.new_current),
-                self._entry(gpart, "applied", "", gplan.amount, gplan.new_current, swap_with=req.structure)]
+                self._entry(gpart, "applied", "", gplan.amount, gplan.new_current,
+                            extra={"swap_with": req.structure})]
 
-    def _swap_max(self, req: Request, give: Request, view: dict[str, Any], maxes: dict[str, dict[str, float]]) -> dict[str, Any]:
+    def _swap_max(self, req: Request, give: Request, view: BatchView, maxes: Currents) -> DecisionEntry:
         """The `max` of two applications (or users): the donor's goes down by `amount`, the receiver's up."""
         store = {**view["structures"], **view.get("users", {})}
-        docs = [store.get(n) for n in (give.structure, req.structure)]
-        if any(d is None for d in docs):
+        donor_doc, receiver_doc = store.get(give.structure), store.get(req.structure)
+        if donor_doc is None or receiver_doc is None:
             return self._entry(req, "refused", "donor or receiver unknown; no part applied")
         res = req.resource
-        d, r = (dict(x.get("resources", {}).get(res) or {}) for x in docs)  # type: ignore[union-attr]
+        d, r = (dict(x.get("resources", {}).get(res) or {}) for x in (donor_doc, receiver_doc))
         d_max = maxes.get(give.structure, {}).get(res, d.get("max"))
         r_max = maxes.get(req.structure, {}).get(res, r.get("max"))
         if d_max is None or r_max is None:
@@ -516,39 +536,21 @@ class Scaler:
                                f"Σ current ({floor:g}); no part applied")
         maxes.setdefault(give.structure, {})[res] = d_max - req.amount
         maxes.setdefault(req.structure, {})[res] = r_max + req.amount
-        return self._entry(req, "applied", "", req.amount, None, new_max=r_max + req.amount,
-                           donor_new_max=d_max - req.amount)
+        return self._entry(req, "applied", "", req.amount, None,
+                           extra={"new_max": r_max + req.amount, "donor_new_max": d_max - req.amount})
 
-    def _placement(self, view: dict[str, Any], hosts: dict[str, Host], currents: dict[str, dict[str, float]]) -> Placement:
+    def _placement(self, view: BatchView, hosts: dict[str, Host], currents: Currents) -> Placement:
         """The containers of the view as the accounting holds them now (this batch's changes included)."""
-        containers = {}
-        for name, d in view["structures"].items():
-            if d.get("subtype") != "container":
-                continue
-            c = Container.model_validate(d)
-            for res, value in currents.get(name, {}).items():
-                c.resources[res].current = value
-            containers[name] = c
+        containers = {name: self._container(d, currents) for name, d in view["structures"].items()
+                      if d.get("subtype") == "container"}
         return Placement(
             containers=containers,
             hosts=dict(hosts),
             physical={n: physical_of(c, hosts[c.host]) for n, c in containers.items() if c.host in hosts},
             usages=view["usages"],
-            mem_margins={n: mem_margin_of(c, view["limits"].get(n)) for n, c in containers.items()},
+            mem_margins={n: mem_margin_of(c, _limits_of(view["limits"].get(n))) for n, c in containers.items()},
             distributions={h: self._distribution(host) for h, host in hosts.items()},
         )
-
-    async def _write(self, container: Container, change: Any) -> None:
-        node = self._node(container.host)
-        try:
-            await asyncio.wait_for(
-                node.apply.remote(container.name, change.model_dump(exclude_none=True), bounds_of(container)),
-                timeout=APPLY_TIMEOUT_S,
-            )
-        except asyncio.TimeoutError:
-            raise Unavailable(
-                f"the ContainerScaler of host {container.host!r} did not answer within {APPLY_TIMEOUT_S:g} s"
-            ) from None
 
     def _distribution(self, host: Host) -> list[str]:
         """The host's core order (§4.6), computed again only when its topology changes."""
@@ -559,29 +561,66 @@ class Scaler:
             cached = self._distributions[host.name] = (key, distribution_of(host))
         return cached[1]
 
-    async def _write_many(self, host: str, items: list[tuple[str, dict[str, Any], Any]]) -> list[str]:
-        """Write several containers' limits on one node in one call; an error text per item ("" when written)."""
-        try:
-            return await asyncio.wait_for(self._node(host).apply_many.remote(items), timeout=APPLY_TIMEOUT_S)
-        except asyncio.TimeoutError:
-            raise Unavailable(f"the ContainerScaler of host {host!r} did not answer within {APPLY_TIMEOUT_S:g} s") from None
+    # ------------------------------------------------------------------ writes on the nodes
 
-    async def _rollback(self, container: Container, host: Host) -> None:
-        """Put back the limits the accounting holds, undoing any partial write."""
+    async def _write(self, container: Container, change: LimitChange) -> Applied:
+        """Write one container's limits on its node; raises what refused it."""
+        node = self._handles.node(container.host)
+        applied: Applied = await self._on_node(
+            container.host, node.apply.remote(container.name, change, bounds_of(container)))
+        return applied
+
+    async def _write_all(self, writes: list[tuple[Container, Optional[LimitChange]]], hosts: dict[str, Host]) -> str:
+        """Write these containers one by one, all or nothing: "" when all were written, else
+        what refused one, after every write up to it was put back (`hosts`: the accounting before)."""
+        written: list[Container] = []
         try:
-            before = physical_of(container, host)
-            await asyncio.wait_for(
-                self._node(container.host).apply.remote(container.name, before.model_dump(), None),
-                timeout=APPLY_TIMEOUT_S,
-            )
+            for container, change in writes:
+                if change is None:
+                    continue
+                written.append(container)
+                await self._write(container, change)
         except Exception as e:
-            log.warning("rollback of %s failed: %s", container.name, _reason(e))
+            # All or nothing: the failed part and every one before it go back.
+            await self._put_back([(c, hosts[c.host]) for c in reversed(written)])
+            return f"{written[-1].name}: {_reason(e)}"
+        return ""
 
-    def _entry(self, r: Request, outcome: str, reason: str, amount: float | None = None,
-               new_current: float | None = None, **extra: Any) -> dict[str, Any]:
+    async def _write_many(self, host: str, items: list[Write]) -> list[Applied]:
+        """Write several containers' limits on one node in one call; what became of each, in order."""
+        results: list[Applied] = await self._on_node(host, self._handles.node(host).apply_many.remote(items))
+        return results
+
+    async def _put_back(self, containers: list[tuple[Container, Host]]) -> None:
+        """Write back the limits the accounting holds for these containers (each with its
+        host as the accounting holds it), undoing any partial write: one call per node.
+
+        A put-back that fails is logged: the StructuresSnapshoter finds the drift and
+        has the recorded limits written again (`reapply`).
+        """
+        by_host: dict[str, list[Write]] = {}
+        for c, host in containers:
+            before = physical_of(c, host)
+            by_host.setdefault(c.host, []).append((c.name, LimitChange.model_validate(before.model_dump()), None))
+        for host_name, items in by_host.items():
+            try:
+                results = await self._write_many(host_name, items)
+            except Exception as e:
+                log.warning("putting back %s on %s failed: %s", [n for n, _, _ in items], host_name, _reason(e))
+                continue
+            for r in results:
+                if not r.ok:
+                    log.warning("putting back %s on %s failed: %s", r.name, host_name, r.error)
+
+    def _entry(self, r: Request, outcome: str, reason: str, amount: Optional[float] = None,
+               new_current: Optional[float] = None, extra: Optional[DecisionEntry] = None) -> DecisionEntry:
         self.outcomes[outcome] += 1
-        d = r.model_dump(exclude_none=True)
-        d.update(outcome=outcome, reason=reason, applied_at=time.time(), **extra)
+        d = cast(DecisionEntry, r.model_dump(exclude_none=True))
+        d["outcome"] = outcome
+        d["reason"] = reason
+        d["applied_at"] = time.time()
+        if extra:
+            d.update(extra)
         if amount is not None:
             d["amount_applied"] = amount
         if new_current is not None:
@@ -593,8 +632,9 @@ class Scaler:
         """Write the recorded limits of these containers back to their nodes (drift repair)."""
         db = self._db()
         done = []
-        async with self._hosts_locked((await db.container_hosts.remote(names)).values()):
-            view = await db.scaler_view.remote(names)
+        host_of: dict[str, str] = await db.container_hosts.remote(names)
+        async with self._hosts_locked(host_of.values()):
+            view: ScalerView = await db.scaler_view.remote(names)
             for name in names:
                 doc = view["structures"].get(name)
                 if doc is None or doc.get("subtype") != "container":
@@ -605,8 +645,7 @@ class Scaler:
                     continue
                 want = physical_of(c, Host.model_validate(host))
                 try:
-                    await asyncio.wait_for(self._node(c.host).apply.remote(name, want.model_dump(), bounds_of(c)),
-                                           timeout=APPLY_TIMEOUT_S)
+                    await self._write(c, LimitChange.model_validate(want.model_dump()))
                     done.append(name)
                 except Exception as e:
                     log.warning("could not restore the limits of %s: %s", name, _reason(e))
@@ -614,13 +653,14 @@ class Scaler:
 
     # ------------------------------------------------------------------ subscriptions
 
-    async def subscribe_container(self, container: dict[str, Any], limits: dict[str, Any] | None = None) -> dict[str, Any]:
+    async def subscribe_container(self, container: Document, limits: Optional[Document] = None) -> Document:
         """Place a container on its host: cores, memory, limits on the node, documents.
 
         Checks before anything changes: the name, no structure of that name, the
-        host exists and its node lists the container, the host has the free CPU
-        and memory. Then writes the limits on the node, then the documents and the
-        host accounting in one StateDB record.
+        host exists and is reachable, its node lists the container, the host has the
+        free CPU and memory (`policy.subscription.subscribe`). Then writes the limits
+        on the node, then the documents and the host accounting in one StateDB record.
+        A node that does not answer is `Unavailable`; one that refuses the limits, `Invalid`.
         """
         try:
             check_name(container.get("name", ""))
@@ -628,7 +668,8 @@ class Scaler:
         except Exception as e:
             raise Invalid(str(e)) from None
         db = self._db()
-        profile = ScalerSettings.from_config((await db.get.remote("services", "scaler")).get("config")).profile
+        config = (await db.get.remote("services", "scaler")).get("config")
+        profile = ScalerSettings.from_config(config).profile
         try:
             lim = Limits.model_validate({"name": c.name,
                                          "resources": subscription_limits(profile, (limits or {}).get("resources"))})
@@ -641,48 +682,39 @@ class Scaler:
                 host = Host.model_validate(await db.get.remote("structures", c.host))
             except KeyError:
                 raise NotFound(f"host {c.host!r} not found") from None
-            if host.subtype != "host":
-                raise Invalid(f"{c.host!r} is not a host")
+            except ValidationError:
+                raise Invalid(f"{c.host!r} is not a host") from None
             if not host.reachable:
-                why = (host.model_extra or {}).get("unreachable_reason") or "its node is gone"
-                raise Unavailable(f"host {c.host!r} is unreachable: {why}")
-            node = self._node(c.host)
-            try:
-                listed = await asyncio.wait_for(node.list_containers.remote(), timeout=APPLY_TIMEOUT_S)
-            except asyncio.TimeoutError:
-                raise Unavailable(
-                    f"the ContainerScaler of host {c.host!r} did not answer within {APPLY_TIMEOUT_S:g} s"
-                ) from None
-            if c.name not in listed:
+                raise Unavailable(f"host {c.host!r} is unreachable: {_unreachable(host)}")
+            if c.name not in await self._listed(c.host):
                 raise NotFound(f"container {c.name!r} not found on host {c.host!r}")
-            cpu, mem = c.resources["cpu"], c.resources["mem"]
-            if cpu.current is None:
-                cpu.current = cpu.max
-            if mem.current is None:
-                mem.current = mem.max
-            hmem = host.resources["mem"]
-            if hmem.free < mem.current:
-                raise Invalid(f"host {host.name} has {hmem.free:g} MiB free, {mem.current:g} needed")
+            plan = subscribe(c, host, distribution_of(host))
+            if not plan.fits or plan.container is None or plan.host is None:
+                raise Invalid(plan.reason)
+            placed = plan.container
             try:
-                cores = allocate_cores(host.resources["cpu"].core_usage_mapping, c.name, cpu.current,
-                                       distribution_of(host))
-            except ValueError as e:
-                raise Invalid(str(e)) from None
-            new_host = host.model_copy(deep=True)
-            new_host.resources["cpu"].core_usage_mapping = cores.core_map
-            new_host.resources["cpu"].free = host.resources["cpu"].free - cpu.current
-            new_host.resources["mem"].free = hmem.free - mem.current
-            change = {"cpu_allowance_limit": cpu.current, "cpu_num": cores.cpu_num, "mem_limit": mem.current}
-            try:
-                await asyncio.wait_for(node.apply.remote(c.name, change, bounds_of(c)), timeout=APPLY_TIMEOUT_S)
+                await self._write(placed, plan.change or LimitChange())
+            except ScError:
+                raise  # the node did not answer (Unavailable), or refused as our own error
             except Exception as e:
                 raise Invalid(f"node refused the limits: {_reason(e)}") from None
             await db.transact.remote(
-                puts=[("structures", c.model_dump(mode="json", exclude_none=True)),
+                puts=[("structures", placed.model_dump(mode="json", exclude_none=True)),
                       ("limits", lim.model_dump(mode="json", exclude_none=True)),
-                      ("structures", new_host.model_dump(mode="json", exclude_none=True))]
+                      ("structures", plan.host.model_dump(mode="json", exclude_none=True))]
             )
-            return c.model_dump(mode="json", exclude_none=True)
+            return placed.model_dump(mode="json", exclude_none=True)
+
+    async def _listed(self, host: str) -> list[str]:
+        """The containers the node of `host` lists; `Unavailable` when it cannot say."""
+        try:
+            listed: list[str] = await self._on_node(host, self._handles.node(host).list_containers.remote())
+        except ScError:
+            raise
+        except Exception as e:  # the node's backend failed to list: it cannot answer
+            raise Unavailable(f"the ContainerScaler of host {host!r} could not list its containers: "
+                              f"{_reason(e)}") from None
+        return listed
 
     async def release_missing(self, name: str, since: float) -> bool:
         """Desubscribe a container whose cgroup has been gone since `since`, if its node still
@@ -692,50 +724,42 @@ class Scaler:
         (or its LXC container stopped); subscribing it again places it afresh.
         """
         db = self._db()
-        host = (await db.container_hosts.remote([name])).get(name)
+        host: Optional[str] = (await db.container_hosts.remote([name])).get(name)
         if host is None:
             return False
-        listed = await asyncio.wait_for(self._node(host).list_containers.remote(), timeout=APPLY_TIMEOUT_S)
-        if name in listed:
+        if name in await self._listed(host):
             return False
         res = (await db.get.remote("structures", name)).get("resources", {})
         await self.desubscribe_container(name)
         now = time.time()
-        await db.log_requests.remote([{
+        entry: RequestEntry = {
             "structure": name, "structure_type": "container", "host": host, "action": "ContainerReleased",
             "outcome": "released", "timestamp": now, "applied_at": now,
             "reason": f"cgroup gone since {time.strftime('%H:%M:%S', time.localtime(since))}: desubscribed, "
                       f"{res.get('cpu', {}).get('current', 0):g} cpu shares and {res.get('mem', {}).get('current', 0):g} "
-                      f"MiB given back to host {host}"}])
+                      f"MiB given back to host {host}"}
+        await db.log_requests.remote([entry])
         self.outcomes["released"] += 1
         return True
 
     async def desubscribe_container(self, name: str) -> None:
         """Give the container's cores and memory back to its host and forget it."""
         db = self._db()
-        async with self._hosts_locked((await db.container_hosts.remote([name])).values()):
+        host_of: dict[str, str] = await db.container_hosts.remote([name])
+        async with self._hosts_locked(host_of.values()):
             try:
                 c = Container.model_validate(await db.get.remote("structures", name))
             except KeyError:
                 raise NotFound(f"container {name!r} not found") from None
-            except Exception:
+            except ValidationError:
                 raise Invalid(f"{name!r} is not a container") from None
-            puts: list[tuple[str, dict[str, Any]]] = []
+            puts: list[tuple[str, Document]] = []
             try:
                 host = Host.model_validate(await db.get.remote("structures", c.host))
-                cmap = copy.deepcopy(host.resources["cpu"].core_usage_mapping or {})
-                freed = 0.0
-                for core in cmap.values():
-                    held = core.pop(name, 0)
-                    core["free"] = core.get("free", 0) + held
-                    freed += held
-                host.resources["cpu"].core_usage_mapping = cmap
-                host.resources["cpu"].free += freed
-                host.resources["mem"].free = min(host.resources["mem"].max,
-                                                 host.resources["mem"].free + (c.resources["mem"].current or 0))
-                puts.append(("structures", host.model_dump(mode="json", exclude_none=True)))
             except KeyError:
                 log.warning("host %s of %s is gone; nothing to give back", c.host, name)
+            else:
+                puts.append(("structures", release(c, host).host.model_dump(mode="json", exclude_none=True)))
             for app in await db.list.remote("structures", "application"):
                 if name in app.get("containers", []):
                     app["containers"] = [x for x in app["containers"] if x != name]
@@ -744,6 +768,15 @@ class Scaler:
             if await db.exists.remote("limits", name):
                 deletes.append(("limits", name))
             await db.transact.remote(puts=puts, deletes=deletes)
+
+
+def _is_ray_error(e: BaseException) -> bool:
+    """A Ray error of the call itself (a lost object, a node that left), not an actor's own error."""
+    try:
+        import ray.exceptions
+    except ImportError:  # pragma: no cover - ray is a dependency
+        return False
+    return isinstance(e, ray.exceptions.RayError) and not isinstance(e, ray.exceptions.RayTaskError)
 
 
 def _reason(e: BaseException) -> str:

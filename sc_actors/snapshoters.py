@@ -23,24 +23,37 @@ import asyncio
 import collections
 import logging
 import time
-from typing import Any
+from typing import Optional
 
+from typing_extensions import TypedDict
+
+from .errors import Unavailable
+from .handles import ActorHandle, Handles, unwrap
 from .model import ContainerLimits
-from .settings import NAMESPACE, SCALER_NAME, STATEDB_NAME, StructuresSnapshoterSettings, container_scaler_name
+from .settings import StructuresSnapshoterSettings
+from .store.views import Drift
 
 log = logging.getLogger(__name__)
 READ_TIMEOUT_S = 2.0
 
 
+class SnapshoterStatus(TypedDict):
+    """`StructuresSnapshoter.ping`: epochs run and the last drift found."""
+
+    epochs: int
+    drift: list[Drift]
+
+
 class StructuresSnapshoter:
     def __init__(self) -> None:
         self.settings = StructuresSnapshoterSettings()
-        self.drift: collections.deque[dict[str, Any]] = collections.deque(maxlen=1000)
+        self.drift: collections.deque[Drift] = collections.deque(maxlen=1000)
+        self._actors = Handles()
         self.epochs = 0
         self._stop = asyncio.Event()
         self._task = asyncio.get_event_loop().create_task(self._loop())
 
-    async def ping(self) -> dict[str, Any]:
+    async def ping(self) -> SnapshoterStatus:
         return {"epochs": self.epochs, "drift": list(self.drift)[-50:]}
 
     async def _loop(self) -> None:
@@ -54,10 +67,8 @@ class StructuresSnapshoter:
             except asyncio.TimeoutError:
                 pass
 
-    async def tick(self) -> list[dict[str, Any]]:
-        import ray
-
-        db = ray.get_actor(STATEDB_NAME, namespace=NAMESPACE)
+    async def tick(self) -> list[Drift]:
+        db = self._actors.statedb
         svc = await db.get.remote("services", "structures_snapshoter")
         self.settings = StructuresSnapshoterSettings.from_config(svc.get("config"))
         if not self.settings.active:
@@ -65,7 +76,7 @@ class StructuresSnapshoter:
             return []
         since = await db.seq.remote()
         hosts = [h["name"] for h in await db.list.remote("structures", "host") if h.get("reachable", True)]
-        observed: dict[str, dict[str, float]] = {}
+        observed: dict[str, dict[str, Optional[float]]] = {}
         listed: dict[str, list[str]] = {}
         reads = {h: asyncio.ensure_future(self._read(h)) for h in hosts}
         for h, fut in reads.items():
@@ -79,27 +90,24 @@ class StructuresSnapshoter:
                     observed[name]["cpu"] = lim.effective_cpu_limit if lim.cpu_allowance_limit != -1 else None
                 if "mem" in self.settings.resources_persisted:
                     observed[name]["mem"] = lim.mem_limit if lim.mem_limit != -1 else None
-        drift = await db.drift.remote(observed, since)
+        drift: list[Drift] = await db.drift.remote(observed, since)
         for d in drift:
             log.warning("drift: %s %s recorded %s, real %s", d["structure"], d["resource"], d["recorded"], d["real"])
         if drift:
-            scaler = ray.get_actor(SCALER_NAME, namespace=NAMESPACE)
-            await scaler.reapply.remote(sorted({d["structure"] for d in drift}))
+            await self._actors.scaler.reapply.remote(sorted({d["structure"] for d in drift}))
         self.drift.extend(drift)
         await self._missing(db, listed)
         self.epochs += 1
         return drift
 
-    async def _missing(self, db: Any, listed: dict[str, list[str]]) -> None:
+    async def _missing(self, db: ActorHandle, listed: dict[str, list[str]]) -> None:
         """Mark the containers the nodes no longer list; release those gone longer than the grace period."""
-        import ray
-
         grace_s = self.settings.missing_grace_period_s
-        missing = await db.containers_seen.remote(listed, grace_s)
+        missing: dict[str, float] = await db.containers_seen.remote(listed, grace_s)
         due = sorted(n for n, since in missing.items() if time.time() - since >= grace_s)
         if not due:
             return
-        scaler = ray.get_actor(SCALER_NAME, namespace=NAMESPACE)
+        scaler = self._actors.scaler
         for name in due:
             try:
                 if await scaler.release_missing.remote(name, missing[name]):
@@ -107,12 +115,13 @@ class StructuresSnapshoter:
             except Exception as e:
                 log.warning("could not release %s: %s", name, e)
 
-    async def _read(self, host: str) -> dict[str, Any] | None:
-        import ray
-
+    async def _read(self, host: str) -> Optional[dict[str, ContainerLimits]]:
         try:
-            node = ray.get_actor(container_scaler_name(host), namespace=NAMESPACE)
-            return await asyncio.wait_for(node.read_all.remote(), timeout=READ_TIMEOUT_S)
+            limits: dict[str, ContainerLimits] = await asyncio.wait_for(
+                self._actors.node(host).read_all.remote(), timeout=READ_TIMEOUT_S)
+            return limits
         except Exception as e:
+            if isinstance(unwrap(e), Unavailable):
+                self._actors.forget_node(host)  # gone for good, or never there: looked up again next epoch
             log.warning("limits of host %s not read: %s", host, e)
             return None
