@@ -8,9 +8,9 @@ scale down (with `> 0` a container whose process stopped would keep its limit fo
 """
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
 
-from .model import Rule, Service
+from .model import Document, JsonObject, Rule, Service
 from .settings import (
     DatabaseSnapshoterSettings,
     GuardianSettings,
@@ -21,11 +21,11 @@ from .settings import (
 )
 
 
-def _var(res: str, part: str, field: str) -> dict[str, str]:
+def _var(res: str, part: str, field: str) -> JsonObject:
     return {"var": f"{res}.{part}.{res}.{field}"}
 
 
-def _exceeded_upper(res: str) -> dict[str, Any]:
+def _exceeded_upper(res: str) -> JsonObject:
     return {
         "and": [
             {">": [_var(res, "structure", "usage"), _var(res, "limits", "upper")]},
@@ -35,7 +35,7 @@ def _exceeded_upper(res: str) -> dict[str, Any]:
     }
 
 
-def _dropped_lower(res: str) -> dict[str, Any]:
+def _dropped_lower(res: str) -> JsonObject:
     return {
         "and": [
             {">=": [_var(res, "structure", "usage"), 0]},
@@ -45,7 +45,7 @@ def _dropped_lower(res: str) -> dict[str, Any]:
     }
 
 
-def _events(up: tuple[str, int], down: tuple[str, int]) -> dict[str, Any]:
+def _events(up: tuple[str, int], down: tuple[str, int]) -> JsonObject:
     return {
         "and": [
             {up[0]: [{"var": "events.scale.up"}, up[1]]},
@@ -54,7 +54,7 @@ def _events(up: tuple[str, int], down: tuple[str, int]) -> dict[str, Any]:
     }
 
 
-def _event_rule(name: str, res: str, rule: dict[str, Any], direction: str) -> Rule:
+def _event_rule(name: str, res: str, rule: JsonObject, direction: str) -> Rule:
     return Rule(
         name=name,
         resource=res,
@@ -72,7 +72,7 @@ ORIGINAL_TYPES = ["percentage_of_max", "percentage_of_current"]
 def _request_rule(
     name: str,
     res: str,
-    rule: dict[str, Any],
+    rule: JsonObject,
     policy: str,
     rtype: str,
     remove: int,
@@ -161,7 +161,7 @@ def default_rules() -> list[Rule]:
         _request_rule("EnergyRescaleDown", "energy", _events((">=", 4), ("<=", 1)), "proportional", "down", 4, -20),
     ]
     # ReBalancer rules, inactive as shipped.
-    for name, rule in (
+    rebalancer_rules: tuple[tuple[str, JsonObject], ...] = (
         (
             "cpu_usage_low",
             {
@@ -180,12 +180,13 @@ def default_rules() -> list[Rule]:
                 ]
             },
         ),
-    ):
+    )
+    for name, rule in rebalancer_rules:
         rules.append(Rule(name=name, resource="cpu", rule=rule, generates="", action={}, active=False))
     return rules
 
 
-def upgrade_rules(stored: dict[str, dict[str, Any]]) -> list[Rule]:
+def upgrade_rules(stored: Mapping[str, Document]) -> list[Rule]:
     """Rules to write into a StateDB made before the adaptive profile: its rules, and
     the original's cpu and mem request rules limited to the original's boundary types
     (without that, both sets would serve an adaptive container). [] when up to date."""

@@ -22,11 +22,21 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable, Mapping
-from typing import Any
 
+from typing_extensions import TypedDict
+
+from .model import BoundaryType, Document, JsonObject, JsonValue
 from .settings import ORIGINAL_PROFILE, GuardianSettings, ScalerSettings, StructuresSnapshoterSettings
 
-PROFILES: dict[str, dict[str, dict[str, Any]]] = {
+
+class Boundary(TypedDict):
+    """The margin a profile gives one resource of a subscription's limits."""
+
+    boundary: int
+    boundary_type: BoundaryType
+
+
+PROFILES: dict[str, dict[str, Boundary]] = {
     "adaptive": {"cpu": {"boundary": 4, "boundary_type": "adaptive"},
                  "mem": {"boundary": 10, "boundary_type": "adaptive"}},
     "original": {"cpu": {"boundary": 10, "boundary_type": "percentage_of_max"},
@@ -35,7 +45,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
 """Profile → the limits (boundary, boundary_type per resource) a subscription gets."""
 DEFAULT_PROFILE = "adaptive"
 
-TIMINGS: dict[str, dict[str, dict[str, Any]]] = {
+TIMINGS: dict[str, dict[str, JsonObject]] = {
     "ours": {
         "guardian": {k: v for k, v in GuardianSettings().to_config().items()
                      if k in ("WINDOW_TIMELAPSE", "WINDOW_DELAY", "EVENT_TIMEOUT")},
@@ -60,7 +70,7 @@ def check_timing(name: str) -> str:
     return name
 
 
-def subscription_limits(profile: str, given: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
+def subscription_limits(profile: str, given: Mapping[str, JsonValue] | None) -> dict[str, JsonObject]:
     """The limits' resources of a new subscription: the profile's, key by key under `given`.
 
     E.g. adaptive with {"cpu": {"boundary": 8}} → cpu 8 % adaptive, mem 10 % adaptive.
@@ -68,9 +78,10 @@ def subscription_limits(profile: str, given: Mapping[str, Any] | None) -> dict[s
     instead (the original's 10 %): {"cpu": {"boundary_type": "percentage_of_max"}} →
     cpu 10 % of max, exactly the original's.
     """
-    out = copy.deepcopy(PROFILES[check_profile(profile)])
+    out: dict[str, JsonObject] = {res: {"boundary": b["boundary"], "boundary_type": b["boundary_type"]}
+                                  for res, b in PROFILES[check_profile(profile)].items()}
     for res, values in (given or {}).items():
-        v = dict(values or {})
+        v = dict(values) if isinstance(values, dict) else {}
         base = out.get(res, {})
         if "boundary_type" in v and v["boundary_type"] != base.get("boundary_type"):
             base = {}
@@ -78,8 +89,8 @@ def subscription_limits(profile: str, given: Mapping[str, Any] | None) -> dict[s
     return out
 
 
-def profile_documents(profile: str, timing: str | None, services: Iterable[Mapping[str, Any]],
-                      limits: Iterable[Mapping[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+def profile_documents(profile: str, timing: str | None, services: Iterable[Document],
+                      limits: Iterable[Document]) -> list[tuple[str, Document]]:
     """(collection, document) puts that apply `profile` (and `timing`, if given).
 
     The Scaler's `PROFILE` names it for new subscriptions; every limits document gets
@@ -89,7 +100,7 @@ def profile_documents(profile: str, timing: str | None, services: Iterable[Mappi
     check_profile(profile)
     if timing is not None:
         check_timing(timing)
-    puts: list[tuple[str, dict[str, Any]]] = []
+    puts: list[tuple[str, Document]] = []
     for s in services:
         doc = copy.deepcopy(dict(s))
         config = doc.setdefault("config", {})
