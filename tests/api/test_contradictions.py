@@ -2,16 +2,16 @@
 
 A scale-up rule with a negative amount scales down; a boundary of 0 % leaves a
 margin of one share. The original stored both. Each is refused with 400 and a
-message, and the StateDB is the same afterwards. The sign is decided by the
-rule's `rescale_type`, so the pure check is also run on rules that are not
-shipped.
+message, and the StateDB is the same afterwards (the routes: test_routes_fast.py).
+The sign is decided by the rule's `rescale_type`, so the pure check is also run on
+rules that are not shipped.
 """
 from __future__ import annotations
 
 import pytest
 
 from serve.values import check_rule_amount
-from tests.api.test_routes import body_of, db_get, refused, sub  # noqa: F401  (fixtures)
+from tests.api.test_routes import db_get
 
 
 def _rule(rtype, amount, policy="amount", name="SomeRule"):
@@ -42,54 +42,6 @@ def test_a_rule_amount_must_have_the_sign_of_its_rescale_type(doc, ok):
     else:
         with pytest.raises(ValueError, match=doc["name"]):
             check_rule_amount(doc)
-
-
-@pytest.mark.ray
-@pytest.mark.parametrize("value", [-5, "-1", 0, "0"], ids=repr)
-def test_a_scale_up_rule_refuses_an_amount_that_is_not_positive(http, stack, refused, value):
-    r = http.put("/rule/CpuRescaleUp/amount", json={"value": value})
-    refused(r, 400, "must be > 0")
-    assert db_get(stack, "rules", "CpuRescaleUp")["amount"] > 0
-
-
-@pytest.mark.ray
-def test_a_whole_rule_put_with_a_contradicting_amount_is_refused(http, stack, refused):
-    rule = db_get(stack, "rules", "MemRescaleUp")
-    r = http.put("/rule/MemRescaleUp", json={**rule, "amount": -256})
-    refused(r, 400, "must be > 0")
-    down = db_get(stack, "rules", "CpuRescaleDown")
-    r = http.put("/rule/CpuRescaleDown", json={**down, "amount": 50})
-    refused(r, 400, "must be < 0")
-
-
-@pytest.mark.ray
-def test_a_positive_amount_is_still_accepted(http, stack):
-    before = db_get(stack, "rules", "CpuRescaleUp")["amount"]
-    try:
-        r = http.put("/rule/CpuRescaleUp/amount", json={"value": "80"})
-        assert r.status_code == 200, r.text
-        assert db_get(stack, "rules", "CpuRescaleUp")["amount"] == 80
-    finally:
-        http.put("/rule/CpuRescaleUp/amount", json={"value": before})
-
-
-@pytest.mark.ray
-@pytest.mark.cgroup
-@pytest.mark.parametrize("value", [0, "0"], ids=repr)
-def test_a_boundary_of_zero_is_refused(http, sub, refused, value):
-    r = http.put(f"/structure/{sub}/limits/cpu/boundary", json={"value": value})
-    refused(r, 400, "1..100")
-
-
-@pytest.mark.ray
-@pytest.mark.cgroup
-def test_a_subscription_with_a_boundary_of_zero_is_refused(http, stack, containers):
-    name = containers.create("bound0")
-    r = http.put(f"/structure/container/{name}", json=body_of(name, stack.host, boundary=0))
-    assert r.status_code in (400, 422), r.text
-    assert "1..100" in r.json()["message"]
-    r = http.get(f"/structure/{name}")
-    assert r.status_code == 404
 
 
 @pytest.mark.ray
