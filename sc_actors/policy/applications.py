@@ -115,13 +115,8 @@ def _room(c: Container, resource: str, fieldname: ScaledField) -> float:
     return max(r.max - r.current, 0.0)
 
 
-def split_application_amount(
-    amount: int,
-    containers: Sequence[Container],
-    usages: Mapping[str, Optional[float]],
-    resource: str = "cpu",
-    fieldname: ScaledField = "current",
-) -> dict[str, int]:
+def split_application_amount(amount: int, containers: Sequence[Container], usages: Mapping[str, Optional[float]],
+                             resource: str = "cpu", fieldname: ScaledField = "current") -> dict[str, int]:
     """`propagate_application_request`, with what a container cannot take given to the others.
 
     When every container has room for its part this is exactly the §4.8 split. Else
