@@ -8,6 +8,7 @@ nothing listening makes `ray.init` hang for minutes, so the port is checked firs
 """
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import socket
@@ -88,7 +89,7 @@ def init_embedded(host: str, parent: str | None = None, num_cpus: int | None = N
         dashboard_host="127.0.0.1",
         dashboard_port=dashboard_port or 8265,
         log_to_driver=False,
-        logging_level="ERROR",
+        logging_level=logging.ERROR,
     )
 
 
@@ -249,4 +250,4 @@ def connect(address: str) -> Any:
         raise ConnectionError(f"nothing answers at {address}: is the Ray head running?")
     os.environ.setdefault("RAY_AUTH_MODE", "token")
     quiet_env()
-    return ray.init(address=address, namespace=NAMESPACE, log_to_driver=False, logging_level="ERROR")
+    return ray.init(address=address, namespace=NAMESPACE, log_to_driver=False, logging_level=logging.ERROR)

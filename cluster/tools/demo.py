@@ -302,7 +302,7 @@ def run(duration_scale: float = 1.0, out_dir: str = "demo-out", live: bool = Tru
     containers = default_containers(duration_scale)
     console.print(f"[bold]sc demo[/]: starting an embedded Ray on host [cyan]{host}[/] …")
     init_embedded(host, parent=DEMO_PARENT, dashboard_port=dashboard_port if observe else None)
-    backend = make_backend("lxc") if kind == "lxc" else make_backend("auto", "/sys/fs/cgroup", DEMO_PARENT)
+    local_backend = make_backend("lxc") if kind == "lxc" else make_backend("auto", "/sys/fs/cgroup", DEMO_PARENT)
     state_dir = tempfile.mkdtemp(prefix="sc-demo-state-")
     rows: list[dict[str, Any]] = []
     try:
@@ -321,10 +321,10 @@ def run(duration_scale: float = 1.0, out_dir: str = "demo-out", live: bool = Tru
 
         node = ray.get_actor(container_scaler_name(host), namespace=NAMESPACE)
         for c in containers:
-            backend.remove(c.name)  # leftovers of an interrupted run
+            local_backend.remove(c.name)  # leftovers of an interrupted run
             ray.get(node.create_container.remote(c.name))
             if kind == "lxc":
-                start_load_lxc(c, backend)
+                start_load_lxc(c, local_backend)
             else:
                 start_load(c, node)
             ray.get(scaler.subscribe_container.remote(container_doc(c, host)))
@@ -348,7 +348,7 @@ def run(duration_scale: float = 1.0, out_dir: str = "demo-out", live: bool = Tru
                 docs = ray.get([db.get.remote("structures", c.name) for c in containers])
                 lims = ray.get([db.get.remote("limits", c.name) for c in containers])
                 for c, d, lim in zip(containers, docs, lims):
-                    real = backend.read_limits(c.name)
+                    real = local_backend.read_limits(c.name)
                     row = {"t": now, "structure": c.name, "cpu_limit": real.effective_cpu_limit,
                            "mem_limit": real.mem_limit}
                     for res in ("cpu", "mem"):
@@ -379,7 +379,7 @@ def run(duration_scale: float = 1.0, out_dir: str = "demo-out", live: bool = Tru
                 c.proc.wait(timeout=5)
         for c in containers:
             try:
-                backend.remove(c.name)
+                local_backend.remove(c.name)
             except Exception as e:  # keep cleaning the others
                 console.print(f"[yellow]could not remove container {c.name}: {e}[/]")
         try:

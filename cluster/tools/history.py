@@ -137,6 +137,13 @@ def plot_series(name: str, resource: str, points: Sequence[dict[str, Any]], path
            title=f"{name}: {resource} usage and limits")
     ax.legend(loc="upper right", fontsize=8, ncols=3)
     ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def _save(fig: Any, path: str | Path) -> Path:
+    """Write a figure as PNG (its directory made if missing) and free it."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -226,12 +233,7 @@ def plot_report(rows: Sequence[dict[str, Any]], resource: str, path: Path) -> Pa
     ax.set(ylabel="utilization (%)", ylim=(0, 105), title=f"{resource} utilization")
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 # --------------------------------------------------------------------------- output

@@ -24,6 +24,7 @@ finished, and at the end {"phase": n, "demand": 0, "t", "end": true, "wall_s",
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import multiprocessing as mp
@@ -31,6 +32,9 @@ import os
 import signal
 import sys
 import time
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from typing import Sequence, cast
 
 SLICE_S = 0.02
 _SPIN = 200
@@ -77,7 +81,7 @@ def _share(demand: float, index: int) -> float:
     return min(max(demand / 100.0 - index, 0.0), 1.0)
 
 
-def _work_worker(index: int, phases: list[tuple[float, float]], conn, parent: int) -> None:
+def _work_worker(index: int, phases: list[tuple[float, float]], conn: Connection, parent: int) -> None:
     """Fixed-work mode: for each phase, on the parent's go, do this worker's CPU work."""
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     for i, (demand, seconds) in enumerate(phases):
@@ -123,7 +127,7 @@ def _run_work(phases: list[tuple[float, float]]) -> int:
     for w in workers:
         w.start()
     conns = [mine for mine, _ in pipes]
-    signal.signal(signal.SIGTERM, lambda *_: (_stop(workers), os._exit(0)))
+    signal.signal(signal.SIGTERM, functools.partial(_stop_and_exit, workers))
     starter = os.getppid()
     t_start = time.monotonic()
     cpu_total = 0.0
@@ -139,7 +143,8 @@ def _run_work(phases: list[tuple[float, float]]) -> int:
             if os.getppid() != starter:  # whoever started the load is gone: stop too
                 _stop(workers)
                 return 1
-            for c in ready:
+            for r in ready:
+                c = cast(Connection, r)  # `wait` was given connections only
                 try:
                     phase, worker_cpu, _ = c.recv()
                 except EOFError:
@@ -187,8 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     workers = [ctx.Process(target=_worker, args=(i, n_workers, phases, t0), daemon=True) for i in range(n_workers)]
     for w in workers:
         w.start()
-    signal.signal(signal.SIGTERM, lambda *_: (_stop(workers), os._exit(0)))
-    hold = []
+    signal.signal(signal.SIGTERM, functools.partial(_stop_and_exit, workers))
+    hold: list[bytearray] = []
     acc = t0
     for i, (demand, seconds) in enumerate(phases):
         print(json.dumps({"phase": i, "demand": demand, "t": acc}), flush=True)
@@ -205,10 +210,16 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _stop(workers: list) -> None:
+def _stop(workers: Sequence[BaseProcess]) -> None:
     for w in workers:
         if w.is_alive():
             w.terminate()
+
+
+def _stop_and_exit(workers: Sequence[BaseProcess], *_: object) -> None:
+    """On SIGTERM: the workers go too."""
+    _stop(workers)
+    os._exit(0)
 
 
 if __name__ == "__main__":

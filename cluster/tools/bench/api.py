@@ -36,7 +36,7 @@ import typer
 from rich.table import Table
 
 from ..tables import print_table
-from .common import REPO, console, fail, machine, out_dir, percentiles
+from .common import REPO, console, fail, machine, out_dir, percentiles, positive_ints
 
 TOKEN = "bench-token"
 READ_TARGET_MS = 20.0  # the issue's target: p99 of reads at concurrency 1
@@ -97,6 +97,7 @@ def measure(url: str, headers: dict[str, str], req: Callable[[int], tuple[str, s
                 for i in range(share[k]):
                     method, path, body = req(warmup + i)
                     t0 = time.perf_counter()
+                    code: int | str
                     try:
                         r = c.request(method, path, json=body)
                         code = r.status_code
@@ -162,7 +163,7 @@ def run(requests: int = 200, concurrency: tuple[int, ...] = (1, 4, 16), status_r
         cluster = Cluster(initialize_head=True, head_node_args=dict(
             num_cpus=2, object_store_memory=100 * 1024**2, include_dashboard=False,
             labels={"sc_host": host, "sc_cgroup_parent": parent}))
-        ray.init(address=cluster.address, namespace=NAMESPACE, log_to_driver=False, logging_level="ERROR")
+        ray.init(address=cluster.address, namespace=NAMESPACE, log_to_driver=False, logging_level=logging.ERROR)
         deploy(state_dir, node_defaults={"parent": parent})
         api_up = True  # from here on Serve may be running, even if deploy_api fails
         url = deploy_api(port=free_port(), token=TOKEN)
@@ -304,12 +305,7 @@ def command(
     """p50/p99 of reads and writes through the Serve API at a few concurrency levels, and `sc status`."""
     from ..demo import cgroups_writable
 
-    try:
-        levels = tuple(int(x) for x in concurrency.split(","))
-    except ValueError:
-        fail(f"--concurrency must be integers separated by commas, got {concurrency!r}")
-    if not levels or min(levels) < 1:
-        fail(f"--concurrency levels must be at least 1, got {concurrency!r}")
+    levels = positive_ints("--concurrency", concurrency)
     reason = cgroups_writable()
     if reason:
         fail(reason)

@@ -570,8 +570,9 @@ class WebDriver(Driver):
         return r
 
     def close(self) -> None:
-        if getattr(self, "wrk", None) is not None:
-            stop(self.wrk)
+        wrk = getattr(self, "wrk", None)
+        if wrk is not None:
+            stop(wrk)
         super().close()
 
 
@@ -614,8 +615,9 @@ class BatchDriver(Driver):
         return True
 
     def close(self) -> None:
-        if getattr(self, "job", None) is not None:
-            self.job.kill()
+        job = getattr(self, "job", None)
+        if job is not None:
+            job.kill()
         super().close()
 
 

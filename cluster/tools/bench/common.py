@@ -110,6 +110,17 @@ def fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
+def positive_ints(option: str, text: str) -> tuple[int, ...]:
+    """A comma-separated option of integers ≥ 1 ("1,4,16"); one error line and exit otherwise."""
+    try:
+        values = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        fail(f"{option} must be integers separated by commas, got {text!r}")
+    if not values or min(values) < 1:
+        fail(f"{option} must be at least 1, got {text!r}")
+    return values
+
+
 def out_dir(out: Path) -> str:
     out.mkdir(parents=True, exist_ok=True)
     return str(out)

@@ -233,12 +233,13 @@ def run_way(way: str, traces: list[list[tuple[float, float]]], ctx: dict[str, An
             load = _Load(tr)
             loads.append(load)
             ray.get(node.attach.remote(name, load.proc.pid))
-        if way == "static":
+        spec = WAYS[way]
+        if spec is None:  # static
             cores = ",".join(str(c) for c in range(ctx["machine"]["cores"]))
             for name in names:
                 ray.get(node.apply.remote(name, {"cpu_allowance_limit": CPU_MAX, "cpu_num": cores}))
         else:
-            profile, timing = WAYS[way]
+            profile, timing = spec
             configs = set_profile(db, profile, timing)
             # The node samples every container under its parent, subscribed or not: once its
             # windows follow the profile, subscribe and start at once. (Idle subscribed
@@ -446,9 +447,10 @@ def _overheads(result: dict[str, Any]) -> None:
 
 def way_margin(way: str) -> Callable[[float], float]:
     """The cpu margin (shares) of a way's limits at a given limit; 0 for static."""
-    if WAYS[way] is None:
+    spec = WAYS[way]
+    if spec is None:
         return lambda limit: 0.0
-    cpu = PROFILES[WAYS[way][0]]["cpu"]
+    cpu = PROFILES[spec[0]]["cpu"]
     return lambda limit: margin_of(cpu["boundary"], cpu["boundary_type"], CPU_MAX, limit, "cpu")
 
 

@@ -31,12 +31,15 @@ import struct
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import typer
 from rich.table import Table
 
 from .common import console, fail, machine, out_dir, percentiles
+
+if TYPE_CHECKING:
+    from sc_actors.store.journal import Ops
 
 
 def _doc(i: int) -> dict[str, Any]:
@@ -45,7 +48,7 @@ def _doc(i: int) -> dict[str, Any]:
                               "upper": 150.0 + i % 50, "lower": 100.0 + i % 30} for r in ("cpu", "mem", "disk")}}
 
 
-def _ops(i: int) -> list[dict[str, Any]]:
+def _ops(i: int) -> Ops:
     return [{"op": "put", "c": "limits", "name": f"c{i % 64}", "doc": _doc(i)}]
 
 
@@ -100,16 +103,13 @@ def run(base: Path, changes: int, batches: tuple[int, ...], old_journal: Path | 
     for batch in (1, *batches):
         # As the StateDB runs it: checkpoints every 2000 records are part of the cost.
         s = DocumentStore(fresh(f"store_{batch}")).open()
-        if batch == 1:
-            def step(i: int) -> int:
+        def step(i: int, s: DocumentStore = s, b: int = batch) -> int:
+            if b == 1:
                 s.commit(_ops(i))
-                return 1
-            label = "store commit"
-        else:
-            def step(i: int, b: int = batch) -> int:
+            else:
                 s.commit_many([_ops(i + k) for k in range(b)])
-                return b
-            label = f"store commit_many x{batch}"
+            return b
+        label = "store commit" if batch == 1 else f"store commit_many x{batch}"
         rows.append({"what": label, "batch": batch, **_timed(changes, step)})
         s.close()
     return {"machine": machine(), "dir": str(base), "changes": changes, "rows": rows,

@@ -6,18 +6,29 @@ simulated node is a Ray node of a local cluster with its own ContainerScaler.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 import typer
 from rich.table import Table
 
 from ..tables import print_table
-from .common import console, fail, machine, out_dir, percentiles
+from .common import console, fail, machine, out_dir, percentiles, positive_ints
 
+
+
+def _node_ping(name: str) -> dict[str, Any]:
+    """A ContainerScaler's `ping` answer."""
+    import ray
+
+    from sc_actors.settings import NAMESPACE
+
+    # NOTE: Ray's stubs type `get` of an untyped actor call as a list; it is the answer.
+    return cast(dict[str, Any], ray.get(ray.get_actor(name, namespace=NAMESPACE).ping.remote()))
 
 
 def _actor_pids(names: list[str]) -> dict[str, int]:
@@ -25,11 +36,11 @@ def _actor_pids(names: list[str]) -> dict[str, int]:
 
     from sc_actors.settings import NAMESPACE
 
-    out = {}
+    out: dict[str, int] = {}
     for n in names:
         try:
             a = ray.get_actor(n, namespace=NAMESPACE)
-            out[n] = ray.get(a.__ray_call__.remote(lambda self: os.getpid()), timeout=30)
+            out[n] = cast(int, ray.get(a.__ray_call__.remote(lambda self: os.getpid()), timeout=30))
         except Exception:
             pass
     return out
@@ -67,7 +78,7 @@ def _bulk_subscribe(db: Any, hosts: dict[str, list[str]], cpu: tuple[float, floa
     for host_name, names in hosts.items():
         host = Host.model_validate(ray.get(db.get.remote("structures", host_name)))
         dist = core_distribution(host.topology, "Group_PP_LL")  # type: ignore[attr-defined]
-        cmap = host.resources["cpu"].core_usage_mapping
+        cmap = host.resources["cpu"].core_usage_mapping or {}  # the Host validator fills it
         docs, cpu_nums = [], {}
         for name in names:
             alloc = allocate_cores(cmap, name, cpu[1], dist)
@@ -111,7 +122,7 @@ def simulated_cluster(hosts: list[str]) -> Any:
         cluster.add_node(num_cpus=1, object_store_memory=80 * 1024**2,
                          labels={"sc_host": h, "sc_backend": "synthetic", "sc_cgroup_parent": h})
     cluster.wait_for_nodes()
-    ray.init(address=cluster.address, log_to_driver=False, logging_level="ERROR")
+    ray.init(address=cluster.address, log_to_driver=False, logging_level=logging.ERROR)
     return cluster
 
 
@@ -184,8 +195,7 @@ def scale(sizes: tuple[int, ...] = (100, 1000, 10000), nodes: int = 3, window_s:
                 "cpu_pct_by_actor": cpu_pct,
                 "statedb_writes_per_s": round((seq1 - seq0) / elapsed, 1),
                 "scaler_outcomes": ray.get(actors["scaler"].ping.remote())["outcomes"],
-                "node_lagged_windows": sum(ray.get(ray.get_actor(container_scaler_name(h), namespace=NAMESPACE)
-                                                   .ping.remote())["lagged_windows"] for h in hosts),
+                "node_lagged_windows": sum(_node_ping(container_scaler_name(h))["lagged_windows"] for h in hosts),
             }
             run["keeps_up"] = bool(run["guardian_windows_per_node_per_s"] >= 0.9 / window_s
                                    and (run["guardian_epoch_s"]["p99"] or 0) <= window_s)
@@ -274,12 +284,7 @@ def command(
     out: Path = typer.Option(Path("bench-out"), help="where scale.json and scale.png go"),
 ) -> None:
     """Control-plane cost for N simulated containers over M nodes (synthetic backend)."""
-    try:
-        ns = tuple(int(x) for x in sizes.split(","))
-    except ValueError:
-        fail(f"--sizes must be integers separated by commas, got {sizes!r}")
-    if not ns or min(ns) < 1:
-        fail(f"--sizes must be positive, got {sizes!r}")
+    ns = positive_ints("--sizes", sizes)
     r = scale(sizes=ns, nodes=nodes, window_s=window, duration_s=duration, warmup_s=warmup, out_dir=out_dir(out),
               progress=lambda m: console.print(f"  {m}"))
     console.print(f"machine: {r['machine']}  config: {r['config']}")
