@@ -286,7 +286,8 @@ def _refused(reason: str, amount: int = 0, **kw: Unpack[_SplitInfo]) -> GroupPla
     return GroupPlan(outcome="refused", reason=reason, amount=amount, granted=0, split={}, **kw)
 
 
-def _part_request(parent: Request, name: str, amount: int, container: Container, structure_type: StructureKind) -> Request:
+def _part_request(parent: Request, name: str, amount: int, container: Container,
+                  structure_type: StructureKind) -> Request:
     return Request(
         resource=parent.resource,
         amount=amount,

@@ -110,7 +110,8 @@ def assign_splits(amount: int, candidates: Iterable[Candidate], slice_amount: in
 
 
 def container_candidates(
-    amount: int, containers: Iterable[Container], usages: Mapping[str, Optional[float]], resource: str, field: ScaledField
+    amount: int, containers: Iterable[Container], usages: Mapping[str, Optional[float]], resource: str,
+    field: ScaledField,
 ) -> list[Candidate]:
     """Containers with usage; for a scale-down only those above their lower limit (§4.8)."""
     out = []

@@ -120,7 +120,7 @@ def evaluate_window(
     structure: Structure,
     limits: Limits | None,
     rules: Sequence[Rule],
-    usages: dict[str, float],
+    usages: Mapping[str, Optional[float]],
     events: list[Event],
     now: float,
     settings: GuardianSettings,
@@ -166,9 +166,10 @@ def evaluate_prepared(
     if prepared.skipped:
         return GuardianStep(pending_events=events, skipped=prepared.skipped)
     structure = prepared.structure
-    throttling: dict[str, Throttling] = {r: Throttling(float(usages.get(f"{r}_throttled") or 0.0), float(usages.get(f"{r}_held_back") or 0.0),
-                                measured=True)
-                  for r in prepared.guarded if f"{r}_throttled" in usages or f"{r}_held_back" in usages}
+    throttling: dict[str, Throttling] = {
+        r: Throttling(float(usages.get(f"{r}_throttled") or 0.0), float(usages.get(f"{r}_held_back") or 0.0),
+                      measured=True)
+        for r in prepared.guarded if f"{r}_throttled" in usages or f"{r}_held_back" in usages}
     usages = window_usages(prepared, usages)
     if not usages:
         return GuardianStep(pending_events=events, skipped="no usage in this window")
