@@ -40,8 +40,18 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
-from ..model import Application, Container, Document, JsonObject, Request, Resource, ResourceName, ScaledField
-from ..model import StructureKind, User
+from ..model import (
+    Application,
+    Container,
+    Document,
+    JsonObject,
+    Request,
+    Resource,
+    ResourceName,
+    ScaledField,
+    StructureKind,
+    User,
+)
 from ..settings import RebalancerSettings
 from .jsonlogic import evaluate
 from .propagation import ENERGY_SLICE, SLICE, split_amount_in_slices

@@ -17,8 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Optional, Union
 
-from ..model import Application, Container, Event, JsonObject, LimitResource, Limits, Request, ResourceName, Rule
-from ..model import is_resource
+from ..model import Application, Container, Event, JsonObject, Limits, Request, ResourceName, Rule, is_resource
 from ..settings import GuardianSettings
 from .events import (
     action_scale,
