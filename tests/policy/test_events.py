@@ -4,11 +4,13 @@ from __future__ import annotations
 import pytest
 
 from sc_actors.policy.events import (
+    action_scale,
     event_data,
     event_name,
     match_usages_and_limits,
     reduce_events,
     remove_events,
+    scale_count,
     split_events,
 )
 from tests.builders import POM, container, event, limits, shipped_rules
@@ -184,6 +186,15 @@ def test_reduce_keeps_resources_apart():
         "cpu": {"events": {"scale": {"up": 1, "down": 0}}},
         "mem": {"events": {"scale": {"up": 0, "down": 1}}},
     }
+
+
+def test_reduce_counts_a_missing_or_non_numeric_count_as_zero():
+    # An action is free-form JSON: a count that is absent, null or not a number adds nothing.
+    odd = [event(up=2), event(), event(name="CpuBottleneck").model_copy(
+        update={"action": {"events": {"scale": {"up": None, "down": "3"}}}})]
+    assert reduce_events(odd) == {"cpu": {"events": {"scale": {"up": 2, "down": 0}}}}
+    assert (action_scale({"events": [1]}), action_scale({})) == ({}, {})
+    assert (scale_count({"up": 2.5}, "up"), scale_count({"up": True}, "up")) == (2.5, 0)
 
 
 def test_remove_events_removes_the_oldest_of_each_name_unlike_the_original():

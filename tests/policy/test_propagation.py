@@ -119,3 +119,11 @@ def test_a_scale_down_never_loops_on_a_container_less_than_one_share_above_its_l
 
     # 50.5 − 50 = 0.5 share above its lower limit: floor(0.5) = 0 to give.
     assert assign_splits(-10, [Candidate(name="c0", base=50.5, lower=50, usage=10)]) == {}
+
+
+def test_a_resource_name_read_as_a_str_finds_the_resource_or_none():
+    # Settings and URLs give resource names as str: `resource()` narrows them, and a
+    # name that is no resource (or one the container lacks) is None, not a KeyError.
+    c = container("c0", cpu=(50, 140, 200))
+    assert c.resource("cpu") is c.resources["cpu"] and c.resource("cpu").current == 140
+    assert (c.resource("disk"), c.resource("gpu")) == (None, None)
