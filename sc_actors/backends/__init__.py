@@ -4,9 +4,7 @@
 """
 from __future__ import annotations
 
-from pathlib import Path
-
-from .base import ContainerBackend, ContainerNotFound, LimitRefused, UsageCounters
+from .base import ContainerBackend, ContainerNotFound, LimitRefused, UsageCounters, is_cgroup_v1_root
 from .cgroup_v1 import CgroupV1Backend
 from .cgroup_v2 import CgroupV2Backend
 
@@ -17,6 +15,7 @@ __all__ = [
     "UsageCounters",
     "CgroupV1Backend",
     "CgroupV2Backend",
+    "is_cgroup_v1_root",
     "make_backend",
 ]
 
@@ -49,16 +48,3 @@ def make_backend(kind: str, root: str = "/sys/fs/cgroup", parent: str = "serverl
         return SyntheticBackend(seed=parent)
     raise ValueError(f"unknown backend kind {kind!r}; expected one of {', '.join(KINDS)}")
 
-
-def is_cgroup_v1_root(root: str, mounts_path: str = "/proc/mounts") -> bool:
-    """Whether `<root>/cpu` (or a combined `cpu,cpuacct`) is a cgroup v1 mount."""
-    wanted = {str(Path(root) / "cpu"), str(Path(root) / "cpu,cpuacct"), str(Path(root) / "cpuacct,cpu")}
-    try:
-        lines = Path(mounts_path).read_text().splitlines()
-    except OSError:
-        return False
-    for line in lines:
-        fields = line.split()
-        if len(fields) >= 3 and fields[2] == "cgroup" and fields[1] in wanted:
-            return True
-    return False

@@ -10,11 +10,12 @@ original's `GET /host/cpu_topology`, parsed from /proc/cpuinfo.
 from __future__ import annotations
 
 import errno
+import functools
 import math
 import os
 import signal
 import time
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Protocol
@@ -240,6 +241,91 @@ def kill_and_wait(read_pids: Callable[[], list[int]], timeout_s: float, what: st
 # --------------------------------------------------------------------------- host
 
 
+class NodeBackend:
+    """What the backends of real containers share: how a limit change is checked and
+    written, sampling many containers, and this machine's description.
+
+    A subclass gives `_require`, `read_limits`, `read_counters` and the three writes
+    `_write_memory`, `_write_cpuset`, `_write_cpu`, each of one field, in our units.
+    """
+
+    refuses_below_use: bool = True
+    """Refuse a memory limit under the container's use before writing (cgroup v2 and
+    LXC on v2 would reclaim or OOM-kill instead); False where the kernel refuses it
+    itself (cgroup v1: EBUSY)."""
+
+    def _require(self, name: str) -> None:
+        """ContainerNotFound unless the container exists."""
+        raise NotImplementedError
+
+    def read_limits(self, name: str) -> ContainerLimits:
+        raise NotImplementedError
+
+    def read_counters(self, name: str) -> UsageCounters:
+        raise NotImplementedError
+
+    def _write_memory(self, name: str, mem_mib: float) -> None:
+        raise NotImplementedError
+
+    def _write_cpuset(self, name: str, cpus: str) -> None:
+        raise NotImplementedError
+
+    def _write_cpu(self, name: str, shares: float) -> None:
+        raise NotImplementedError
+
+    def _refused(self, what: str) -> AbstractContextManager[None]:
+        """Where a write's failure becomes LimitRefused naming `what`: the kernel's errno here."""
+        return refused_by_kernel(what)
+
+    def write_limits(self, name: str, change: LimitChange, bounds: Bounds | None = None) -> ContainerLimits:
+        """See `ContainerBackend.write_limits`: checked first, then written field by field, then re-read."""
+        self._require(name)
+        check_change(change, bounds, host_cpus())
+        if self.refuses_below_use:
+            check_memory_above_use(name, change, self.read_counters)
+        # Memory first: it is the one write the kernel refuses for load reasons (EBUSY
+        # when usage cannot be reclaimed below the new limit), and a refusal before any
+        # other write leaves the container untouched.
+        if change.mem_limit is not None:
+            with self._refused(f"memory limit {change.mem_limit} MiB for {name}"):
+                self._write_memory(name, change.mem_limit)
+        if change.cpu_num is not None:
+            with self._refused(f"cpu_num {change.cpu_num!r} for {name}"):
+                self._write_cpuset(name, canonical_cpu_list(change.cpu_num))
+        if change.cpu_allowance_limit is not None:
+            with self._refused(f"cpu limit {change.cpu_allowance_limit} shares for {name}"):
+                self._write_cpu(name, change.cpu_allowance_limit)
+        return self.read_limits(name)
+
+    def read_counters_many(self, names: Iterable[str]) -> dict[str, UsageCounters]:
+        return counters_of(self.read_counters, names)
+
+    def host_cores(self) -> int:
+        return host_cores()
+
+    def host_mem_mib(self) -> int:
+        return host_mem_mib()
+
+    def cpu_topology(self) -> dict[str, dict[str, list[int]]]:
+        return cpu_topology()
+
+
+def mount_table(mounts_path: str = "/proc/mounts") -> list[tuple[Path, str]]:
+    """(mount point, filesystem type) of each mount; none when the table cannot be read."""
+    try:
+        lines = Path(mounts_path).read_text().splitlines()
+    except OSError:
+        return []
+    # /proc/mounts escapes spaces and friends as octal (\040).
+    return [(Path(f[1].encode().decode("unicode_escape")), f[2]) for f in (line.split() for line in lines) if len(f) >= 3]
+
+
+def is_cgroup_v1_root(root: str, mounts_path: str = "/proc/mounts") -> bool:
+    """Whether `<root>/cpu` (or a combined `cpu,cpuacct`) is a cgroup v1 mount."""
+    wanted = {Path(root) / "cpu", Path(root) / "cpu,cpuacct", Path(root) / "cpuacct,cpu"}
+    return any(kind == "cgroup" and point in wanted for point, kind in mount_table(mounts_path))
+
+
 def host_cpus(online_path: str = "/sys/devices/system/cpu/online") -> list[int]:
     """Logical CPUs online on this host."""
     try:
@@ -338,6 +424,18 @@ def cgroup_pids(d: Path) -> list[int]:
 def tree_deepest_first(d: Path) -> list[Path]:
     """`d` and any nested cgroups, children before parents (rmdir order)."""
     return [Path(top) for top, _, _ in os.walk(d, topdown=False)] if d.is_dir() else []
+
+
+def remove_cgroups(dirs: Iterable[Path], timeout_s: float) -> None:
+    """SIGKILL the tasks of `dirs` and of the cgroups nested in them, wait for them to leave, rmdir all.
+
+    Every task is gone before the first rmdir, so no cgroup is busy when removed.
+    """
+    trees = [t for d in dirs for t in tree_deepest_first(d)]
+    for d in trees:
+        kill_and_wait(functools.partial(cgroup_pids, d), timeout_s, str(d))
+    for d in trees:
+        rmdir_cgroup(d, timeout_s)
 
 
 def rmdir_cgroup(d: Path, timeout_s: float) -> None:

@@ -13,17 +13,16 @@ mounts or one combined `cpu,cpuacct` mount. Files and units:
     cpu.stat nr_periods, nr_throttled, throttled_time → UsageCounters.periods, throttled_periods, throttled_ns
     cpu.cfs_burst_us    ← cpu_burst_percent of the quota (where the kernel has it)
 
-All file access is in the "Cgroupfs IO" section at the end of the class.
+The files are parsed by `cgroup_files` (shared with the LXC backend). All file access
+is in the "Cgroupfs IO" section at the end of the class.
 """
 from __future__ import annotations
 
-import time
 from pathlib import Path
-from typing import Iterable
 
 from .. import units
-from ..model import Bounds, ContainerLimits, LimitChange
-from . import base
+from ..model import ContainerLimits
+from . import base, cgroup_files
 from .base import ContainerNotFound, UsageCounters
 from .paths import container_dir
 
@@ -38,7 +37,7 @@ _MARKER = {
 """A file that proves a directory is a mount of that controller."""
 
 
-class CgroupV1Backend:
+class CgroupV1Backend(base.NodeBackend):
     """Plain cgroup v1 containers under `<root>/<controller>/<parent>/`."""
 
     kind = "cgroup_v1"
@@ -62,63 +61,32 @@ class CgroupV1Backend:
 
     def read_limits(self, name: str) -> ContainerLimits:
         self._require(name)
-        quota_us = int(self._read("cpu", name, "cpu.cfs_quota_us"))
-        period_us = int(self._read("cpu", name, "cpu.cfs_period_us"))
-        cpus = self._read("cpuset", name, "cpuset.cpus")
-        limit_bytes = int(self._read("memory", name, "memory.limit_in_bytes"))
-        mem_mib = units.bytes_to_mib(limit_bytes)
-        return ContainerLimits(
-            cpu_allowance_limit=units.shares_from_quota(quota_us, period_us),
-            cpu_num=base.canonical_cpu_list(cpus),
-            mem_limit=units.UNLIMITED if mem_mib > units.MEM_UNLIMITED_ABOVE_MIB else mem_mib,
-        )
+        return cgroup_files.read_limits_v1(lambda file: self._read(name, file))
 
-    def write_limits(
-        self, name: str, change: LimitChange, bounds: Bounds | None = None
-    ) -> ContainerLimits:
-        self._require(name)
-        base.check_change(change, bounds, base.host_cpus())
-        # Memory first: it is the one write the kernel refuses for load reasons
-        # (EBUSY when usage cannot be reclaimed below the new limit), and a refusal
-        # before any other write leaves the container untouched.
-        if change.mem_limit is not None:
-            mem = change.mem_limit
-            value = str(units.UNLIMITED) if mem == units.UNLIMITED else str(units.mib_to_bytes(mem))
-            with base.refused_by_kernel(f"memory limit {mem} MiB for {name}"):
-                self._write("memory", name, "memory.limit_in_bytes", value)
-        if change.cpu_num is not None:
-            with base.refused_by_kernel(f"cpu_num {change.cpu_num!r} for {name}"):
-                self._write("cpuset", name, "cpuset.cpus", base.canonical_cpu_list(change.cpu_num))
-        if change.cpu_allowance_limit is not None:
-            shares = change.cpu_allowance_limit
-            quota = units.quota_us(shares)
-            # The kernel refuses a quota below the burst: the burst goes to 0 first and
-            # follows the new quota after (kernels without cpu.cfs_burst_us: no burst).
-            has_burst = (self._dir("cpu", name) / "cpu.cfs_burst_us").exists()
-            with base.refused_by_kernel(f"cpu limit {shares} shares for {name}"):
-                if has_burst:
-                    self._write("cpu", name, "cpu.cfs_burst_us", "0")
-                self._write("cpu", name, "cpu.cfs_period_us", str(units.CPU_PERIOD_US))
-                self._write("cpu", name, "cpu.cfs_quota_us", str(quota))
-                if has_burst and base.burst_us(quota, self.cpu_burst_percent):
-                    self._write("cpu", name, "cpu.cfs_burst_us", str(base.burst_us(quota, self.cpu_burst_percent)))
-        return self.read_limits(name)
+    refuses_below_use = False  # the v1 kernel refuses a memory limit under the use itself (EBUSY)
+
+    def _write_memory(self, name: str, mem_mib: float) -> None:
+        self._write("memory", name, "memory.limit_in_bytes", cgroup_files.memory_value_v1(mem_mib))
+
+    def _write_cpuset(self, name: str, cpus: str) -> None:
+        self._write("cpuset", name, "cpuset.cpus", cpus)
+
+    def _write_cpu(self, name: str, shares: float) -> None:
+        quota = units.quota_us(shares)
+        # The kernel refuses a quota below the burst: the burst goes to 0 first and
+        # follows the new quota after (kernels without cpu.cfs_burst_us: no burst).
+        has_burst = (self._dir("cpu", name) / "cpu.cfs_burst_us").exists()
+        if has_burst:
+            self._write("cpu", name, "cpu.cfs_burst_us", "0")
+        self._write("cpu", name, "cpu.cfs_period_us", str(units.CPU_PERIOD_US))
+        self._write("cpu", name, "cpu.cfs_quota_us", str(quota))
+        if has_burst and base.burst_us(quota, self.cpu_burst_percent):
+            self._write("cpu", name, "cpu.cfs_burst_us", str(base.burst_us(quota, self.cpu_burst_percent)))
 
     # ----------------------------------------------------------------- usage
 
     def read_counters(self, name: str) -> UsageCounters:
-        cpu_ns = int(self._read("cpuacct", name, "cpuacct.usage"))
-        t = time.monotonic()
-        usage_bytes = int(self._read("memory", name, "memory.usage_in_bytes"))
-        stat = base.parse_keyed(self._read("memory", name, "memory.stat"))
-        cache_bytes = stat.get("total_cache", stat.get("cache", 0))
-        cpu_stat = base.parse_keyed(self._read("cpu", name, "cpu.stat"))
-        return UsageCounters(cpu_ns=cpu_ns, mem_bytes=max(0, usage_bytes - cache_bytes), t=t,
-                             periods=cpu_stat.get("nr_periods", 0), throttled_periods=cpu_stat.get("nr_throttled", 0),
-                             throttled_ns=cpu_stat.get("throttled_time", 0))
-
-    def read_counters_many(self, names: Iterable[str]) -> dict[str, UsageCounters]:
-        return base.counters_of(self.read_counters, names)
+        return cgroup_files.read_counters_v1(lambda file: self._read(name, file))
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -142,23 +110,7 @@ class CgroupV1Backend:
             self._write(c, name, "cgroup.procs", str(pid))
 
     def remove(self, name: str) -> None:
-        dirs = [self._dir(c, name) for c in self._distinct_controllers()]
-        trees = [t for d in dirs for t in base.tree_deepest_first(d)]
-        for d in trees:
-            base.kill_and_wait(lambda d=d: base.cgroup_pids(d), self.remove_timeout_s, str(d))
-        for d in trees:
-            base.rmdir_cgroup(d, self.remove_timeout_s)
-
-    # ----------------------------------------------------------------- host
-
-    def host_cores(self) -> int:
-        return base.host_cores()
-
-    def host_mem_mib(self) -> int:
-        return base.host_mem_mib()
-
-    def cpu_topology(self) -> dict[str, dict[str, list[int]]]:
-        return base.cpu_topology()
+        base.remove_cgroups([self._dir(c, name) for c in self._distinct_controllers()], self.remove_timeout_s)
 
     # ----------------------------------------------------------------- paths
 
@@ -182,8 +134,9 @@ class CgroupV1Backend:
     # ----------------------------------------------------------------- Cgroupfs IO
     # The only methods that touch the filesystem.
 
-    def _read(self, controller: str, name: str, file: str) -> str:
-        with base.container_file(name, self._dir(controller, name) / file) as path:
+    def _read(self, name: str, file: str) -> str:
+        """One file of the container, in the controller its name starts with (`cpuacct.usage`: cpuacct)."""
+        with base.container_file(name, self._dir(file.partition(".")[0], name) / file) as path:
             return path.read_text()
 
     def _write(self, controller: str, name: str, file: str, value: str) -> None:

@@ -10,7 +10,7 @@ A container NAME is the directory `<root>/<parent>/NAME`. Files and units:
     memory.current − `file` of memory.stat → UsageCounters.mem_bytes
 
 NOTE: the original parsed the first token of these files as a number and broke on
-"max" (reference §11.4); here "max" always parses to −1 (`parse_max`).
+"max" (reference §11.4); here "max" always parses to −1 (`cgroup_files.parse_max`).
 
 On a real cgroup2 mount the kernel makes the files; a *fake* tree (a temp dir, used by
 the tests because this project's test machine has no v2 controllers) gets them from
@@ -18,50 +18,37 @@ the tests because this project's test machine has no v2 controllers) gets them f
 memory.max below usage and then OOM-kills; we refuse it instead, as v1's kernel does
 with EBUSY, so that a limit write never kills a container.
 
-All file access is in the "Cgroupfs IO" section at the end of the class.
+The files are parsed by `cgroup_files` (shared with the LXC backend). All file access
+is in the "Cgroupfs IO" section at the end of the class.
 """
 from __future__ import annotations
 
 import shutil
-import time
 from pathlib import Path
-from typing import Iterable
 
 from .. import units
-from ..model import Bounds, ContainerLimits, LimitChange
-from . import base
+from ..model import ContainerLimits
+from . import base, cgroup_files
 from .base import ContainerNotFound, UsageCounters
+from .cgroup_files import parse_max
 from .paths import container_dir
 
+__all__ = ["CgroupV2Backend", "is_cgroup2_mount", "parse_max"]
+
 CONTROLLERS = ("cpu", "cpuset", "memory")
-
-
-def parse_max(token: str) -> int:
-    """A cgroup v2 value: "max" → −1 (unlimited), otherwise the integer."""
-    token = token.strip()
-    return units.UNLIMITED if token == "max" else int(token)
 
 
 def is_cgroup2_mount(path: str | Path, mounts_path: str = "/proc/mounts") -> bool:
     """Whether `path` lies on a cgroup2 filesystem (its longest mount prefix)."""
     real = Path(path).resolve()
     best, best_type = Path("/"), ""
-    try:
-        lines = Path(mounts_path).read_text().splitlines()
-    except OSError:
-        return False
-    for line in lines:
-        fields = line.split()
-        if len(fields) < 3:
-            continue
-        # /proc/mounts escapes spaces and friends as octal (\040).
-        point = Path(fields[1].encode().decode("unicode_escape"))
+    for point, kind in base.mount_table(mounts_path):
         if real.is_relative_to(point) and len(point.parts) >= len(best.parts):
-            best, best_type = point, fields[2]
+            best, best_type = point, kind
     return best_type == "cgroup2"
 
 
-class CgroupV2Backend:
+class CgroupV2Backend(base.NodeBackend):
     """Plain cgroup v2 containers under `<root>/<parent>/`."""
 
     kind = "cgroup_v2"
@@ -90,65 +77,27 @@ class CgroupV2Backend:
 
     def read_limits(self, name: str) -> ContainerLimits:
         self._require(name)
-        quota, period = self._read(name, "cpu.max").split()
-        quota_us = parse_max(quota)
-        cpus = self._read(name, "cpuset.cpus").strip()
-        if not cpus:
-            cpus = self._read(name, "cpuset.cpus.effective")
-        limit_bytes = parse_max(self._read(name, "memory.max"))
-        mem_mib = units.bytes_to_mib(limit_bytes) if limit_bytes != units.UNLIMITED else -1
-        return ContainerLimits(
-            cpu_allowance_limit=units.shares_from_quota(quota_us, int(period)),
-            cpu_num=base.canonical_cpu_list(cpus),
-            mem_limit=units.UNLIMITED if mem_mib > units.MEM_UNLIMITED_ABOVE_MIB else mem_mib,
-        )
+        return cgroup_files.read_limits_v2(lambda file: self._read(name, file))
 
-    def write_limits(
-        self, name: str, change: LimitChange, bounds: Bounds | None = None
-    ) -> ContainerLimits:
-        self._require(name)
-        base.check_change(change, bounds, base.host_cpus())
-        base.check_memory_above_use(name, change, self.read_counters)
-        # Memory first, as in v1: a refusal then leaves the container untouched.
-        if change.mem_limit is not None:
-            mem = change.mem_limit
-            value = "max" if mem == units.UNLIMITED else str(units.mib_to_bytes(mem))
-            with base.refused_by_kernel(f"memory limit {mem} MiB for {name}"):
-                self._write(name, "memory.max", value)
-        if change.cpu_num is not None:
-            with base.refused_by_kernel(f"cpu_num {change.cpu_num!r} for {name}"):
-                self._write(name, "cpuset.cpus", base.canonical_cpu_list(change.cpu_num))
-        if change.cpu_allowance_limit is not None:
-            shares = change.cpu_allowance_limit
-            quota = "max" if shares == units.UNLIMITED else str(units.quota_us(shares))
-            burst = base.burst_us(units.quota_us(shares), self.cpu_burst_percent) if quota != "max" else 0
-            has_burst = (container_dir(self._parent_dir, name) / "cpu.max.burst").exists()
-            with base.refused_by_kernel(f"cpu limit {shares} shares for {name}"):
-                if has_burst:
-                    self._write(name, "cpu.max.burst", "0")  # never above the new quota
-                self._write(name, "cpu.max", f"{quota} {units.CPU_PERIOD_US}")
-                if has_burst and burst:
-                    self._write(name, "cpu.max.burst", str(burst))
-        return self.read_limits(name)
+    def _write_memory(self, name: str, mem_mib: float) -> None:
+        self._write(name, "memory.max", cgroup_files.memory_value_v2(mem_mib))
+
+    def _write_cpuset(self, name: str, cpus: str) -> None:
+        self._write(name, "cpuset.cpus", cpus)
+
+    def _write_cpu(self, name: str, shares: float) -> None:
+        burst = base.burst_us(units.quota_us(shares), self.cpu_burst_percent) if shares != units.UNLIMITED else 0
+        has_burst = (container_dir(self._parent_dir, name) / "cpu.max.burst").exists()
+        if has_burst:
+            self._write(name, "cpu.max.burst", "0")  # never above the new quota
+        self._write(name, "cpu.max", cgroup_files.cpu_max_v2(shares))
+        if has_burst and burst:
+            self._write(name, "cpu.max.burst", str(burst))
 
     # ----------------------------------------------------------------- usage
 
     def read_counters(self, name: str) -> UsageCounters:
-        cpu_stat = base.parse_keyed(self._read(name, "cpu.stat"))
-        t = time.monotonic()
-        current_bytes = int(self._read(name, "memory.current"))
-        file_bytes = base.parse_keyed(self._read(name, "memory.stat")).get("file", 0)
-        return UsageCounters(
-            cpu_ns=cpu_stat["usage_usec"] * 1000,
-            mem_bytes=max(0, current_bytes - file_bytes),
-            t=t,
-            periods=cpu_stat.get("nr_periods", 0),
-            throttled_periods=cpu_stat.get("nr_throttled", 0),
-            throttled_ns=cpu_stat.get("throttled_usec", 0) * 1000,
-        )
-
-    def read_counters_many(self, names: Iterable[str]) -> dict[str, UsageCounters]:
-        return base.counters_of(self.read_counters, names)
+        return cgroup_files.read_counters_v2(lambda file: self._read(name, file))
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -185,22 +134,7 @@ class CgroupV2Backend:
         if self.fake:
             self._rmtree(d)
             return
-        trees = base.tree_deepest_first(d)
-        for sub in trees:
-            base.kill_and_wait(lambda sub=sub: base.cgroup_pids(sub), self.remove_timeout_s, str(sub))
-        for sub in trees:
-            base.rmdir_cgroup(sub, self.remove_timeout_s)
-
-    # ----------------------------------------------------------------- host
-
-    def host_cores(self) -> int:
-        return base.host_cores()
-
-    def host_mem_mib(self) -> int:
-        return base.host_mem_mib()
-
-    def cpu_topology(self) -> dict[str, dict[str, list[int]]]:
-        return base.cpu_topology()
+        base.remove_cgroups([d], self.remove_timeout_s)
 
     # ----------------------------------------------------------------- paths
 

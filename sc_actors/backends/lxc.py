@@ -5,14 +5,8 @@ usually /var/lib/lxc), as the original's LXD backend listed only running ones. I
 limits are read and written with the bindings' `get_cgroup_item`/`set_cgroup_item`,
 which find the container's cgroup through its monitor (v1
 `/sys/fs/cgroup/<controller>/lxc.payload.<name>/`, v2 `/sys/fs/cgroup/lxc.payload.<name>/`),
-with the cgroup backends' units and checks:
-
-    cgroup v1 item                         cgroup v2 item         ours
-    cpu.cfs_period_us + cpu.cfs_quota_us   cpu.max                shares (−1 unlimited)
-    cpuset.cpus                            cpuset.cpus            cpu_num '0,1'
-    memory.limit_in_bytes                  memory.max             MiB (−1 unlimited)
-    cpuacct.usage                          cpu.stat usage_usec    UsageCounters.cpu_ns
-    memory.usage_in_bytes − total_cache    memory.current − file  UsageCounters.mem_bytes
+with the cgroup backends' units and checks: the items are parsed by `cgroup_files`,
+which has the table of v1 and v2 items and our units.
 
 NOTE: `set_cgroup_item` answers only True or False; the kernel's errno is lost. The
 check the cgroup backends leave to the kernel (memory below what the container uses,
@@ -33,14 +27,13 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
-from typing import Any, Iterable
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 from .. import units
-from ..model import Bounds, ContainerLimits, LimitChange, check_name
-from . import base
+from ..model import ContainerLimits, check_name
+from . import base, cgroup_files
 from .base import ContainerNotFound, LimitRefused, UsageCounters
-from .cgroup_v2 import parse_max
 
 CREATE_CONFIG = (
     # No bridge on a bare host: the container gets a loopback only.
@@ -53,12 +46,16 @@ CREATE_CONFIG = (
 TEMPLATE = "busybox"
 """The offline template: it copies the host's busybox (Debian `busybox-static`)."""
 
+class _NotWritten(Exception):
+    """`set_cgroup_item` answered False for a running container (`_refused` names the limit)."""
+
+
 READ_RETRIES = 5
 """The bindings ask a value's size, then read it: a counter that grew a digit in
 between fails the read (ValueError), so reads are retried."""
 
 
-class LxcBackend:
+class LxcBackend(base.NodeBackend):
     """Running LXC containers of one LXC path, through the `lxc` bindings."""
 
     kind = "lxc"
@@ -78,7 +75,7 @@ class LxcBackend:
         """
         if lxc_module is None:
             try:
-                import lxc as lxc_module  # type: ignore[import-not-found, no-redef]
+                import lxc as lxc_module  # type: ignore[no-redef]  # the parameter of the same name is the fake
             except ImportError as e:
                 raise RuntimeError(
                     "the lxc backend needs the `lxc` Python bindings: apt install lxc-dev, "
@@ -86,11 +83,7 @@ class LxcBackend:
                 ) from e
         self._lxc = lxc_module
         self.lxc_path = lxc_path or self._lxc.default_config_path
-        if cgroup_v1 is None:
-            from . import is_cgroup_v1_root
-
-            cgroup_v1 = is_cgroup_v1_root(root)
-        self.cgroup_v1 = cgroup_v1
+        self.cgroup_v1 = base.is_cgroup_v1_root(root) if cgroup_v1 is None else cgroup_v1
         self.timeout_s = timeout_s
         self._objects: dict[str, Any] = {}
 
@@ -101,76 +94,32 @@ class LxcBackend:
 
     def read_limits(self, name: str) -> ContainerLimits:
         self._require(name)
-        if self.cgroup_v1:
-            quota_us = int(self._get(name, "cpu.cfs_quota_us"))
-            period_us = int(self._get(name, "cpu.cfs_period_us"))
-            limit_bytes = int(self._get(name, "memory.limit_in_bytes"))
-        else:
-            quota, period = self._get(name, "cpu.max").split()
-            quota_us, period_us = parse_max(quota), int(period)
-            limit_bytes = parse_max(self._get(name, "memory.max"))
-        cpus = self._get(name, "cpuset.cpus")
-        if not cpus.strip() and not self.cgroup_v1:
-            # v2: an empty cpuset.cpus means the parent's, which is what applies.
-            cpus = self._get(name, "cpuset.cpus.effective")
-        mem_mib = units.UNLIMITED if limit_bytes < 0 else units.bytes_to_mib(limit_bytes)
-        return ContainerLimits(
-            cpu_allowance_limit=units.shares_from_quota(quota_us, period_us),
-            cpu_num=base.canonical_cpu_list(cpus),
-            mem_limit=units.UNLIMITED if mem_mib > units.MEM_UNLIMITED_ABOVE_MIB else mem_mib,
-        )
+        read = cgroup_files.read_limits_v1 if self.cgroup_v1 else cgroup_files.read_limits_v2
+        return read(lambda item: self._get(name, item))
 
-    def write_limits(
-        self, name: str, change: LimitChange, bounds: Bounds | None = None
-    ) -> ContainerLimits:
-        self._require(name)
-        base.check_change(change, bounds, base.host_cpus())
-        base.check_memory_above_use(name, change, self.read_counters)
-        # Memory first, as in the cgroup backends: a refusal then leaves the container untouched.
-        if change.mem_limit is not None:
-            mem = change.mem_limit
-            if self.cgroup_v1:
-                value = str(units.UNLIMITED) if mem == units.UNLIMITED else str(units.mib_to_bytes(mem))
-                self._set(name, "memory.limit_in_bytes", value, f"memory limit {mem} MiB")
-            else:
-                value = "max" if mem == units.UNLIMITED else str(units.mib_to_bytes(mem))
-                self._set(name, "memory.max", value, f"memory limit {mem} MiB")
-        if change.cpu_num is not None:
-            self._set(name, "cpuset.cpus", base.canonical_cpu_list(change.cpu_num), f"cpu_num {change.cpu_num!r}")
-        if change.cpu_allowance_limit is not None:
-            shares = change.cpu_allowance_limit
-            what = f"cpu limit {shares} shares"
-            if self.cgroup_v1:
-                self._set(name, "cpu.cfs_period_us", str(units.CPU_PERIOD_US), what)
-                self._set(name, "cpu.cfs_quota_us", str(units.quota_us(shares)), what)
-            else:
-                quota = "max" if shares == units.UNLIMITED else str(units.quota_us(shares))
-                self._set(name, "cpu.max", f"{quota} {units.CPU_PERIOD_US}", what)
-        return self.read_limits(name)
+    # NOTE: the memory check runs here on v1 too: `set_cgroup_item` loses v1's EBUSY.
+
+    def _write_memory(self, name: str, mem_mib: float) -> None:
+        if self.cgroup_v1:
+            self._set(name, "memory.limit_in_bytes", cgroup_files.memory_value_v1(mem_mib))
+        else:
+            self._set(name, "memory.max", cgroup_files.memory_value_v2(mem_mib))
+
+    def _write_cpuset(self, name: str, cpus: str) -> None:
+        self._set(name, "cpuset.cpus", cpus)
+
+    def _write_cpu(self, name: str, shares: float) -> None:
+        if self.cgroup_v1:
+            self._set(name, "cpu.cfs_period_us", str(units.CPU_PERIOD_US))
+            self._set(name, "cpu.cfs_quota_us", str(units.quota_us(shares)))
+        else:
+            self._set(name, "cpu.max", cgroup_files.cpu_max_v2(shares))
 
     # ----------------------------------------------------------------- usage
 
     def read_counters(self, name: str) -> UsageCounters:
-        if self.cgroup_v1:
-            cpu_ns = int(self._get(name, "cpuacct.usage"))
-            t = time.monotonic()
-            usage_bytes = int(self._get(name, "memory.usage_in_bytes"))
-            stat = base.parse_keyed(self._get(name, "memory.stat"))
-            cache_bytes = stat.get("total_cache", stat.get("cache", 0))
-            cpu_stat = base.parse_keyed(self._get(name, "cpu.stat"))
-        else:
-            cpu_stat = base.parse_keyed(self._get(name, "cpu.stat"))
-            cpu_ns = cpu_stat["usage_usec"] * 1000
-            t = time.monotonic()
-            usage_bytes = int(self._get(name, "memory.current"))
-            cache_bytes = base.parse_keyed(self._get(name, "memory.stat")).get("file", 0)
-        return UsageCounters(cpu_ns=cpu_ns, mem_bytes=max(0, usage_bytes - cache_bytes), t=t,
-                             periods=cpu_stat.get("nr_periods", 0),
-                             throttled_periods=cpu_stat.get("nr_throttled", 0),
-                             throttled_ns=cpu_stat.get("throttled_time", cpu_stat.get("throttled_usec", 0) * 1000))
-
-    def read_counters_many(self, names: Iterable[str]) -> dict[str, UsageCounters]:
-        return base.counters_of(self.read_counters, names)
+        read = cgroup_files.read_counters_v1 if self.cgroup_v1 else cgroup_files.read_counters_v2
+        return read(lambda item: self._get(name, item))
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -191,7 +140,8 @@ class LxcBackend:
             self._tool("lxc-start", "-n", name, "-P", self.lxc_path)
             self._tool("lxc-wait", "-n", name, "-P", self.lxc_path, "-s", "RUNNING", "-t", str(int(self.timeout_s)))
         if cpus is not None:
-            self._set(name, "cpuset.cpus", cpus, f"cpu_num {cpus!r}")
+            with self._refused(f"cpu_num {cpus!r} for {name}"):
+                self._set(name, "cpuset.cpus", cpus)
 
     def attach(self, name: str, pid: int) -> None:
         """Not for LXC: a container runs its own processes (`attach_argv` starts one inside)."""
@@ -213,17 +163,6 @@ class LxcBackend:
             return
         self._tool("lxc-destroy", "-n", name, "-P", self.lxc_path, "-f")
         self._objects.pop(name, None)
-
-    # ----------------------------------------------------------------- host
-
-    def host_cores(self) -> int:
-        return base.host_cores()
-
-    def host_mem_mib(self) -> int:
-        return base.host_mem_mib()
-
-    def cpu_topology(self) -> dict[str, dict[str, list[int]]]:
-        return base.cpu_topology()
 
     # ----------------------------------------------------------------- checks
 
@@ -266,13 +205,21 @@ class LxcBackend:
                 raise RuntimeError(f"cgroup item {item} of LXC container {name!r} is not readable") from e
         raise RuntimeError(f"cgroup item {item} of LXC container {name!r} kept changing while read") from last
 
-    def _set(self, name: str, item: str, value: str, what: str) -> None:
+    @contextmanager
+    def _refused(self, what: str) -> Iterator[None]:
+        """A write liblxc would not make becomes LimitRefused naming `what` (the errno is lost)."""
+        try:
+            yield
+        except _NotWritten as e:
+            raise LimitRefused(f"{what} refused: {e}") from None
+
+    def _set(self, name: str, item: str, value: str) -> None:
         c = self._container(name)
         if c.set_cgroup_item(item, value):
             return
         if not c.running:
             raise ContainerNotFound(f"LXC container {name!r} stopped or disappeared")
-        raise LimitRefused(f"{what} for {name} refused: liblxc could not write {item} = {value}")
+        raise _NotWritten(f"liblxc could not write {item} = {value}")
 
     def _tool_path(self, tool: str) -> str:
         # A Ray worker may run with a short PATH; the Debian tools live in /usr/bin.
