@@ -12,6 +12,7 @@ from typing import Any
 
 import ray
 
+from sc_actors import settings as names  # the actors' names, their namespace and the host label
 from sc_actors.container_scaler import ContainerScaler
 from sc_actors.database_snapshoter import DatabaseSnapshoter
 from sc_actors.guardian import Guardian
@@ -19,22 +20,11 @@ from sc_actors.membership import MEMBERSHIP_NAME, Membership
 from sc_actors.policy.membership import NodeDefaults
 from sc_actors.rebalancer import ReBalancer
 from sc_actors.scaler import Scaler
-from sc_actors.settings import (
-    DATABASE_SNAPSHOTER_NAME,
-    GUARDIAN_NAME,
-    HOST_LABEL,
-    NAMESPACE,
-    REBALANCER_NAME,
-    SCALER_NAME,
-    STATEDB_NAME,
-    STRUCTURES_SNAPSHOTER_NAME,
-    container_scaler_name,
-)
 from sc_actors.snapshoters import StructuresSnapshoter
 from sc_actors.statedb import StateDB
 
 _COMMON: dict[str, Any] = dict(
-    namespace=NAMESPACE,
+    namespace=names.NAMESPACE,
     lifetime="detached",
     max_restarts=-1,
     max_task_retries=-1,
@@ -46,33 +36,33 @@ HEAD = {"node:__internal_head__": 0.001}
 
 
 def statedb_actor(state_dir: str, fsync: bool = True) -> Any:
-    return ray.remote(StateDB).options(name=STATEDB_NAME, resources=HEAD, **_COMMON).remote(state_dir, fsync)
+    return ray.remote(StateDB).options(name=names.STATEDB_NAME, resources=HEAD, **_COMMON).remote(state_dir, fsync)
 
 
 def guardian_actor() -> Any:
-    return ray.remote(Guardian).options(name=GUARDIAN_NAME, max_concurrency=1000, **_COMMON).remote()
+    return ray.remote(Guardian).options(name=names.GUARDIAN_NAME, max_concurrency=1000, **_COMMON).remote()
 
 
 def scaler_actor() -> Any:
-    return ray.remote(Scaler).options(name=SCALER_NAME, max_concurrency=1000, **_COMMON).remote()
+    return ray.remote(Scaler).options(name=names.SCALER_NAME, max_concurrency=1000, **_COMMON).remote()
 
 
 def structures_snapshoter_actor() -> Any:
     return ray.remote(StructuresSnapshoter).options(
-        name=STRUCTURES_SNAPSHOTER_NAME, max_concurrency=100, **_COMMON
+        name=names.STRUCTURES_SNAPSHOTER_NAME, max_concurrency=100, **_COMMON
     ).remote()
 
 
 def database_snapshoter_actor(dataset_dir: str) -> Any:
     """On the head, beside the StateDB: the dataset is on the head's disk, where `sc history` reads it."""
     return ray.remote(DatabaseSnapshoter).options(
-        name=DATABASE_SNAPSHOTER_NAME, resources=HEAD, max_concurrency=100, **_COMMON
+        name=names.DATABASE_SNAPSHOTER_NAME, resources=HEAD, max_concurrency=100, **_COMMON
     ).remote(dataset_dir)
 
 
 def rebalancer_actor() -> Any:
     """One for the cluster, anywhere: it reads one view per round and sends requests."""
-    return ray.remote(ReBalancer).options(name=REBALANCER_NAME, max_concurrency=100, **_COMMON).remote()
+    return ray.remote(ReBalancer).options(name=names.REBALANCER_NAME, max_concurrency=100, **_COMMON).remote()
 
 
 def membership_actor(node_defaults: dict[str, Any], settings: dict[str, float] | None = None) -> Any:
@@ -87,14 +77,13 @@ def membership_actor(node_defaults: dict[str, Any], settings: dict[str, float] |
 
 def container_scaler_actor(host: str, settings: NodeDefaults) -> Any:
     return ray.remote(ContainerScaler).options(
-        name=container_scaler_name(host),
-        label_selector={HOST_LABEL: host},
+        name=names.container_scaler_name(host),
+        label_selector={names.HOST_LABEL: host},
         max_concurrency=100,
         **_COMMON,
     ).remote(host, settings)
 
 
 # NOTE: the Membership comes first: taken down last, it would place ContainerScalers again.
-CONTROL_PLANE = (MEMBERSHIP_NAME,
-                 STATEDB_NAME, GUARDIAN_NAME, SCALER_NAME, STRUCTURES_SNAPSHOTER_NAME, DATABASE_SNAPSHOTER_NAME,
-                 REBALANCER_NAME)
+CONTROL_PLANE = (MEMBERSHIP_NAME, names.STATEDB_NAME, names.GUARDIAN_NAME, names.SCALER_NAME,
+                 names.STRUCTURES_SNAPSHOTER_NAME, names.DATABASE_SNAPSHOTER_NAME, names.REBALANCER_NAME)

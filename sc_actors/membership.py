@@ -40,26 +40,10 @@ from typing import Callable, TypedDict
 import ray
 
 from .handles import ActorHandle, Handles
+from .loops import every
 from .model import HostInfo
-from .policy.membership import (
-    Action,
-    EnsureHost,
-    Forget,
-    HostView,
-    MarkReachable,
-    MarkUnreachable,
-    Node,
-    NodeDefaults,
-    NodeJoined,
-    Observation,
-    Ping,
-    Place,
-    Placed,
-    hosts_of,
-    plan,
-    plan_placed,
-    retry_delay_s,
-)
+from .policy import membership as policy
+from .policy.membership import Action, HostView, NodeDefaults, Observation
 from .settings import HOST_LABEL
 
 log = logging.getLogger(__name__)
@@ -223,23 +207,14 @@ class Membership:
         await self._task
 
     async def _loop(self) -> None:
-        # NOTE: the watcher must never die of one bad tick.
-        while not self._stop.is_set():
-            try:
-                await self.tick()
-            except Exception:
-                log.exception("membership tick failed")
-            try:
-                await asyncio.wait_for(self._stop.wait(), timeout=self.settings.period_s)
-            except asyncio.TimeoutError:
-                pass
+        await every(lambda: self.settings.period_s, self.tick, self._stop, log, "membership tick")
 
     async def tick(self) -> dict[str, bool]:
         """Observe the nodes, the host structures and the pings; plan; act. The reachability written."""
         async with self._tick_lock:
             t0 = time.perf_counter()
             seen = await self._observe()
-            actions = plan(seen, self.defaults, self.settings.silence_s)
+            actions = policy.plan(seen, self.defaults, self.settings.silence_s)
             self._remember(seen)
             changed = await self._act(actions)
             self.ticks += 1
@@ -250,7 +225,7 @@ class Membership:
 
     async def _observe(self) -> Observation:
         # ray.nodes() is a blocking GCS call: off the event loop.
-        nodes = [Node.from_ray(row) for row in await asyncio.to_thread(ray.nodes)]
+        nodes = [policy.Node.from_ray(row) for row in await asyncio.to_thread(ray.nodes)]
         documents = {d["name"]: bool(d.get("reachable", True))
                      for d in await self._handles.statedb.list.remote("structures", "host")}
         now = time.monotonic()
@@ -258,7 +233,7 @@ class Membership:
 
     def _remember(self, seen: Observation) -> None:
         """The alive nodes of each host as of this tick: what `_place` checks, what the next tick compares with."""
-        for host, nodes in hosts_of(seen.nodes).items():
+        for host, nodes in policy.hosts_of(seen.nodes).items():
             self.alive_ids[host] = nodes.alive_ids
             self.hosts.setdefault(host, _HostState(host)).known_ids = nodes.alive_ids
 
@@ -268,32 +243,29 @@ class Membership:
         changed: dict[str, bool] = {}
         for a in actions:
             st = self.hosts.setdefault(a.host, _HostState(a.host))
-            if isinstance(a, Forget):
+            if isinstance(a, policy.Forget):
                 self._forget(st, a)
-            elif isinstance(a, NodeJoined):
+            elif isinstance(a, policy.NodeJoined):
                 st.seen_at = time.time()  # the join → ready clock starts
                 if len(a.alive_ids) > 1:
                     log.warning("host %s: %d alive Ray nodes carry label %s=%s; one ContainerScaler serves it",
                                 a.host, len(a.alive_ids), HOST_LABEL, a.host)
-            elif isinstance(a, Place):
+            elif isinstance(a, policy.Place):
                 st.placing = asyncio.ensure_future(self._place(st, a))
-            elif isinstance(a, Ping):
+            elif isinstance(a, policy.Ping):
                 st.ping = asyncio.ensure_future(st.handle.ping.remote())
                 st.ping.add_done_callback(functools.partial(_answered, st))
-            elif isinstance(a, (MarkReachable, MarkUnreachable)):
+            elif isinstance(a, policy.Mark):
                 if await self._mark(st, a):
-                    changed[a.host] = isinstance(a, MarkReachable)
-            elif isinstance(a, EnsureHost):
+                    changed[a.host] = a.reachable
+            elif isinstance(a, policy.EnsureHost):
                 res = await self._handles.statedb.ensure_host.remote(a.document, a.node_id)
                 if res.get("mismatch"):
                     log.warning("host %s: %s", a.host, res["mismatch"])
-                if res.get("created"):
-                    log.info("host %s: new host structure", a.host)
-            elif isinstance(a, Placed):
-                self._placed(st, a)
+                self._ready(st, a.node_id, bool(res.get("created")))
         return changed
 
-    def _forget(self, st: _HostState, a: Forget) -> None:
+    def _forget(self, st: _HostState, a: policy.Forget) -> None:
         if a.why == "node-gone":
             if st.ready_at is not None:
                 log.warning("host %s: its Ray node %s is gone", st.name, st.node_id[:8])
@@ -304,14 +276,14 @@ class Membership:
             st.handle = None
         st.ready_at, st.node_id, st.ping = None, "", None
 
-    async def _place(self, st: _HostState, a: Place) -> None:
+    async def _place(self, st: _HostState, a: policy.Place) -> None:
         if self.start_container_scaler is None:
             raise RuntimeError("the Membership was started without a way to start ContainerScalers")
         try:
             handle = await asyncio.to_thread(self.start_container_scaler, a.host, a.settings)
             raw = await asyncio.wait_for(handle.host_info.remote(), timeout=self.settings.place_timeout_s)
             info = HostInfo.model_validate(raw)
-            then = plan_placed(a.host, info, self.alive_ids.get(a.host, frozenset()))
+            then = policy.plan_placed(a.host, info, self.alive_ids.get(a.host, frozenset()))
             if not then:
                 log.info("host %s: ContainerScaler answered from node %s, not an alive one yet",
                          a.host, info.node_id[:8])
@@ -324,11 +296,11 @@ class Membership:
         except Exception:
             # E.g. its backend cannot start on that node (no LXC there): retry, more slowly.
             st.failures += 1
-            st.retry_at = time.monotonic() + retry_delay_s(st.failures)
+            st.retry_at = time.monotonic() + policy.retry_delay_s(st.failures)
             log.exception("placing the ContainerScaler of host %s failed (%d in a row)", a.host, st.failures)
 
-    def _placed(self, st: _HostState, a: Placed) -> None:
-        st.node_id = a.node_id
+    def _ready(self, st: _HostState, node_id: str, created: bool) -> None:
+        st.node_id = node_id
         st.ready_at = time.time()
         st.join_to_ready_s = round(st.ready_at - st.seen_at, 3) if st.seen_at else None
         st.last_answer = time.monotonic()
@@ -336,20 +308,20 @@ class Membership:
         st.placements += 1
         st.failures = 0
         if st.reason:
-            log.warning("host %s is reachable again (ContainerScaler on node %s)", st.name, a.node_id[:8])
+            log.warning("host %s is reachable again (ContainerScaler on node %s)", st.name, node_id[:8])
         st.reason = ""
-        log.info("host %s ready on node %s, %s s after the node joined", st.name, a.node_id[:8], st.join_to_ready_s)
+        log.info("host %s ready on node %s, %s s after the node joined%s", st.name, node_id[:8],
+                 st.join_to_ready_s, " (new host structure)" if created else "")
 
-    async def _mark(self, st: _HostState, a: MarkReachable | MarkUnreachable) -> bool:
+    async def _mark(self, st: _HostState, a: policy.Mark) -> bool:
         """Remember the host's reachability and write it where the StateDB disagrees; whether it wrote."""
-        reachable = isinstance(a, MarkReachable)
-        st.reason = "" if isinstance(a, MarkReachable) else a.reason
-        if not a.write or not await self._handles.statedb.set_host_reachable.remote(a.host, reachable, st.reason):
+        st.reason = a.reason
+        if not a.write or not await self._handles.statedb.set_host_reachable.remote(a.host, a.reachable, a.reason):
             return False
-        if reachable:
+        if a.reachable:
             log.warning("host %s marked reachable", a.host)
         else:
-            log.warning("host %s marked unreachable: %s; requests for its containers are dropped", a.host, st.reason)
+            log.warning("host %s marked unreachable: %s; requests for its containers are dropped", a.host, a.reason)
         return True
 
 

@@ -104,14 +104,16 @@ def hosts_of(nodes: Iterable[Node]) -> dict[str, HostNodes]:
 
 
 class NodeDefaults(TypedDict, total=False):
-    """ContainerScaler settings `sc up` gives every node (`ContainerScalerSettings` fields)."""
+    """ContainerScaler settings `sc up` gives every node: fields of `ContainerScalerSettings`,
+    whose defaults apply to those left out. A node's labels `sc_backend` and
+    `sc_cgroup_parent` override `backend` and `parent` (`node_settings`)."""
 
     backend: str
-    cgroup_root: str
     parent: str
+    cgroup_root: str
+    cpu_burst_percent: float
     sample_period_s: float
     window_s: float
-    cpu_burst_percent: float
     synthetic_cores: int
 
 
@@ -193,72 +195,60 @@ ForgetWhy = Literal["node-gone", "node-replaced", "scaler-died"]
 
 
 @dataclass(frozen=True)
-class Forget:
-    """Drop the ContainerScaler known for `host` (and, when its nodes are gone, any placement under way)."""
+class HostAction:
+    """Something the Membership does about one host."""
 
     host: str
+
+
+@dataclass(frozen=True)
+class Forget(HostAction):
+    """Drop the ContainerScaler known for the host (and, when its nodes are gone, any placement under way)."""
+
     why: ForgetWhy
 
 
 @dataclass(frozen=True)
-class NodeJoined:
-    """A node of `host` joined or rejoined: the join → ready clock starts."""
+class NodeJoined(HostAction):
+    """A node of the host joined or rejoined: the join → ready clock starts."""
 
-    host: str
     alive_ids: frozenset[str]
 
 
 @dataclass(frozen=True)
-class Place:
-    """Start (or find) `host`'s ContainerScaler, pinned to its label, with these settings."""
+class Place(HostAction):
+    """Start (or find) the host's ContainerScaler, pinned to its label, with these settings."""
 
-    host: str
     node_id: str
     settings: NodeDefaults
 
 
 @dataclass(frozen=True)
-class Ping:
-    """Ask `host`'s ContainerScaler whether it is there; its answer time is the liveness signal."""
-
-    host: str
+class Ping(HostAction):
+    """Ask the host's ContainerScaler whether it is there; its answer time is the liveness signal."""
 
 
 @dataclass(frozen=True)
-class MarkUnreachable:
-    """Remember why `host` is unreachable; write it to the StateDB when `write`."""
+class Mark(HostAction):
+    """Remember whether the host is reachable and why not; write that to the StateDB when `write`."""
 
-    host: str
-    reason: str
-    write: bool
-
-
-@dataclass(frozen=True)
-class MarkReachable:
-    """Forget why `host` was unreachable; write it to the StateDB when `write`."""
-
-    host: str
-    write: bool
+    reachable: bool
+    reason: str = ""
+    """Why it is not ("" when it is)."""
+    write: bool = False
 
 
 @dataclass(frozen=True)
-class EnsureHost:
-    """Register `host`'s structure in the StateDB (or match the one subscribed through the API)."""
+class EnsureHost(HostAction):
+    """The host's ContainerScaler answered from `node_id`, an alive node of the host: register
+    the host's structure in the StateDB (or match the one subscribed through the API), then
+    count the ContainerScaler ready."""
 
-    host: str
     document: Document
     node_id: str
 
 
-@dataclass(frozen=True)
-class Placed:
-    """`host`'s ContainerScaler answered from `node_id`, an alive node of the host: it is ready."""
-
-    host: str
-    node_id: str
-
-
-Action = Union[Forget, NodeJoined, Place, Ping, MarkUnreachable, MarkReachable, EnsureHost, Placed]
+Action = Union[Forget, NodeJoined, Place, Ping, Mark, EnsureHost]
 
 
 # --------------------------------------------------------------------------- decisions
@@ -321,9 +311,9 @@ def _mark(view: HostView, reachable: bool, reason: str, document: bool | None) -
     """The reachability action for one host, if its memory or its StateDB document must change."""
     write = document is not None and document != reachable
     if reachable:
-        return [MarkReachable(view.name, write)] if write or view.reason else []
+        return [Mark(view.name, True, "", write)] if write or view.reason else []
     if write or not view.reason:
-        return [MarkUnreachable(view.name, view.reason or reason, write)]
+        return [Mark(view.name, False, view.reason or reason, write)]
     return []
 
 
@@ -336,4 +326,4 @@ def plan_placed(host: str, info: HostInfo, alive_ids: frozenset[str]) -> list[Ac
     """
     if info.node_id not in alive_ids:
         return []
-    return [EnsureHost(host, host_document(info), info.node_id), Placed(host, info.node_id)]
+    return [EnsureHost(host, host_document(info), info.node_id)]

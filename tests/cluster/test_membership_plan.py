@@ -13,14 +13,12 @@ from sc_actors.policy.membership import (
     EnsureHost,
     Forget,
     HostView,
-    MarkReachable,
-    MarkUnreachable,
+    Mark,
     Node,
     NodeJoined,
     Observation,
     Ping,
     Place,
-    Placed,
     host_document,
     plan,
     plan_placed,
@@ -77,7 +75,7 @@ CASES = [
         [node("node-a-1")], {"a": ready(pinging=True, silence_s=4.25, ping_error="GetTimeoutError: slow")},
         {"a": True},
         # 4.25 s > 3 s silence: unreachable, the ping's error quoted, the document says reachable → written.
-        [MarkUnreachable("a", "its ContainerScaler on node node-a-1 has not answered for 4.2 s: "
+        [Mark("a", False, "its ContainerScaler on node node-a-1 has not answered for 4.2 s: "
                               "GetTimeoutError: slow", write=True)],
         id="silent-for-longer-than-silence-s-is-unreachable",
     ),
@@ -88,13 +86,13 @@ CASES = [
     ),
     pytest.param(
         [node("node-a-1")], {"a": ready(silence_s=0.1, reason="its Ray node node-a-0 is dead")}, {"a": False},
-        [Ping("a"), MarkReachable("a", write=True)],
+        [Ping("a"), Mark("a", True, write=True)],
         id="answering-again-is-reachable-again",
     ),
     pytest.param(
         [node("node-a-1", alive=False)], {"a": ready()}, {"a": True},
         [Forget("a", "node-gone"),
-         MarkUnreachable("a", "its Ray node node-a-1 is dead (no alive node has label sc_host=a)", write=True)],
+         Mark("a", False, "its Ray node node-a-1 is dead (no alive node has label sc_host=a)", write=True)],
         id="all-nodes-dead-forgets-and-marks-unreachable",
     ),
     pytest.param(
@@ -106,7 +104,7 @@ CASES = [
     ),
     pytest.param(
         [node("node-a-1", alive=False)], {"a": HostView("a", reason="first reason")}, {"a": True},
-        [MarkUnreachable("a", "first reason", write=True)],
+        [Mark("a", False, "first reason", write=True)],
         id="the-first-reason-is-kept",
     ),
     pytest.param(
@@ -132,7 +130,7 @@ CASES = [
     ),
     pytest.param(
         [node("node-a-1")], {"a": ready(pinging=True)}, {"a": True, "old": True},
-        [MarkUnreachable("old", "no Ray node of this cluster has label sc_host=old", write=True)],
+        [Mark("old", False, "no Ray node of this cluster has label sc_host=old", write=True)],
         id="a-host-structure-no-node-carries-is-unreachable",
     ),
     pytest.param(
@@ -142,7 +140,7 @@ CASES = [
     ),
     pytest.param(
         [node("node-a-1", alive=False)], {}, {},
-        [MarkUnreachable("a", "its Ray node node-a-1 is dead (no alive node has label sc_host=a)", write=False)],
+        [Mark("a", False, "its Ray node node-a-1 is dead (no alive node has label sc_host=a)", write=False)],
         id="a-dead-host-without-a-structure-is-remembered-not-written",
     ),
 ]
@@ -162,10 +160,7 @@ def test_the_plan_reads_its_inputs_and_changes_none():
 
 def test_a_container_scaler_answering_from_an_alive_node_registers_the_host_and_is_ready():
     info = HostInfo(name="a", cores=2, mem_mib=4096, node_id="node-a-2")
-    assert plan_placed("a", info, frozenset({"node-a-2"})) == [
-        EnsureHost("a", host_document(info), "node-a-2"),
-        Placed("a", "node-a-2"),
-    ]
+    assert plan_placed("a", info, frozenset({"node-a-2"})) == [EnsureHost("a", host_document(info), "node-a-2")]
 
 
 def test_a_container_scaler_answering_from_a_node_no_longer_alive_counts_for_nothing():

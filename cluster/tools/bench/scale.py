@@ -17,7 +17,7 @@ import typer
 from rich.table import Table
 
 from ..tables import print_table
-from .common import console, fail, machine, out_dir, percentiles, positive_ints
+from .common import console, machine, out_dir, percentiles, positive_ints
 
 
 
