@@ -26,6 +26,7 @@ from typing_extensions import TypedDict
 from . import metrics
 from .errors import Unavailable
 from .handles import ActorHandle, Handles
+from .loops import every
 from .model import Application, Container, Document, Event, Limits, Request, Rule, Structure, UsageBatch, User
 from .policy.health import HEARTBEAT_S
 from .policy.serverless import Prepared, RuleSet, evaluate_prepared, fire_window, prepare
@@ -83,19 +84,15 @@ class Guardian:
         self._peer_looked_up: dict[str, float] = {}
         self._peer_calls: dict[str, set[asyncio.Task[None]]] = {}
         try:
-            self._beating: asyncio.Task[None] | None = asyncio.get_running_loop().create_task(self._beat())
+            self._beating: asyncio.Task[None] | None = asyncio.get_running_loop().create_task(
+                every(lambda: HEARTBEAT_S, self._beat, asyncio.Event(), log, "guardian heartbeat"))
         except RuntimeError:
             self._beating = None  # built outside an event loop (tests of the mirror): nothing to beat for
 
     async def _beat(self) -> None:
         """Beat every HEARTBEAT_S even with no window to evaluate (no container anywhere
         yet), so an old heartbeat means a stuck or dead Guardian, as for the Scaler."""
-        while True:
-            try:
-                await self._actors.statedb.heartbeat.remote("guardian")
-            except Exception as e:
-                log.warning("guardian heartbeat not recorded: %s", e)
-            await asyncio.sleep(HEARTBEAT_S)
+        await self._actors.statedb.heartbeat.remote("guardian")
 
     async def ping(self, last: int = 100) -> GuardianStatus:
         """Counters, and the seconds of the `last` window evaluations (at most 1000)."""

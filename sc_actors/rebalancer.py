@@ -17,6 +17,7 @@ import time
 from typing_extensions import TypedDict
 
 from .handles import Handles
+from .loops import every
 from .model import Application, Container, User
 from .policy.health import HEARTBEAT_S
 from .policy.rebalancing import round_requests
@@ -59,17 +60,13 @@ class ReBalancer:
         self.round_s: collections.deque[float] = collections.deque(maxlen=1000)
         self.last_decisions: dict[str, Decision] = {}
         try:
-            self._beating: asyncio.Task[None] | None = asyncio.get_running_loop().create_task(self._beat())
+            self._beating: asyncio.Task[None] | None = asyncio.get_running_loop().create_task(
+                every(lambda: HEARTBEAT_S, self._beat, asyncio.Event(), log, "rebalancer heartbeat"))
         except RuntimeError:
             self._beating = None
 
     async def _beat(self) -> None:
-        while True:
-            try:
-                await self._actors.statedb.heartbeat.remote("rebalancer")
-            except Exception as e:
-                log.warning("rebalancer heartbeat not recorded: %s", e)
-            await asyncio.sleep(HEARTBEAT_S)
+        await self._actors.statedb.heartbeat.remote("rebalancer")
 
     async def ping(self) -> RebalancerStatus:
         return {"rounds": self.rounds, "swaps_sent": self.swaps_sent, "active": self.settings.active,

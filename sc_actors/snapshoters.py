@@ -29,6 +29,7 @@ from typing_extensions import TypedDict
 
 from .errors import Unavailable
 from .handles import ActorHandle, Handles, unwrap
+from .loops import every
 from .model import ContainerLimits
 from .settings import StructuresSnapshoterSettings
 from .store.views import Drift
@@ -51,21 +52,11 @@ class StructuresSnapshoter:
         self._actors = Handles()
         self.epochs = 0
         self._stop = asyncio.Event()
-        self._task = asyncio.get_event_loop().create_task(self._loop())
+        self._task = asyncio.get_event_loop().create_task(
+            every(lambda: self.settings.polling_frequency_s, self.tick, self._stop, log, "structures snapshot"))
 
     async def ping(self) -> SnapshoterStatus:
         return {"epochs": self.epochs, "drift": list(self.drift)[-50:]}
-
-    async def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                await self.tick()
-            except Exception:
-                log.exception("structures snapshot failed")
-            try:
-                await asyncio.wait_for(self._stop.wait(), timeout=self.settings.polling_frequency_s)
-            except asyncio.TimeoutError:
-                pass
 
     async def tick(self) -> list[Drift]:
         db = self._actors.statedb

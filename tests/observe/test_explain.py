@@ -12,17 +12,10 @@ from cluster.deploy import wait_for
 runner = CliRunner()
 
 
-def test_explain_prints_usage_rule_amounts_outcome_and_reason_of_each_request(stack, containers, api):
-    name = containers.create("why")
-    containers.subscribe(name, cpu=(25, 50, 200))
-    containers.guard(name, "cpu")
-    proc = containers.busy_loop(name)
-    try:
+def test_explain_prints_usage_rule_amounts_outcome_and_reason_of_each_request(stack, busy_guarded, api):
+    with busy_guarded("why") as name:
         logged = wait_for(lambda: [e for e in ray.get(stack.statedb.recent_requests.remote(name))
                                    if e["outcome"] in ("applied", "trimmed")], 20, what="a request applied")
-    finally:
-        proc.kill()
-        proc.wait()
 
     def sc(*args: str):
         r = runner.invoke(cli.app, ["--url", api.url, "events", "--explain", name, *args], catch_exceptions=False,

@@ -47,12 +47,8 @@ def chromium(url: str, *args: str) -> subprocess.CompletedProcess:
             capture_output=True, text=True, timeout=120)
 
 
-def test_ui_page_draws_a_chart_with_data_points_for_a_scaled_container(stack, containers, api):
-    name = containers.create("ui")
-    containers.subscribe(name, cpu=(25, 50, 200))
-    containers.guard(name, "cpu")
-    proc = containers.busy_loop(name)
-    try:
+def test_ui_page_draws_a_chart_with_data_points_for_a_scaled_container(stack, busy_guarded, api):
+    with busy_guarded("ui") as name:
         with httpx.Client(base_url=api.url, timeout=30) as client:
             page = client.get("/ui")
             assert page.status_code == 200 and "<svg" not in page.text.split("<script>")[0]
@@ -86,6 +82,3 @@ def test_ui_page_draws_a_chart_with_data_points_for_a_scaled_container(stack, co
         run = chromium(f"{api.url}/ui", f"--screenshot={shot}", "--window-size=1280,1400", "--hide-scrollbars")
         assert run.returncode == 0, run.stderr[-2000:]
         assert shot.exists() and shot.stat().st_size > 10_000 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    finally:
-        proc.kill()
-        proc.wait()
