@@ -11,7 +11,8 @@ from tests.api.live import api, http  # noqa: F401  (session fixtures shared wit
 @pytest.fixture
 def served(tmp_path):
     """The API app over a real StateDB in this process (tests/api/inprocess.py)."""
-    return Served(str(tmp_path))
+    with Served(str(tmp_path)) as served:
+        yield served
 
 
 @pytest.fixture

@@ -10,8 +10,12 @@ a node) stays in the Ray suite (tests/api/test_routes.py).
 from __future__ import annotations
 
 import copy
+import socket
+import threading
+import time
 from typing import Any, Optional
 
+import uvicorn
 from fastapi.testclient import TestClient
 
 from sc_actors.errors import Conflict, Invalid, NotFound, Unavailable
@@ -93,7 +97,8 @@ class LocalScaler:
 
 
 class Served:
-    """The app, its StateDB, the Scaler's stand-in and the nodes; `http` is its TestClient.
+    """The app, its StateDB, the Scaler's stand-in and the nodes; `http` is its TestClient
+    (`with Served(…) as served:` keeps one event loop for all its requests).
 
     The StateDB starts with the shipped rules and services, one host `h0` of 4 cores
     and 8 GiB whose node lists `c0`, and `c0` subscribed on it.
@@ -117,6 +122,14 @@ class Served:
         self.db.put("structures", {"name": "h0", "subtype": "host", "host": "h0", "resources": {
             "cpu": {"max": cpu[0], "free": cpu[1]}, "mem": {"max": mem[0], "free": mem[1]}}})
         self.add_container("c0")
+
+    def __enter__(self) -> "Served":
+        """One event loop for all the requests of a test (each request starts one otherwise)."""
+        self.http.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.http.__exit__(None, None, None)
 
     def _node(self, name: str) -> NodeApi:
         node = self.nodes.get(name)
@@ -158,3 +171,27 @@ class Served:
 
     def doc(self, collection: str, name: str) -> Document:
         return self.db.get(collection, name)
+
+
+class Listening:
+    """`Served`'s app on a real HTTP port (uvicorn in a thread), for clients that speak HTTP
+    themselves (the `sc` CLI's urllib client)."""
+
+    def __init__(self, served: Served) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        self.server = uvicorn.Server(uvicorn.Config(served.app, host="127.0.0.1", port=port, log_level="warning",
+                                                   access_log=False))
+        self.thread = threading.Thread(target=self.server.run, name="api", daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"the API did not start on {self.url}")
+            time.sleep(0.01)
+
+    def close(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)

@@ -20,7 +20,8 @@ def _stack(tmp_path, checkpoint_every_s: float = 60.0) -> Served:
 
 @pytest.fixture
 def served(tmp_path):
-    return _stack(tmp_path)
+    with _stack(tmp_path) as served:
+        yield served
 
 
 def test_a_healthy_stack_has_no_problem(served):
@@ -115,7 +116,11 @@ def test_a_host_whose_max_is_lowered_under_its_containers_is_reported(served):
 
 
 def test_a_journal_whose_checkpoints_fail_is_reported(tmp_path):
-    served = _stack(tmp_path, checkpoint_every_s=0.2)
+    with _stack(tmp_path, checkpoint_every_s=0.2) as served:
+        _a_failing_checkpoint_is_reported(served, tmp_path)
+
+
+def _a_failing_checkpoint_is_reported(served, tmp_path):
     # The checkpoint's place taken by a directory: every checkpoint now fails (and is retried).
     checkpoint = served.db.store.checkpoint_path
     if checkpoint.exists():

@@ -87,7 +87,8 @@ def test_an_unknown_route_is_404_with_a_message(http):
 
 @pytest.fixture
 def guarded(tmp_path):
-    return Served(str(tmp_path), token="s3cret")
+    with Served(str(tmp_path), token="s3cret") as served:
+        yield served
 
 
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic abc"}],
