@@ -20,6 +20,7 @@ from sc_actors import units
 from sc_actors.backends import CgroupV1Backend, make_backend
 from sc_actors.backends.base import ContainerNotFound, LimitRefused
 from sc_actors.model import Bounds, ContainerLimits, LimitChange
+from tests.backends.contract import unknown_container_raises_container_not_found
 
 pytestmark = pytest.mark.cgroup
 
@@ -228,16 +229,9 @@ def test_limits_within_bounds_are_written(backend, container):
 
 
 def test_unknown_container_raises_container_not_found(backend, container):
-    with pytest.raises(ContainerNotFound):
-        backend.read_limits("nope")
-    with pytest.raises(ContainerNotFound):
-        backend.write_limits("nope", LimitChange(mem_limit=256))
-    with pytest.raises(ContainerNotFound):
-        backend.read_counters("nope")
+    unknown_container_raises_container_not_found(backend)
     with pytest.raises(ContainerNotFound):
         backend.attach("nope", os.getpid())
-    with pytest.raises(KeyError):  # ContainerNotFound is a KeyError
-        backend.read_limits("nope")
     assert set(backend.read_counters_many([container, "nope"])) == {container}
 
 

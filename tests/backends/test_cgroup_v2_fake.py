@@ -13,7 +13,6 @@ import pytest
 from sc_actors import units
 from sc_actors.backends import CgroupV2Backend, is_cgroup_v1_root, make_backend
 from sc_actors.backends.base import (
-    ContainerNotFound,
     LimitRefused,
     UsageCounters,
     check_change,
@@ -22,6 +21,7 @@ from sc_actors.backends.base import (
 )
 from sc_actors.backends.cgroup_v2 import is_cgroup2_mount, parse_max
 from sc_actors.model import Bounds, ContainerLimits, LimitChange
+from tests.backends.contract import unknown_container_raises_container_not_found
 
 MIB = units.BYTES_PER_MIB
 HOST_CPUS = units.format_cpu_list(host_cpus())
@@ -188,12 +188,7 @@ def test_memory_below_the_use_without_cache_is_refused(backend, cdir):
 
 
 def test_unknown_container_raises_container_not_found(backend, cdir):
-    with pytest.raises(ContainerNotFound):
-        backend.read_limits("nope")
-    with pytest.raises(ContainerNotFound):
-        backend.write_limits("nope", LimitChange(mem_limit=256))
-    with pytest.raises(ContainerNotFound):
-        backend.read_counters("nope")
+    unknown_container_raises_container_not_found(backend)
 
 
 # --------------------------------------------------------------------------- usage
