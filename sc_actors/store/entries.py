@@ -9,13 +9,11 @@ from typing import Literal, Optional
 
 from typing_extensions import TypedDict
 
+from ..model import JsonObject
+
 EVENT_LOG_SIZE = 20_000
 REQUEST_LOG_SIZE = 20_000
 """The newest entries each log keeps (volatile: a restarted StateDB starts them empty)."""
-
-
-EventAction = dict[str, dict[str, dict[str, float]]]
-"""An event rule's action: `{"events": {"scale": {"up" | "down": count}}}` (reference §1.4)."""
 
 
 class EventEntry(TypedDict):
@@ -25,7 +23,8 @@ class EventEntry(TypedDict):
     name: str
     resource: str
     structure: str
-    action: EventAction
+    action: JsonObject
+    """The event rule's action, e.g. `{"events": {"scale": {"up": 1}}}`."""
     timestamp: float
 
 

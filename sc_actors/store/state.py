@@ -22,7 +22,7 @@ from pydantic import BaseModel, JsonValue, TypeAdapter, ValidationError
 
 from ..defaults import default_rules, default_services, upgrade_rules
 from ..errors import Conflict, Invalid, NotFound
-from ..model import Document, Limits, Rule, Service, Structure, User
+from ..model import Document, JsonObject, Limits, Rule, Service, Structure, User
 from ..policy.jsonlogic import check_rule
 from ..settings import GuardianSettings, RefeederSettings
 from .documents import COLLECTIONS, DocumentStore, delete, put, shallow_resources
@@ -137,9 +137,9 @@ class State:
         seed_defaults(docs)
         return cls(docs, clock)
 
-    def config(self, service: str) -> dict[str, Any]:
-        """A service's `config` (free-form JSON with the original's keys); {} when it has none."""
-        config: dict[str, Any] = (self.docs.get("services", service) or {}).get("config", {})
+    def config(self, service: str) -> JsonObject:
+        """A service's `config` (the original's keys); {} when it has none."""
+        config: JsonObject = (self.docs.get("services", service) or {}).get("config", {})
         return config
 
     def refeeder(self) -> Refeeder:

@@ -3,18 +3,18 @@
 Each view is one function of the `State` (no Ray), returning a TypedDict whose keys are
 exactly what the StateDB has always sent, so the consumers (Guardian, Scaler, ReBalancer,
 snapshoters, Membership, `GET /health`) read the same dicts as before, now with types.
-Stored documents inside a view are `model.Document`; a service's `config` is free-form
-JSON with the original's upper-case keys (read through its settings' `from_config`).
+Stored documents inside a view are `model.Document`; a service's `config` is
+`model.JsonObject` (the original's upper-case keys, read through its settings' `from_config`).
 """
 from __future__ import annotations
 
 import os
-from typing import Any, Iterable, Optional
+from typing import Iterable, Optional
 
 from typing_extensions import TypedDict
 
-from ..model import Document
-from .entries import EventAction, EventEntry, RequestEntry
+from ..model import Document, JsonObject
+from .entries import EventEntry, RequestEntry
 from .state import State
 
 Usage = dict[str, float]
@@ -53,7 +53,8 @@ class GuardianChanges(TypedDict):
     limits: dict[str, Optional[Document]]
     gone: list[str]
     rules: Optional[list[Document]]
-    config: Optional[dict[str, Any]]  # the guardian service's free-form config
+    config: Optional[JsonObject]
+    """The guardian service's config."""
 
 
 class GroupGuardianView(TypedDict):
@@ -74,7 +75,8 @@ class ScalerView(TypedDict):
     hosts: dict[str, Document]
     limits: dict[str, Optional[Document]]
     usages: dict[str, Usage]
-    config: dict[str, Any]  # the scaler service's free-form config
+    config: JsonObject
+    """The scaler service's config."""
 
 
 class GroupScalerView(TypedDict):
@@ -93,7 +95,8 @@ class RebalancerView(GroupScalerView):
 
     applications: list[str]
     user_names: list[str]
-    config: dict[str, Any]  # the rebalancer service's free-form config
+    config: JsonObject
+    """The rebalancer service's config."""
     rules: dict[str, Document]
 
 
@@ -129,7 +132,8 @@ class TimeseriesSnapshot(TypedDict):
 
     structures: list[SeriesEntry]
     users: list[UserSeries]
-    services: dict[str, dict[str, Any]]  # service name → its free-form config
+    services: dict[str, JsonObject]
+    """Service name → its config."""
 
 
 class Drift(TypedDict):
@@ -165,7 +169,8 @@ class HealthView(TypedDict):
     users: list[Document]
     rules: list[Document]
     services: list[Document]
-    snapshoter_config: dict[str, Any]  # the structures_snapshoter's free-form config
+    snapshoter_config: JsonObject
+    """The structures_snapshoter's config."""
     journal: JournalHealth
 
 
@@ -428,7 +433,7 @@ def health_view(state: State) -> HealthView:
 
 
 __all__ = [
-    "Bound", "Drift", "EventAction", "EventEntry", "GroupGuardianView", "GroupScalerView", "GuardianChanges", "HealthView",
+    "Bound", "Drift", "EventEntry", "GroupGuardianView", "GroupScalerView", "GuardianChanges", "HealthView",
     "HostEnsured", "HostFields", "JournalHealth", "RebalancerView", "RequestEntry", "ScalerView",
     "SeriesEntry", "SeriesFields", "Status", "TimeseriesSnapshot", "Usage", "UserSeries",
     "container_hosts", "drift", "group_guardian_view", "group_scaler_view", "guardian_changes", "health_view",
