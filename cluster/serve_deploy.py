@@ -42,7 +42,7 @@ def api_url(host: str, port: int, route_prefix: str = "/") -> str:
 def _answers(url: str, timeout_s: float = 2.0) -> bool:
     try:
         with urllib.request.urlopen(url + "/heartbeat", timeout=timeout_s) as r:
-            return json.loads(r.read()).get("status") == "alive"
+            return bool(json.loads(r.read()).get("status") == "alive")
     except (OSError, ValueError):
         return False
 

@@ -24,7 +24,10 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 DEMO_PARENT = "serverless"
 
@@ -56,7 +59,7 @@ class DemoContainer:
     phases: list[tuple[float, float]]
     cpu: tuple[float, float, float] = (25, 50, 200)  # min, current, max (shares)
     mem: tuple[float, float, float] = (64, 256, 512)  # MiB
-    proc: subprocess.Popen | None = None
+    proc: subprocess.Popen[str] | None = None
     phase_starts: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -252,7 +255,7 @@ def _fmt(v: Any) -> str:
     return "-" if v is None else f"{v:.0f}"
 
 
-def live_table(containers: list[Any], rows: list[dict[str, Any]], elapsed_s: float, total_s: float) -> Any:
+def live_table(containers: list[Any], rows: list[dict[str, Any]], elapsed_s: float, total_s: float) -> Table:
     """The demo's live table: each container's demand, last usage and limits."""
     from rich.table import Table
 

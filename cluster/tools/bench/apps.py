@@ -769,7 +769,10 @@ def run_figures(program: str, raw: dict[str, Any], cores: int) -> dict[str, Any]
     samples: list[Sample] = raw["samples"]
     t0 = raw["bounds"][0][0] if raw["bounds"] else raw["t_go"]
     t1 = raw["bounds"][-1][1] if raw["bounds"] else samples[-1].t
-    fig = lambda a, b: window_figures(samples, a, b, min(spec.cpu[2], cores * 100), spec.mem[2])  # noqa: E731
+
+    def fig(a: float, b: float) -> dict[str, Any]:
+        return window_figures(samples, a, b, min(spec.cpu[2], cores * 100), spec.mem[2])
+
     phases = []
     for (a, b), r, plan in zip(raw["bounds"], raw["phases"], raw["plan"]):
         phases.append({"name": plan.name, **fig(a, b), **r, "start_s": round(a - raw["t_go"], 2),
@@ -802,7 +805,10 @@ def _lat(xs: list[float]) -> dict[str, float | None]:
     if not xs:
         return {"n": 0, "p50": None, "p99": None, "p999": None, "max": None}
     s = sorted(xs)
-    q = lambda f: s[min(len(s) - 1, max(0, math.ceil(f * len(s)) - 1))]  # noqa: E731 — nearest rank
+
+    def q(f: float) -> float:  # nearest rank
+        return s[min(len(s) - 1, max(0, math.ceil(f * len(s)) - 1))]
+
     return {"n": len(s), "p50": q(0.5), "p99": q(0.99), "p999": q(0.999), "max": s[-1]}
 
 
@@ -1167,7 +1173,10 @@ def command(
     # A plain `kill` unwinds like Ctrl-C: drivers, containers and Ray are cleaned up.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     seconds = run_seconds(minutes, len(chosen_programs) * len(chosen_ways))
-    say = lambda m: console.print(m, highlight=False, soft_wrap=True)  # noqa: E731
+
+    def say(m: str) -> None:
+        console.print(m, highlight=False, soft_wrap=True)
+
     say(f"machine: {machine()}")
     say(f"config: programs {','.join(chosen_programs)}, ways {','.join(chosen_ways)}, {minutes:g} min in all, "
         f"{seconds:.0f} s of load per program and way, sample {SAMPLE_S} s")

@@ -42,7 +42,7 @@ def reaction(steps: int = 20, original_steps: int = 3, cores: float = 1.0, out_d
     backend = make_backend("auto", "/sys/fs/cgroup", BENCH_PARENT)
     name = "bench-reaction"
     results: dict[str, Any] = {"machine": machine(), "steps": {}, "config": {}}
-    load: subprocess.Popen | None = None
+    load: subprocess.Popen[str] | None = None
     try:
         actors = deploy(tempfile.mkdtemp(prefix="sc-bench-"), node_defaults={"parent": BENCH_PARENT})
         db, scaler = actors["statedb"], actors["scaler"]
