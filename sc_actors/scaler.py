@@ -158,15 +158,13 @@ class Scaler:
                 f"the ContainerScaler of host {host!r} did not answer within {APPLY_TIMEOUT_S:g} s"
             ) from None
         except Exception as e:
-            err = unwrap(e)
-            if isinstance(err, Unavailable):
-                self._handles.forget_node(host)  # died for good: looked up again next time
+            if _is_ray_error(e):
+                # The call itself was lost: a dead actor (its handle is dropped, so one placed
+                # again under that name is found), a node that left, a failed object store.
+                if isinstance(unwrap(e), Unavailable):
+                    self._handles.forget_node(host)
                 raise Unavailable(f"the ContainerScaler of host {host!r} did not answer: {_reason(e)}") from None
-            if err is e and _is_ray_error(e):
-                # Not the node's own error (which Ray hands over as its cause): the call
-                # itself was lost (a node that left, an object store that failed).
-                raise Unavailable(f"the ContainerScaler of host {host!r} did not answer: {_reason(e)}") from None
-            raise err from None
+            raise unwrap(e) from None  # what the node raised, as Ray handed it over
 
     async def ping(self) -> ScalerStatus:
         return {"pending": len(self.pending), "outcomes": dict(self.outcomes), "apply_s": list(self.apply_s)[-100:],
