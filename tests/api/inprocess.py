@@ -16,6 +16,7 @@ import time
 from typing import Any, Optional
 
 import uvicorn
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from sc_actors.errors import Conflict, Invalid, NotFound, Unavailable
@@ -96,6 +97,17 @@ class LocalScaler:
         self.db.transact(puts=puts, deletes=deletes)
 
 
+_apps: list[FastAPI] = []
+
+
+def _app() -> FastAPI:
+    """One app for every test: its first request builds the middleware stack (~35 ms); each
+    `Served` sets its config and dependencies anew."""
+    if not _apps:
+        _apps.append(create_app())
+    return _apps[0]
+
+
 class Served:
     """The app, its StateDB, the Scaler's stand-in and the nodes; `http` is its TestClient
     (`with Served(…) as served:` keeps one event loop for all its requests).
@@ -105,15 +117,19 @@ class Served:
     """
 
     def __init__(self, state_dir: str, token: Optional[str] = None, checkpoint_every_s: float = 60.0,
-                 cpu: tuple[float, float] = (400, 300), mem: tuple[float, float] = (8192, 7936)) -> None:
-        """`cpu` and `mem`: h0's (max, free), with c0's 100 shares and 256 MiB taken."""
+                 cpu: tuple[float, float] = (400, 300), mem: tuple[float, float] = (8192, 7936),
+                 own_app: bool = False) -> None:
+        """`cpu` and `mem`: h0's (max, free), with c0's 100 shares and 256 MiB taken; `own_app`
+        for one that lives beside others (the app is shared by the tests otherwise)."""
         from serve.deps import token_digest
 
         self.db = StateDB(state_dir, fsync=False, checkpoint_every_s=checkpoint_every_s)
         self.nodes: dict[str, LocalNode] = {"h0": LocalNode("h0")}
         self.scaler = LocalScaler(self.db, self.nodes)
         self.live: Optional[frozenset[str]] = frozenset({"h0"})
-        self.app = create_app(ApiConfig(token_sha256=token_digest(token) if token else None))
+        self.app = create_app() if own_app else _app()
+        self.app.state.config = ApiConfig(token_sha256=token_digest(token) if token else None)
+        self.app.dependency_overrides.clear()
         self.app.dependency_overrides[get_statedb] = lambda: StateDBApi(InProcess(self.db))
         self.app.dependency_overrides[get_scaler] = lambda: ScalerApi(InProcess(self.scaler))
         self.app.dependency_overrides[get_node] = self._node

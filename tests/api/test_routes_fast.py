@@ -675,7 +675,10 @@ def test_bad_profiles_are_refused(http, unchanged, body, status, words):
 # ---------------------------------------------------------------- ui
 
 
-def test_the_ui_page_and_its_series(http):
+def test_the_ui_page_and_its_series(http, monkeypatch):
+    from serve.routers import ui
+
+    monkeypatch.setattr(ui, "_last_sample", 0.0)  # a poll of another test just before takes no sample
     page = http.get("/ui")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert "/series" in page.text

@@ -55,7 +55,7 @@ def sc(url):
 @pytest.fixture(scope="module")
 def read(tmp_path_factory):
     """`sc` against one API for the module's reads (they change nothing)."""
-    listening = Listening(Served(str(tmp_path_factory.mktemp("reads")), token="s3cret"))
+    listening = Listening(Served(str(tmp_path_factory.mktemp("reads")), token="s3cret", own_app=True))
     yield _sc(listening.url)
     listening.close()
 
