@@ -14,6 +14,7 @@ import pytest
 import ray
 
 from tests.api.live import api, http, snapshot, without_usage  # noqa: F401  (session fixtures)
+from tests.security.test_bad_input_fast import requests_naming
 
 CONTROLLERS = ("cpu", "cpuacct", "cpuset", "memory")
 BAD_NAMES = ["../x", "..", "a/b", "/etc", "x/../../y", "", ".", "é", "名前", "x\n", " x", "x" * 200, "a\x00b"]
@@ -74,16 +75,7 @@ def test_the_container_scaler_refuses_names_outside_its_parent_when_called_direc
     ["%2E%2E", "..%2F..%2Fetc", "%2Fetc%2Fpasswd", "caf%C3%A9", "%E5%90%8D%E5%89%8D", "x%00y", "a%0Ab", "x%20"],
 )
 def test_unicode_and_traversal_names_are_refused_on_every_kind_of_route(http, stack, refused, name):
-    from tests.containers import container_doc
-
     before = _cgroup_tree(stack.parent)
-    doc = {"container": {**container_doc("x", stack.host), "subtype": "container",
-                         "host_rescaler_ip": stack.host, "host_rescaler_port": "8000"}}
-    refused(http.put(f"/structure/container/{name}", json=doc))
-    refused(http.put(f"/structure/{name}/resources/cpu/max", json={"value": 100}))
-    refused(http.put(f"/structure/{name}/limits/cpu/boundary", json={"value": 10}))
-    refused(http.put(f"/structure/{name}/guard"))
-    refused(http.delete(f"/structure/container/{name}"))
-    refused(http.put(f"/structure/apps/{name}", json={"app": {"name": "x"}}))
-    refused(http.put(f"/user/{name}", json={"name": "x"}))
+    for response in requests_naming(http, name, stack.host):
+        refused(response)
     assert _cgroup_tree(stack.parent) == before

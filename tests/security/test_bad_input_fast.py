@@ -81,19 +81,26 @@ def test_huge_negative_and_malformed_values_are_4xx_and_change_nothing(served, r
 )
 def test_unicode_and_traversal_names_are_refused_on_every_kind_of_route(served, refused, name):
     served.nodes["h0"].containers.add(name)
-    http = served.http
-    doc = {"container": {"name": "x", "host": "h0", "resources": {"cpu": {"min": 1, "max": 100},
+    for response in requests_naming(served.http, name, "h0"):
+        refused(response)
+
+
+def requests_naming(http, name, host):
+    """One request of every kind of route that names `name` (the live-stack test sends them too)."""
+    doc = {"container": {"name": "x", "host": host, "resources": {"cpu": {"min": 1, "max": 100},
                                                                    "mem": {"min": 64, "max": 128}}}}
-    refused(http.put(f"/structure/container/{name}", json=doc))
-    refused(http.put(f"/structure/{name}/resources/cpu/max", json={"value": 100}))
-    refused(http.put(f"/structure/{name}/limits/cpu/boundary", json={"value": 10}))
-    refused(http.put(f"/structure/{name}/guard"))
-    refused(http.delete(f"/structure/container/{name}"))
-    refused(http.put(f"/structure/apps/{name}", json={"app": {"name": "x"}}))
-    refused(http.put(f"/user/{name}", json={"name": "x"}))
-    refused(http.put(f"/rule/{name}/activate"))
-    refused(http.put(f"/service/{name}/ACTIVE", json={"value": "true"}))
-    refused(http.put(f"/user/clusters/{name}/x"))
+    return [
+        http.put(f"/structure/container/{name}", json=doc),
+        http.put(f"/structure/{name}/resources/cpu/max", json={"value": 100}),
+        http.put(f"/structure/{name}/limits/cpu/boundary", json={"value": 10}),
+        http.put(f"/structure/{name}/guard"),
+        http.delete(f"/structure/container/{name}"),
+        http.put(f"/structure/apps/{name}", json={"app": {"name": "x"}}),
+        http.put(f"/user/{name}", json={"name": "x"}),
+        http.put(f"/rule/{name}/activate"),
+        http.put(f"/service/{name}/ACTIVE", json={"value": "true"}),
+        http.put(f"/user/clusters/{name}/x"),
+    ]
 
 
 @pytest.mark.parametrize("header", [None, "Bearer wrong", "Bearer x", "Basic abc", f"Bearer {TOKEN}x",
