@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Mapping, Optional, Union
+from typing import Mapping, Optional, Union, cast
 
 from typing_extensions import TypedDict
 
@@ -19,7 +19,7 @@ from .backends import make_backend
 from .backends.base import ContainerBackend, UsageCounters
 from .errors import Unavailable
 from .handles import Handles
-from .model import Applied, Bounds, ContainerLimits, ContainerUsage, HostInfo, LimitChange, UsageBatch
+from .model import Applied, Bounds, ContainerLimits, ContainerUsage, HostInfo, JsonObject, LimitChange, UsageBatch
 from .settings import GUARDIAN_NAME, ContainerScalerSettings
 from .units import bytes_to_mib, cpu_ns_to_shares
 
@@ -35,6 +35,17 @@ BoundsFields = Mapping[str, tuple[float, float]]
 """`Bounds` as its fields."""
 
 
+class HostInfoFields(TypedDict):
+    """`ContainerScaler.host_info`: a `HostInfo`'s fields (the Membership validates them again)."""
+
+    name: str
+    cores: int
+    mem_mib: int
+    topology: dict[str, dict[str, list[int]]]
+    node_id: str
+    backend: str
+
+
 class NodeStatus(TypedDict):
     """`ContainerScaler.ping`: the node's host, backend and its pushes so far."""
 
@@ -45,7 +56,7 @@ class NodeStatus(TypedDict):
 
 
 class ContainerScaler:
-    def __init__(self, host: str, settings: Optional[dict[str, Any]] = None):
+    def __init__(self, host: str, settings: Optional[JsonObject] = None):
         self.host = host
         self.settings = ContainerScalerSettings.model_validate(settings or {})
         self.backend: ContainerBackend
@@ -73,17 +84,17 @@ class ContainerScaler:
         return {"host": self.host, "backend": self.backend.kind, "windows_pushed": self.windows_pushed,
                 "lagged_windows": self.lagged_windows}
 
-    async def host_info(self) -> dict[str, Any]:
+    async def host_info(self) -> HostInfoFields:
         import ray
 
-        return HostInfo(
+        return cast(HostInfoFields, HostInfo(
             name=self.host,
             cores=self.backend.host_cores(),
             mem_mib=self.backend.host_mem_mib(),
             topology={str(k): {str(c): v for c, v in cores.items()} for k, cores in self.backend.cpu_topology().items()},
             node_id=ray.get_runtime_context().get_node_id(),
             backend=self.backend.kind,
-        ).model_dump()
+        ).model_dump())
 
     async def list_containers(self) -> list[str]:
         return self.backend.list_containers()
