@@ -15,7 +15,7 @@ from typing import NamedTuple, Optional, Union
 
 from typing_extensions import TypedDict
 
-from ..model import Application, Container, JsonObject, LimitResource, Limits, Request, Resource, Rule
+from ..model import Application, Container, JsonObject, LimitResource, Limits, Request, Resource, Rule, User
 from .events import event_name
 from .jsonlogic import evaluate
 from .limits import ADAPTIVE_MARGIN_FLOOR, margin, resource_margin
@@ -249,7 +249,7 @@ class _HostFields(TypedDict, total=False):
 
 
 def _request(
-    structure: Union[Container, Application],
+    structure: Union[Container, Application, User],
     rule: Rule,
     amount: int,
     requested: int,
@@ -285,7 +285,7 @@ def serves(rule: Rule, limit: Optional[LimitResource]) -> bool:
 
 
 def match_rules_and_events(
-    structure: Union[Container, Application],
+    structure: Union[Container, Application, User],
     rules: Iterable[Rule],
     reduced_events: Mapping[str, JsonObject],
     limits: Limits,

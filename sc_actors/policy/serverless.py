@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Optional, Union
 
-from ..model import Application, Container, Event, JsonObject, Limits, Request, ResourceName, Rule, is_resource
+from ..model import Application, Container, Event, JsonObject, Limits, Request, ResourceName, Rule, User, is_resource
 from ..settings import GuardianSettings
 from .events import (
     action_scale,
@@ -33,7 +33,8 @@ from .limits import adjust_limits
 from .requests import Throttling, match_rules_and_events
 from .vectorized import Compiled, compile_rule, fired_rules
 
-Structure = Union[Container, Application]
+Structure = Union[Container, Application, User]
+"""What the Guardian evaluates: a container, or an application or user (their sums)."""
 
 
 @dataclass(frozen=True)
