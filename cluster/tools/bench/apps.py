@@ -290,10 +290,10 @@ def read_sample(backend: Any, name: str) -> Sample:
     t = time.time()
     counters = backend.read_counters(name)
     limits = backend.read_limits(name)
-    oom = base.parse_keyed(backend._read("memory", name, "memory.oom_control"))
+    oom = base.parse_keyed(backend._read(name, "memory.oom_control"))
     return Sample(t, counters.cpu_ns, limits.cpu_allowance_limit, cpu_stat(backend, name).get("throttled_time", 0),
-                  counters.mem_bytes, int(backend._read("memory", name, "memory.usage_in_bytes")),
-                  limits.mem_limit, oom.get("oom_kill", 0), int(backend._read("memory", name, "memory.failcnt")),
+                  counters.mem_bytes, int(backend._read(name, "memory.usage_in_bytes")),
+                  limits.mem_limit, oom.get("oom_kill", 0), int(backend._read(name, "memory.failcnt")),
                   len([c for c in limits.cpu_num.split(",") if c]))
 
 

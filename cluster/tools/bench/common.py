@@ -196,7 +196,7 @@ def cpu_stat(backend: Any, name: str) -> dict[str, int]:
     """`cpu.stat` of a cgroup v1 container (the backend has no reader for it)."""
     from sc_actors.backends import base
 
-    return base.parse_keyed(backend._read("cpu", name, "cpu.stat"))
+    return base.parse_keyed(backend._read(name, "cpu.stat"))
 
 
 def host_busy_s() -> float:

@@ -203,7 +203,7 @@ def oom_kills(backend: Any, name: str) -> int:
     """Processes the OOM killer has killed in a cgroup v1 container (`memory.oom_control`)."""
     from sc_actors.backends import base
 
-    return base.parse_keyed(backend._read("memory", name, "memory.oom_control")).get("oom_kill", 0)
+    return base.parse_keyed(backend._read(name, "memory.oom_control")).get("oom_kill", 0)
 
 
 def _sample(backend: Any, name: str) -> Sample:
