@@ -70,7 +70,7 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
 import typer
 from rich.table import Table
@@ -78,6 +78,9 @@ from rich.table import Table
 from ..tables import print_table
 from .common import (REPO, console, cpu_stat, fail, host_busy_s, machine, out_dir, pct, pyplot, real_cgroup_cluster,
                      save_figure, set_profile, signed, wait_window)
+
+if TYPE_CHECKING:
+    from sc_actors.backends.cgroup_v1 import CgroupV1Backend
 
 BENCH_PARENT = "sc-bench-apps"
 PROGRAMS = ("web", "batch", "redis")
@@ -284,7 +287,7 @@ class Sample(NamedTuple):
     """CPUs in the container's cpuset: a limit the quota's throttling counters do not see."""
 
 
-def read_sample(backend: Any, name: str) -> Sample:
+def read_sample(backend: CgroupV1Backend, name: str) -> Sample:
     from sc_actors.backends import base
 
     t = time.time()

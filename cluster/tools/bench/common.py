@@ -7,12 +7,15 @@ import platform
 import shutil
 import tempfile
 import time
-from typing import Any, Callable, Iterator, NoReturn
+from typing import TYPE_CHECKING, Any, Callable, Iterator, NoReturn
 
 import typer
 from rich.console import Console
 
 from pathlib import Path
+
+if TYPE_CHECKING:
+    from sc_actors.backends.cgroup_v1 import CgroupV1Backend
 
 
 REPO = Path(__file__).resolve().parents[3]
@@ -192,7 +195,7 @@ def wait_window(node: Any, window_s: float, timeout_s: float) -> bool:
     return False
 
 
-def cpu_stat(backend: Any, name: str) -> dict[str, int]:
+def cpu_stat(backend: CgroupV1Backend, name: str) -> dict[str, int]:
     """`cpu.stat` of a cgroup v1 container (the backend has no reader for it)."""
     from sc_actors.backends import base
 

@@ -56,7 +56,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import typer
 from rich.console import Console
@@ -68,6 +68,9 @@ from sc_actors.profiles import PROFILES
 
 from .common import (REPO, console, cpu_stat, fail, host_busy_s, machine, num, out_dir, pct, percentiles,
                      real_cgroup_cluster, secs, set_profile, signed, tree_cpu, wait_window)
+
+if TYPE_CHECKING:
+    from sc_actors.backends.cgroup_v1 import CgroupV1Backend
 
 BENCH_PARENT = "sc-bench-efficiency"
 WAYS: dict[str, tuple[str, str] | None] = {
@@ -199,14 +202,14 @@ class _Load:
         self.proc.wait()
 
 
-def oom_kills(backend: Any, name: str) -> int:
+def oom_kills(backend: CgroupV1Backend, name: str) -> int:
     """Processes the OOM killer has killed in a cgroup v1 container (`memory.oom_control`)."""
     from sc_actors.backends import base
 
     return base.parse_keyed(backend._read(name, "memory.oom_control")).get("oom_kill", 0)
 
 
-def _sample(backend: Any, name: str) -> Sample:
+def _sample(backend: CgroupV1Backend, name: str) -> Sample:
     """(epoch, cpuacct.usage ns, limit in shares, throttled_time ns, cpuset) of one container."""
     t = time.time()
     cpu_ns = backend.read_counters(name).cpu_ns
