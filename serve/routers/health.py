@@ -23,7 +23,8 @@ from sc_actors.policy.health import (
     check,
     rules_that_cannot_fire,
 )
-from sc_actors.settings import HOST_LABEL, GuardianSettings, StructuresSnapshoterSettings
+from sc_actors.policy.membership import Node, controlled_nodes
+from sc_actors.settings import GuardianSettings, StructuresSnapshoterSettings
 from sc_actors.store.views import HealthView
 
 from ..deps import StateDBApi, get_statedb
@@ -31,10 +32,6 @@ from ..answers import Health, ProblemJson
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["heartbeat"])
-
-EXCLUDE_LABEL = "sc_exclude"
-"""A node with this label set runs no ContainerScaler (sc_actors/policy/membership.py)."""
-
 
 async def get_live_hosts() -> Optional[frozenset[str]]:
     """The `sc_host` labels of the alive Ray nodes that run a ContainerScaler; None if Ray cannot tell."""
@@ -46,13 +43,8 @@ async def get_live_hosts() -> Optional[frozenset[str]]:
     except Exception as e:
         log.warning("live nodes unknown: %s", e)
         return None
-    live = set()
-    for n in nodes:
-        labels = n.get("Labels") or {}
-        excluded = str(labels.get(EXCLUDE_LABEL, "")).lower() in ("1", "true", "yes")
-        if n.get("Alive") and labels.get(HOST_LABEL) and not excluded:
-            live.add(labels[HOST_LABEL])
-    return frozenset(live)
+    # The Membership's own rule of which nodes are controlled hosts (labels, exclusion).
+    return frozenset(n.host for n in controlled_nodes(Node.from_ray(row) for row in nodes))
 
 
 def _rules(docs: list[Document]) -> list[Rule]:
