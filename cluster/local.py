@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from sc_actors.settings import HOST_LABEL, NAMESPACE
 
@@ -251,3 +251,54 @@ def connect(address: str) -> Any:
     os.environ.setdefault("RAY_AUTH_MODE", "token")
     quiet_env()
     return ray.init(address=address, namespace=NAMESPACE, log_to_driver=False, logging_level=logging.ERROR)
+
+
+# ---------------------------------------------------------------------------- a controlled host's Ray
+
+QUIET_NODE_ENV: dict[str, str] = {
+    # The dashboard agent gathers this node's per-process stats every 60 s instead of 5 s:
+    # the dashboard's node view (CPU, memory per worker) refreshes once a minute.
+    "REPORTER_UPDATE_INTERVAL_MS": "60000",
+    # No Prometheus metrics from this node's raylet, workers and agent (its metrics export
+    # port serves none; Grafana shows nothing for it). Our own time series are not Ray metrics.
+    "RAY_enable_metrics_collection": "0",
+    # The raylet's 100 ms timers at 1 s: it reports its resources to the GCS, checks the
+    # object store for GC, the spill disk for space, retries object transfers and reaps idle
+    # workers once a second (the control plane's actors take no CPU slot and move no objects).
+    "RAY_raylet_report_resources_period_milliseconds": "1000",
+    "RAY_raylet_check_gc_period_milliseconds": "1000",
+    "RAY_local_fs_monitor_interval_ms": "1000",
+    "RAY_object_manager_timer_freq_ms": "1000",
+    "RAY_kill_idle_workers_interval_ms": "1000",
+    # Ray's OOM killer off on this node: the containers are not Ray workers, so under memory
+    # pressure the only worker it could kill is the host's own ContainerScaler.
+    "RAY_memory_monitor_refresh_ms": "0",
+}
+"""What a controlled host's `ray start` runs with (issue 16: its idle cost), each the
+Ray setting and what it turns off; `sc bench idle --ray-defaults` measures with and
+without. `cluster/configs/ray-start.sh worker` exports the same."""
+
+QUIET_NODE_ARGS = ("--include-log-monitor=False",)
+"""No log monitor on the host: its workers' prints stay in the node's log files
+(`ray logs`, the dashboard's log view) instead of being streamed to drivers."""
+
+RAY_DEFAULTS_ENV = "SC_RAY_DEFAULTS"
+"""`SC_RAY_DEFAULTS=1`: start a host with Ray's own defaults (its metrics and log streaming back)."""
+
+
+def quiet_node_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The settings a controlled host adds to its environment: QUIET_NODE_ENV but for what
+    `environ` (default: this process's) sets itself; none with SC_RAY_DEFAULTS=1."""
+    env = os.environ if environ is None else environ
+    if env.get(RAY_DEFAULTS_ENV) == "1":
+        return {}
+    return {k: v for k, v in QUIET_NODE_ENV.items() if k not in env}
+
+
+def worker_command(address: str, host: str, *, quiet: bool = True, object_store_bytes: int = 200 * 1024 * 1024,
+                   ray_bin: str | None = None) -> list[str]:
+    """`ray start --address` for controlled host `host`, as `ray-start.sh worker` runs it
+    (with QUIET_NODE_ARGS unless `quiet` is False); give it `quiet_node_env()` too."""
+    return [ray_bin or ray_binary(), "start", f"--address={address}", "--labels", f"{HOST_LABEL}={host}",
+            f"--object-store-memory={object_store_bytes}", "--disable-usage-stats",
+            *(QUIET_NODE_ARGS if quiet else ())]

@@ -16,6 +16,10 @@
 #                      control plane)
 #   SC_RAY_PORT        GCS port of the head (6379)
 #   SC_OBJECT_STORE_MB object store of this node, MiB (200; Ray's default is 30 % of RAM)
+#   SC_RAY_DEFAULTS=1  a worker keeps Ray's defaults: without it a worker host starts
+#                      with the quiet settings below (issue 16: its idle cost; what each
+#                      turns off is in cluster/local.py QUIET_NODE_ENV); any of them
+#                      already set in the environment wins
 #
 # Ray 2.60 authenticates with a token once ~/.ray/auth_token exists: the head makes
 # one, and every worker needs the same file (or RAY_AUTH_TOKEN) before it joins.
@@ -52,7 +56,20 @@ case $role in
       echo "  (e.g. scp root@${head%:*}:.ray/auth_token ~/.ray/auth_token)" >&2
       exit 1
     fi
-    exec "$ray" start --address="$head" "${common[@]}" "$@"
+    quiet=()
+    if [ "${SC_RAY_DEFAULTS:-0}" != 1 ]; then
+      # Keep in step with cluster/local.py QUIET_NODE_ENV / QUIET_NODE_ARGS (a test compares).
+      export REPORTER_UPDATE_INTERVAL_MS=${REPORTER_UPDATE_INTERVAL_MS:-60000}
+      export RAY_enable_metrics_collection=${RAY_enable_metrics_collection:-0}
+      export RAY_raylet_report_resources_period_milliseconds=${RAY_raylet_report_resources_period_milliseconds:-1000}
+      export RAY_raylet_check_gc_period_milliseconds=${RAY_raylet_check_gc_period_milliseconds:-1000}
+      export RAY_local_fs_monitor_interval_ms=${RAY_local_fs_monitor_interval_ms:-1000}
+      export RAY_object_manager_timer_freq_ms=${RAY_object_manager_timer_freq_ms:-1000}
+      export RAY_kill_idle_workers_interval_ms=${RAY_kill_idle_workers_interval_ms:-1000}
+      export RAY_memory_monitor_refresh_ms=${RAY_memory_monitor_refresh_ms:-0}
+      quiet=(--include-log-monitor=False)
+    fi
+    exec "$ray" start --address="$head" "${common[@]}" "${quiet[@]}" "$@"
     ;;
   *)
     echo "unknown role $role: head or worker" >&2

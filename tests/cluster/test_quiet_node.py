@@ -1,0 +1,85 @@
+"""A controlled host's Ray settings (issue 16, idle cost): one list, in cluster/local.py and
+in `ray-start.sh worker`, which the user can override one by one or all at once.
+
+`ray-start.sh` is run for real with a stand-in `ray` binary that records its arguments
+and environment, so what a host gets is read, not assumed. No Ray starts.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cluster.local import QUIET_NODE_ARGS, QUIET_NODE_ENV, quiet_node_env, worker_command
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "cluster" / "configs" / "ray-start.sh"
+
+
+@pytest.fixture
+def fake_ray(tmp_path):
+    """A `ray` that writes its argv and environment to a file (RAY= for ray-start.sh)."""
+    out = tmp_path / "called.json"
+    exe = tmp_path / "ray"
+    exe.write_text(f"#!{sys.executable}\nimport json, os, sys\n"
+                   f"json.dump({{'argv': sys.argv[1:], 'env': dict(os.environ)}}, open({str(out)!r}, 'w'))\n")
+    exe.chmod(0o755)
+    return exe, out
+
+
+def _run(fake_ray, role_args, **env):
+    exe, out = fake_ray
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "SC_", "REPORTER_"))}
+    # A token in the environment: the worker role refuses to start without one.
+    proc = subprocess.run(["bash", str(SCRIPT), *role_args], env={**base, "RAY": str(exe), "RAY_AUTH_TOKEN": "t",
+                                                                  "SC_HOST": "h1", **env},
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(out.read_text())
+
+
+def test_a_worker_host_starts_with_every_quiet_setting_and_no_log_monitor(fake_ray):
+    called = _run(fake_ray, ["worker", "10.0.0.1"])
+    assert {k: called["env"].get(k) for k in QUIET_NODE_ENV} == QUIET_NODE_ENV
+    assert called["argv"][:2] == ["start", "--address=10.0.0.1:6379"]
+    for arg in QUIET_NODE_ARGS:
+        assert arg in called["argv"]
+
+
+def test_a_setting_the_user_gives_wins_over_ours(fake_ray):
+    called = _run(fake_ray, ["worker", "10.0.0.1"], REPORTER_UPDATE_INTERVAL_MS="5000")
+    assert called["env"]["REPORTER_UPDATE_INTERVAL_MS"] == "5000"
+    assert called["env"]["RAY_memory_monitor_refresh_ms"] == QUIET_NODE_ENV["RAY_memory_monitor_refresh_ms"]
+
+
+def test_sc_ray_defaults_starts_a_worker_with_rays_own_defaults(fake_ray):
+    called = _run(fake_ray, ["worker", "10.0.0.1"], SC_RAY_DEFAULTS="1")
+    assert not set(QUIET_NODE_ENV) & set(called["env"])
+    assert not set(QUIET_NODE_ARGS) & set(called["argv"])
+
+
+def test_the_head_keeps_rays_defaults_it_serves_the_dashboard_and_metrics(fake_ray):
+    exe, _ = fake_ray
+    called = _run(fake_ray, ["head"])
+    assert called["argv"][0] == "start" and "--head" in called["argv"]
+    assert not set(QUIET_NODE_ENV) & set(called["env"])
+
+
+def test_quiet_node_env_leaves_out_what_the_environment_sets_and_all_with_sc_ray_defaults():
+    assert quiet_node_env({}) == QUIET_NODE_ENV
+    mine = quiet_node_env({"RAY_enable_metrics_collection": "1"})
+    assert "RAY_enable_metrics_collection" not in mine
+    assert len(mine) == len(QUIET_NODE_ENV) - 1
+    assert quiet_node_env({"SC_RAY_DEFAULTS": "1"}) == {}
+
+
+def test_worker_command_joins_with_the_host_label_and_the_quiet_flags_unless_asked_not_to():
+    cmd = worker_command("10.0.0.1:6390", "h2", ray_bin="/x/ray")
+    assert cmd[:3] == ["/x/ray", "start", "--address=10.0.0.1:6390"]
+    assert cmd[cmd.index("--labels") + 1] == "sc_host=h2"
+    assert set(QUIET_NODE_ARGS) <= set(cmd)
+    assert not set(QUIET_NODE_ARGS) & set(worker_command("10.0.0.1:6390", "h2", quiet=False, ray_bin="/x/ray"))
