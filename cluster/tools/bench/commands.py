@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Callable
 
 from . import api
-from . import apps, efficiency, journal, reaction, rebalance, scale
+from . import apps, efficiency, idle, journal, reaction, rebalance, scale
 
 COMMANDS: dict[str, Callable[..., None]] = {
     "efficiency": efficiency.command,
@@ -14,4 +14,5 @@ COMMANDS: dict[str, Callable[..., None]] = {
     "apps": apps.command,
     "journal": journal.command,
     "rebalance": rebalance.command,
+    "idle": idle.command,
 }
