@@ -180,6 +180,15 @@ class ContainerScaler:
     ) -> tuple[dict[str, UsageCounters], UsageBatch | None]:
         s = self.settings
         names = self.backend.list_containers()
+        if not names:
+            # NOTE: a node without containers wakes once a window, not once a sample
+            # (issue 16, idle cost): there is nothing to read, and a container that
+            # appears is picked up at the next window's start, as it is when sampling.
+            try:
+                await asyncio.wait_for(self._stop.wait(), timeout=s.window_s)
+            except asyncio.TimeoutError:
+                pass
+            return {}, None
         first = self.backend.read_counters_many(names)
         start = {n: prev[n] if n in prev else c for n, c in first.items()}
         mem_sum = {n: float(c.mem_bytes) for n, c in first.items()}
