@@ -62,6 +62,7 @@ from .policy.requests import filter_requests, sort_requests
 from .policy.subscription import bounds_of, mem_margin_of, physical_of, release, subscribe
 from .profiles import subscription_limits
 from .settings import ScalerSettings
+from .store.entries import lifecycle_entry
 from .store.views import GroupScalerView, HostFields, RequestEntry, ScalerView
 
 log = logging.getLogger(__name__)
@@ -730,12 +731,11 @@ class Scaler:
         res = (await db.get.remote("structures", name)).get("resources", {})
         await self.desubscribe_container(name)
         now = time.time()
-        entry: RequestEntry = {
-            "structure": name, "structure_type": "container", "host": host, "action": "ContainerReleased",
-            "outcome": "released", "timestamp": now, "applied_at": now,
-            "reason": f"cgroup gone since {time.strftime('%H:%M:%S', time.localtime(since))}: desubscribed, "
-                      f"{res.get('cpu', {}).get('current', 0):g} cpu shares and {res.get('mem', {}).get('current', 0):g} "
-                      f"MiB given back to host {host}"}
+        entry = lifecycle_entry(
+            name, host, "released", now,
+            f"cgroup gone since {time.strftime('%H:%M:%S', time.localtime(since))}: desubscribed, "
+            f"{res.get('cpu', {}).get('current', 0):g} cpu shares and {res.get('mem', {}).get('current', 0):g} "
+            f"MiB given back to host {host}")
         await db.log_requests.remote([entry])
         self.outcomes["released"] += 1
         return True
