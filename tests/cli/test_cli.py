@@ -94,7 +94,8 @@ def test_the_state_file_is_the_one_sc_up_writes():
 
 def test_shell_completion_is_offered_and_completes_verbs():
     r = runner.invoke(cli.app, ["--show-completion", "bash"])
-    assert r.exit_code == 0 and "complete" in r.stdout
+    # Once (of many runs) this exited 1 in the fast suite run in the background; say why if again.
+    assert r.exit_code == 0 and "complete" in r.stdout, (r.exit_code, r.output[-500:], repr(r.exception))
     env = {"_SC_COMPLETE": "complete_bash", "COMP_WORDS": "sc service act", "COMP_CWORD": "2"}
     r = runner.invoke(cli.app, [], prog_name="sc", env=env)
     assert r.exit_code == 0 and r.stdout.split() == ["activate"]
