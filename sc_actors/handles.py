@@ -2,7 +2,7 @@
 
 Every actor of the control plane is a named detached actor in `NAMESPACE`. Callers
 (other actors, the API's replicas in Serve's namespace, the CLI) hold a `Handles`
-and ask it for `statedb`, `guardian`, `scaler` or `node(host)`. A handle is looked up
+and ask it for `statedb`, `guardian`, `scaler`, `node(host)` or any name with `get`. A handle is looked up
 once and kept; after the actor died for good (`RayActorError`) the caller `forget`s
 it and the next use looks it up again, so `sc down` then `sc up` needs no restart of
 the caller. A restarting actor (max_restarts) keeps its handle.
@@ -13,40 +13,23 @@ as `Invalid`, anything else as it was raised.
 """
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from .errors import Invalid, ScError, Unavailable
-from .settings import (
-    DATABASE_SNAPSHOTER_NAME,
-    GUARDIAN_NAME,
-    NAMESPACE,
-    REBALANCER_NAME,
-    SCALER_NAME,
-    STATEDB_NAME,
-    STRUCTURES_SNAPSHOTER_NAME,
-    container_scaler_name,
-)
+from .settings import GUARDIAN_NAME, NAMESPACE, SCALER_NAME, STATEDB_NAME, container_scaler_name
 
 ActorHandle = Any
 """`ray.actor.ActorHandle`; Ray's stubs type its methods as Any anyway."""
 
 
-def lookup(name: str, namespace: str = NAMESPACE, wait_s: float = 0.0) -> ActorHandle:
-    """The handle of the named actor; waits up to `wait_s` for it to be registered.
-
-    Raises `Unavailable` when no actor has that name (yet).
-    """
+def lookup(name: str, namespace: str = NAMESPACE) -> ActorHandle:
+    """The handle of the named actor; `Unavailable` when no actor has that name (yet)."""
     import ray
 
-    deadline = time.monotonic() + wait_s
-    while True:
-        try:
-            return ray.get_actor(name, namespace=namespace)
-        except ValueError:
-            if time.monotonic() >= deadline:
-                raise Unavailable(f"{name} is not running") from None
-        time.sleep(0.1)
+    try:
+        return ray.get_actor(name, namespace=namespace)
+    except ValueError:
+        raise Unavailable(f"{name} is not running") from None
 
 
 class Handles:
@@ -77,18 +60,6 @@ class Handles:
     @property
     def scaler(self) -> ActorHandle:
         return self.get(SCALER_NAME)
-
-    @property
-    def structures_snapshoter(self) -> ActorHandle:
-        return self.get(STRUCTURES_SNAPSHOTER_NAME)
-
-    @property
-    def database_snapshoter(self) -> ActorHandle:
-        return self.get(DATABASE_SNAPSHOTER_NAME)
-
-    @property
-    def rebalancer(self) -> ActorHandle:
-        return self.get(REBALANCER_NAME)
 
     def node(self, host: str) -> ActorHandle:
         """The ContainerScaler of `host`; `Unavailable` when that host has none running."""
