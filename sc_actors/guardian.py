@@ -24,6 +24,7 @@ from pydantic import TypeAdapter
 from typing_extensions import TypedDict
 
 from . import metrics
+from .columns import HostWindow
 from .errors import Unavailable
 from .handles import ActorHandle, Handles
 from .loops import every
@@ -120,6 +121,13 @@ class Guardian:
             delayed.add_done_callback(self._delayed.discard)
         else:
             await self._evaluate_timed(b)
+        return self.settings.window_s
+
+    async def on_windows(self, windows: list[HostWindow]) -> float:
+        """Evaluate the windows of several hosts a node serves, pushed as one message;
+        returns the window length the node should use."""
+        for w in windows:
+            await self.on_usage(w.to_batch())
         return self.settings.window_s
 
     async def _evaluate_timed(self, b: UsageBatch, delay_s: float = 0.0) -> None:
