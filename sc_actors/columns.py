@@ -101,3 +101,25 @@ class HostWindow:
     def to_batch(self) -> UsageBatch:
         return UsageBatch(host=self.host, window_start=self.window_start, window_end=self.window_end,
                           usages=self.usages())
+
+
+@dataclass(frozen=True, eq=False)
+class SeriesFrame:
+    """One host's window as the time series keep it: the usage, and the limits the
+    Guardian evaluated it against, as columns in the window's order.
+
+    `limits` maps "<resource>.<field>" ("cpu.current", "cpu.max", "cpu.min",
+    "cpu.upper", "cpu.lower", "cpu.boundary", "mem.…") to one float per container,
+    NaN where a container has no such value. The Guardian sends one per evaluated
+    window to the DatabaseSnapshoter, which writes its rows without asking the
+    StateDB for them.
+    """
+
+    window: HostWindow
+    limits: Mapping[str, np.ndarray]
+
+    def __post_init__(self) -> None:
+        n = len(self.window)
+        for key, a in self.limits.items():
+            if a.shape != (n,):
+                raise ValueError(f"{key}: {a.shape} values for {n} containers")
