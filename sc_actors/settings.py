@@ -37,6 +37,24 @@ def container_scaler_name(host: str) -> str:
     return CONTAINER_SCALER_PREFIX + host
 
 
+SHARDS_FIELD = "shards"
+"""Field of the `guardian` service document holding how many Guardian and Scaler shards run:
+the one place of that number. `cluster.deploy` writes it; the node agents, the Guardian and
+Scaler shards and the API read it (`policy.shards.shards_of`); absent means 1."""
+MAX_SHARDS = 64
+"""Most shards a deployment may have (each shard is one Guardian and one Scaler actor)."""
+
+
+def guardian_name(shard: int = 0) -> str:
+    """The Guardian shard's actor name: shard 0 keeps the unsharded name `guardian`."""
+    return GUARDIAN_NAME if shard == 0 else f"{GUARDIAN_NAME}-{shard}"
+
+
+def scaler_name(shard: int = 0) -> str:
+    """The Scaler shard's actor name: shard 0 (the coordinator of group requests) keeps `scaler`."""
+    return SCALER_NAME if shard == 0 else f"{SCALER_NAME}-{shard}"
+
+
 class _Settings(BaseModel):
     model_config = ConfigDict(populate_by_name=True, extra="ignore")
 
