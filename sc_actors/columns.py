@@ -84,7 +84,7 @@ class HostWindow:
             self._index.update({n: i for i, n in enumerate(self.names)})
         return self._index
 
-    def usage(self, name: str) -> Optional[ContainerUsage]:
+    def usage(self, name: str) -> Optional[dict[str, float]]:
         """One container's usage as the per-container views show it, or None if not in this window."""
         i = self.index().get(name)
         if i is None:
@@ -92,15 +92,17 @@ class HostWindow:
         return {"cpu": float(self.cpu[i]), "mem": float(self.mem[i]),
                 "cpu_throttled": float(self.cpu_throttled[i]), "cpu_held_back": float(self.cpu_held_back[i])}
 
-    def usages(self) -> dict[str, ContainerUsage]:
+    def usages(self) -> dict[str, dict[str, float]]:
         """Every container's usage as a dict: for the per-container paths (tests, small hosts)."""
         cpu, mem, thr, held = (a.tolist() for a in (self.cpu, self.mem, self.cpu_throttled, self.cpu_held_back))
         return {n: {"cpu": cpu[i], "mem": mem[i], "cpu_throttled": thr[i], "cpu_held_back": held[i]}
                 for i, n in enumerate(self.names)}
 
     def to_batch(self) -> UsageBatch:
-        return UsageBatch(host=self.host, window_start=self.window_start, window_end=self.window_end,
-                          usages=self.usages())
+        usages: dict[str, ContainerUsage] = {
+            n: {"cpu": u["cpu"], "mem": u["mem"], "cpu_throttled": u["cpu_throttled"],
+                "cpu_held_back": u["cpu_held_back"]} for n, u in self.usages().items()}
+        return UsageBatch(host=self.host, window_start=self.window_start, window_end=self.window_end, usages=usages)
 
 
 @dataclass(frozen=True, eq=False)

@@ -18,21 +18,23 @@ import asyncio
 import collections
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any, Optional, Union, cast
 
 from pydantic import TypeAdapter
 from typing_extensions import TypedDict
 
 from . import metrics
-from .columns import HostWindow
-from .errors import Unavailable
+from .columns import HostWindow, SeriesFrame
+from .errors import Invalid, Unavailable
 from .handles import ActorHandle, Handles
 from .loops import every
 from .model import Application, Container, Document, Event, Limits, Request, Rule, Structure, UsageBatch, User
 from .policy.health import HEARTBEAT_S
+from .policy.columnar import HostColumns, fire_host, to_decide, usage_of
 from .policy.serverless import Prepared, RuleSet, evaluate_prepared, fire_window, prepare
-from .settings import DATABASE_SNAPSHOTER_NAME, REBALANCER_NAME, GuardianSettings
-from .store.views import Bound, EventEntry, GroupGuardianView, GuardianChanges, Usage
+from .settings import DATABASE_SNAPSHOTER_NAME, REBALANCER_NAME, GuardianSettings, guardian_name, scaler_name
+from .store.views import Bound, EventEntry, GroupGuardianView, GuardianChanges, Usage, WindowQuery
 
 log = logging.getLogger(__name__)
 _STRUCTURE = TypeAdapter(Structure)
@@ -55,28 +57,41 @@ class GuardianStatus(TypedDict):
     requests_dropped: int
     pending_events: int
     prepared: int
+    decided: int
     epoch_s: list[float]
+    window_lag_s: list[float]
 
 
 class Guardian:
-    def __init__(self) -> None:
+    def __init__(self, shard: int = 0) -> None:
+        # Shard `shard` of the Guardian (issue 16): the nodes push it the windows of the hosts
+        # `policy.shards.shard_of` gives it, and it submits to the Scaler shard of the same index.
+        self.shard = shard
+        self.name = guardian_name(shard)
+        self._scaler_name = scaler_name(shard)
         self.events: dict[str, list[Event]] = {}
         self.last_window_end: dict[str, float] = {}
         self.settings = GuardianSettings()
         self.epoch_s: collections.deque[float] = collections.deque(maxlen=1000)
+        self.window_lag_s: collections.deque[float] = collections.deque(maxlen=1000)
         self.windows = 0
         self.requests_sent = 0
         self.requests_dropped = 0
+        self.decided = 0
+        """Containers evaluated one at a time (a rule fired, events pending, boundaries moved)."""
         self._submits: set[asyncio.Task[None]] = set()
         self._rules_key: Optional[list[Document]] = None
         self._rules: list[Rule] = []
         self._ruleset = RuleSet.of([])
-        # The mirror: prepared containers, the StateDB instance and seq each node's view is at.
+        # The mirror: prepared containers, the StateDB instance and seq each host's view is at,
+        # and each host's window as columns (HostColumns, in the order of its last window).
         self._prepared: dict[str, Prepared] = {}
         self._stored_bounds: dict[str, dict[str, tuple[Optional[float], Optional[float]]]] = {}
+        self._dirty: set[str] = set()
+        """Containers prepared again since their boundaries were last compared with the stored ones."""
         self._instance = ""
         self._seen_seq: dict[str, int] = {}
-        self._host_names: dict[str, list[str]] = {}
+        self._hosts: dict[str, HostColumns] = {}
         self._guardable = tuple(self.settings.guardable_resources)
         self._actors = Handles()
         self._delayed: set[asyncio.Task[None]] = set()
@@ -93,72 +108,84 @@ class Guardian:
     async def _beat(self) -> None:
         """Beat every HEARTBEAT_S even with no window to evaluate (no container anywhere
         yet), so an old heartbeat means a stuck or dead Guardian, as for the Scaler."""
-        await self._actors.statedb.heartbeat.remote("guardian")
+        await self._actors.statedb.heartbeat.remote(self.name)
 
     async def ping(self, last: int = 100) -> GuardianStatus:
-        """Counters, and the seconds of the `last` window evaluations (at most 1000)."""
+        """Counters, and the seconds of the `last` host windows (at most 1000): the time the
+        evaluation of their batch took, and from each window's end to its evaluation's end."""
         return {
             "windows": self.windows,
             "requests_sent": self.requests_sent,
             "requests_dropped": self.requests_dropped,
             "pending_events": sum(len(v) for v in self.events.values()),
             "prepared": len(self._prepared),
+            "decided": self.decided,
             "epoch_s": list(self.epoch_s)[-last:] if last > 0 else [],
+            "window_lag_s": list(self.window_lag_s)[-last:] if last > 0 else [],
         }
 
     async def on_usage(self, batch: UsageBatch) -> float:
         """Evaluate one window of one node; returns the window length the node should use."""
         b = UsageBatch.model_validate(batch)  # a node's batch as it is; a dict (a test, a tool) validated
-        # Windows of a node arrive in order; an older one than the last accepted is stale.
-        if b.window_end <= self.last_window_end.get(b.host, 0.0):
+        return await self.on_windows([HostWindow.from_batch(b)])
+
+    async def on_windows(self, windows: list[HostWindow]) -> float:
+        """Evaluate the windows of the hosts a node serves, pushed as one message;
+        returns the window length the node should use."""
+        fresh = []
+        for w in windows:
+            if not isinstance(w, HostWindow):
+                raise Invalid(f"a window is a HostWindow, not {type(w).__name__}")
+            # Windows of a host arrive in order; an older one than the last accepted is stale.
+            if w.window_end <= self.last_window_end.get(w.host, 0.0):
+                continue
+            self.last_window_end[w.host] = w.window_end
+            fresh.append(w)
+        if not fresh:
             return self.settings.window_s
-        self.last_window_end[b.host] = b.window_end
         if self.settings.window_delay_s > 0:
             # The original's WINDOW_DELAY, for side-by-side benchmarks only: the
             # window is evaluated that much later, without holding up the node.
-            delayed = asyncio.get_running_loop().create_task(self._evaluate_timed(b, self.settings.window_delay_s))
+            delayed = asyncio.get_running_loop().create_task(self._evaluate_timed(fresh, self.settings.window_delay_s))
             self._delayed.add(delayed)
             delayed.add_done_callback(self._delayed.discard)
         else:
-            await self._evaluate_timed(b)
+            await self._evaluate_timed(fresh)
         return self.settings.window_s
 
-    async def on_windows(self, windows: list[HostWindow]) -> float:
-        """Evaluate the windows of several hosts a node serves, pushed as one message;
-        returns the window length the node should use."""
-        for w in windows:
-            await self.on_usage(w.to_batch())
-        return self.settings.window_s
-
-    async def _evaluate_timed(self, b: UsageBatch, delay_s: float = 0.0) -> None:
+    async def _evaluate_timed(self, windows: list[HostWindow], delay_s: float = 0.0) -> None:
         if delay_s:
             await asyncio.sleep(delay_s)
         t0 = time.perf_counter()
         try:
-            await self._evaluate(b)
+            await self._evaluate(windows)
         except Exception:
-            log.exception("guardian window of %s failed", b.host)
-        self.epoch_s.append(time.perf_counter() - t0)
-        metrics.guardian_epoch(b.host, self.epoch_s[-1], time.time() - b.window_end)
-        self.windows += 1
+            log.exception("guardian windows of %s failed", ", ".join(w.host for w in windows))
+        spent, now = time.perf_counter() - t0, time.time()
+        for w in windows:
+            self.epoch_s.append(spent)
+            self.window_lag_s.append(now - w.window_end)
+            metrics.guardian_epoch(w.host, spent, now - w.window_end)
+        self.windows += len(windows)
 
-    async def _evaluate(self, b: UsageBatch) -> None:
-        statedb, scaler = self._actors.statedb, self._actors.scaler
-        names = list(b.usages)
-        await self._refresh(statedb, b.host, names)
-        usages = cast(dict[str, Usage], b.usages)  # ContainerUsage: resource → float, as a Usage
+    async def _evaluate(self, windows: list[HostWindow]) -> None:
+        statedb, scaler = self._actors.statedb, self._actors.get(self._scaler_name)
+        await self._refresh(statedb, windows)
         bounds: Bounds = {}
         new_events: list[EventEntry] = []
         requests: list[Request] = []
         if self.settings.active and self.settings.structure_guarded == "container":
-            prepared = {n: p for n in names if (p := self._prepared.get(n)) is not None}
-            bounds, new_events, requests = self._step_prepared(prepared, usages, b.window_end)
-        await statedb.guardian_report.remote(usages, bounds, new_events, b.window_end)
-        metrics.container_window(b.host, self._prepared, names, usages)
-        metrics.events(new_events, per_structure=len(names) <= metrics.PER_CONTAINER_GAUGES_MAX)
+            for w in windows:
+                self._step_host(w, self._hosts[w.host], bounds, new_events, requests)
+        await statedb.guardian_report_windows.remote(windows, bounds, new_events)
+        if len(self._prepared) <= metrics.PER_CONTAINER_GAUGES_MAX:
+            for w in windows:
+                metrics.container_window(w.host, self._prepared, w.names, w.usages())
+        metrics.events(new_events, per_structure=len(self._prepared) <= metrics.PER_CONTAINER_GAUGES_MAX)
         if self.settings.active and self.settings.structure_guarded != "container":
-            requests += await self._evaluate_groups(statedb, b)
-        self._notify_snapshoter(b)
+            for w in windows:
+                requests += await self._evaluate_groups(statedb, w.host, w.window_end)
+        self._notify_peers(windows)
         if requests:
             self._submit(scaler, requests)
 
@@ -185,33 +212,36 @@ class Guardian:
         self._submits.add(task)
         task.add_done_callback(self._submits.discard)
 
-    async def _refresh(self, statedb: ActorHandle, host: str, names: list[str]) -> None:
-        """Bring the mirror of this node's containers up to the StateDB's seq."""
-        need = [n for n in names if n not in self._prepared]
-        changes: GuardianChanges = await statedb.guardian_changes.remote(names, self._seen_seq.get(host, -1), need, self._instance)
+    async def _refresh(self, statedb: ActorHandle, windows: list[HostWindow]) -> None:
+        """Bring the mirror of these hosts' containers up to the StateDB's seq, in one call."""
+        queries: list[WindowQuery] = [
+            (w.host, list(w.names), self._seen_seq.get(w.host, -1), [n for n in w.names if n not in self._prepared])
+            for w in windows]
+        changes: GuardianChanges = await statedb.guardian_changes_many.remote(queries, self._instance)
         if changes["instance"] != self._instance:
             # A new StateDB (or a new Guardian): what the mirror holds may be stale.
             self._instance = changes["instance"]
-            self._prepared.clear()
-            self._stored_bounds.clear()
-            self._seen_seq.clear()
-        self._seen_seq[host] = changes["seq"]
+            self._forget_all()
+        for w in windows:
+            self._seen_seq[w.host] = changes["seq"]
         if changes["config"] is not None:
             self.settings = GuardianSettings.from_config(changes["config"])
-        if changes["rules"] is not None:
-            self._parse_rules(changes["rules"])
+        if changes["rules"] is not None and self._parse_rules(changes["rules"]):
+            self._hosts.clear()  # the rules read other values: every host's columns again
         if tuple(self.settings.guardable_resources) != self._guardable:
             # What is guarded changed: every prepared container is re-prepared from its documents.
             self._guardable = tuple(self.settings.guardable_resources)
-            self._seen_seq.clear()
-            self._prepared.clear()
-            changes = await statedb.guardian_changes.remote(names, -1, names, self._instance)
-            self._seen_seq[host] = changes["seq"]
+            self._forget_all()
+            changes = await statedb.guardian_changes_many.remote(
+                [(w.host, list(w.names), -1, list(w.names)) for w in windows], self._instance)
+            for w in windows:
+                self._seen_seq[w.host] = changes["seq"]
+        changed: set[str] = set()
         for name in changes["gone"]:
-            self._prepared.pop(name, None)
-            self._stored_bounds.pop(name, None)
-            self.events.pop(name, None)
+            self._forget(name)
+            changed.add(name)
         for name, doc in changes["structures"].items():
+            changed.add(name)
             ldoc = changes["limits"].get(name)
             try:
                 limits = Limits.model_validate(ldoc) if ldoc else None
@@ -221,22 +251,83 @@ class Guardian:
                 self._prepared[name] = prepare(structure, limits, self._guardable)
             except Exception:
                 log.exception("guardian: %s cannot be evaluated until its documents change", name)
-                self._prepared.pop(name, None)
+                self._forget(name)
                 continue
             self._stored_bounds[name] = {res: (r.get("upper"), r.get("lower"))
                                          for res, r in ((ldoc or {}).get("resources") or {}).items()}
-        self._host_names[host] = names
+            self._dirty.add(name)
+        for w in windows:
+            hc = self._hosts.get(w.host)
+            if hc is None or hc.names != w.names:
+                self._hosts[w.host] = HostColumns.build(w.names, [self._prepared.get(n) for n in w.names],
+                                                        self._ruleset)
+            elif changed:
+                index = w.index()
+                for name in changed:
+                    i = index.get(name)
+                    if i is not None:
+                        hc.update(i, self._prepared.get(name))
         if self.windows % MIRROR_PRUNE_WINDOWS == 0:
-            alive = {n for ns in self._host_names.values() for n in ns}
+            alive = {n for hc in self._hosts.values() for n in hc.names}
             for name in set(self._prepared) - alive:
-                self._prepared.pop(name, None)
-                self._stored_bounds.pop(name, None)
-                self.events.pop(name, None)
+                self._forget(name)
+
+    def _forget(self, name: str) -> None:
+        self._prepared.pop(name, None)
+        self._stored_bounds.pop(name, None)
+        self._dirty.discard(name)
+        self.events.pop(name, None)
+
+    def _forget_all(self) -> None:
+        self._prepared.clear()
+        self._stored_bounds.clear()
+        self._dirty.clear()
+        self._seen_seq.clear()
+        self._hosts.clear()
+
+    def _step_host(self, w: HostWindow, hc: HostColumns, bounds: Bounds, new_events: list[EventEntry],
+                   requests: list[Request]) -> None:
+        """One host's window: the rules over its columns, then each container with something
+        to decide one at a time (`policy.columnar`); what moved goes into the accumulators."""
+        try:
+            fired: Mapping[int, Optional[list[Rule]]] = fire_host(hc, self._ruleset, w)
+        except Exception:
+            log.exception("guardian: the window of %s is evaluated one container at a time", w.host)
+            fired = {i: None for i in range(len(hc.names))}
+        events, dirty = self.events, self._dirty
+        for i in to_decide(hc, fired, events.__contains__, dirty.__contains__):
+            p = hc.prepared[i]
+            assert p is not None  # to_decide skips containers with nothing prepared
+            self._decide(hc.names[i], p, usage_of(w, i), w.window_end, fired.get(i, []), bounds, new_events,
+                         requests)
+
+    def _decide(self, name: str, p: Prepared, usage: Mapping[str, float], now: float, fired: Optional[list[Rule]],
+                bounds: Bounds, new_events: list[EventEntry], requests: list[Request]) -> None:
+        """One structure's window (`evaluate_prepared`); what moved goes into the accumulators."""
+        self.decided += 1
+        try:
+            step = evaluate_prepared(p, self._ruleset, usage, self.events.get(name, []), now, self.settings,
+                                     fired=fired)
+        except Exception:
+            log.exception("guardian: %s skipped this window", name)
+            return
+        if step.pending_events:
+            self.events[name] = step.pending_events
+        else:
+            self.events.pop(name, None)
+        self._dirty.discard(name)
+        stored = self._stored_bounds.setdefault(name, {})
+        moved = {res: ul for res, ul in step.bounds.items() if stored.get(res) != ul}
+        if moved:
+            bounds[name] = moved
+            stored.update(moved)
+        new_events += [_event_entry(e) for e in step.new_events]
+        requests += step.requests
 
     def _step_prepared(
-        self, prepared: dict[str, Prepared], usages: dict[str, Usage], now: float
+        self, prepared: dict[str, Prepared], usages: Mapping[str, Usage], now: float
     ) -> tuple[Bounds, list[EventEntry], list[Request]]:
-        """One window for each prepared container: the bounds that moved, new events, requests."""
+        """One window for each prepared structure (applications, users): the bounds that moved, new events, requests."""
         bounds: Bounds = {}
         new_events: list[EventEntry] = []
         requests: list[Request] = []
@@ -249,26 +340,10 @@ class Guardian:
             log.exception("guardian: the window's rules are evaluated one structure at a time")
             fired = [None] * len(names)
         for name, p, f in zip(names, prepared.values(), fired):
-            try:
-                step = evaluate_prepared(p, self._ruleset, usages.get(name, {}), self.events.get(name, []),
-                                         now, self.settings, fired=f)
-            except Exception:
-                log.exception("guardian: %s skipped this window", name)
-                continue
-            if step.pending_events:
-                self.events[name] = step.pending_events
-            else:
-                self.events.pop(name, None)
-            stored = self._stored_bounds.get(name, {})
-            moved = {res: ul for res, ul in step.bounds.items() if stored.get(res) != ul}
-            if moved:
-                bounds[name] = moved
-                stored.update(moved)
-            new_events += [_event_entry(e) for e in step.new_events]
-            requests += step.requests
+            self._decide(name, p, usages.get(name, {}), now, f, bounds, new_events, requests)
         return bounds, new_events, requests
 
-    async def _evaluate_groups(self, statedb: ActorHandle, b: UsageBatch) -> list[Request]:
+    async def _evaluate_groups(self, statedb: ActorHandle, host: str, window_end: float) -> list[Request]:
         """Applications (or users) on the Refeeder's sums, in the same window flow (reference §3.8).
 
         Each is evaluated once per window of its anchor node (the host of its first
@@ -276,7 +351,7 @@ class Guardian:
         this window and the other nodes' last ones.
         """
         subtype = self.settings.structure_guarded
-        view: GroupGuardianView = await statedb.group_guardian_view.remote(b.host, subtype)
+        view: GroupGuardianView = await statedb.group_guardian_view.remote(host, subtype)
         model: Union[type[User], type[Application]] = User if subtype == "user" else Application
         prepared = {}
         for doc in view["structures"]:
@@ -286,15 +361,17 @@ class Guardian:
                                                 self.settings.guardable_resources)
             except Exception:
                 log.exception("guardian: %s skipped this window", doc["name"])
-        bounds, new_events, requests = self._step_prepared(prepared, view["usages"], b.window_end)
+        bounds, new_events, requests = self._step_prepared(prepared, view["usages"], window_end)
         if bounds or new_events:
-            await statedb.guardian_report.remote({}, bounds, new_events, b.window_end)
+            await statedb.guardian_report.remote({}, bounds, new_events, window_end)
         return requests
 
-    def _notify_snapshoter(self, b: UsageBatch) -> None:
-        """Tell the DatabaseSnapshoter and the ReBalancer this window is in the StateDB; never wait for them."""
-        self._notify(DATABASE_SNAPSHOTER_NAME, "on_window", b.host, list(b.usages), b.window_end)
-        self._notify(REBALANCER_NAME, "on_window", b.host, b.window_end)
+    def _notify_peers(self, windows: list[HostWindow]) -> None:
+        """Tell the DatabaseSnapshoter (each window with the limits it was evaluated against)
+        and the ReBalancer that these windows are in the StateDB; never wait for them."""
+        frames = [SeriesFrame(w, self._hosts[w.host].series) for w in windows if w.host in self._hosts]
+        self._notify(DATABASE_SNAPSHOTER_NAME, "on_windows", frames)
+        self._notify(REBALANCER_NAME, "on_windows", [w.host for w in windows], max(w.window_end for w in windows))
 
     def _notify(self, name: str, method: str, *args: Any) -> None:
         """Call `name.method(*args)` without waiting; a peer that is not deployed is looked up now and then."""
@@ -317,17 +394,20 @@ class Guardian:
             try:
                 await asyncio.wait_for(ref, timeout=30)
             except Exception as e:
-                log.debug("%s of %s's window lost: %s", name, args[0], e)
+                log.debug("%s.%s of a window lost: %s", name, method, e)
 
         task = asyncio.get_running_loop().create_task(wait())
         calls.add(task)
         task.add_done_callback(calls.discard)
 
-    def _parse_rules(self, docs: list[Document]) -> None:
-        if docs != self._rules_key:
-            self._rules = [Rule.model_validate(d) for d in docs]
-            self._ruleset = RuleSet.of(self._rules)
-            self._rules_key = docs
+    def _parse_rules(self, docs: list[Document]) -> bool:
+        """Take the rules the StateDB holds; whether they changed."""
+        if docs == self._rules_key:
+            return False
+        self._rules = [Rule.model_validate(d) for d in docs]
+        self._ruleset = RuleSet.of(self._rules)
+        self._rules_key = docs
+        return True
 
 
 def _event_entry(e: Event) -> EventEntry:

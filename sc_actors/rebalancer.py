@@ -72,6 +72,11 @@ class ReBalancer:
         return {"rounds": self.rounds, "swaps_sent": self.swaps_sent, "active": self.settings.active,
                 "round_s": list(self.round_s)[-100:], "decisions": self.last_decisions}
 
+    async def on_windows(self, hosts: list[str], window_end: float) -> None:
+        """Windows of these hosts (one node's push) are in the StateDB: `on_window` of each."""
+        for host in hosts:
+            await self.on_window(host, window_end)
+
     async def on_window(self, host: str, window_end: float) -> None:
         """A window of `host` is in the StateDB: balance what is anchored there, if due."""
         now = time.monotonic()

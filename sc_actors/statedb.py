@@ -22,13 +22,14 @@ from typing import Iterable, Optional
 from pydantic import JsonValue
 
 from . import metrics
+from .columns import HostWindow
 from .model import Document, check_name
 from .store import operations as ops
 from .store import views
 from .store.state import State, validate
 from .store.views import (
     Bound, Drift, EventEntry, GroupGuardianView, GroupScalerView, GuardianChanges, HealthView, HostEnsured,
-    HostFields, RebalancerView, RequestEntry, ScalerView, Status, TimeseriesSnapshot, Usage,
+    HostFields, RebalancerView, RequestEntry, ScalerView, Status, TimeseriesSnapshot, Usage, WindowQuery,
 )
 
 
@@ -88,6 +89,16 @@ class StateDB:
                         events: list[EventEntry], window_end: float) -> None:
         """Usage of a window (volatile), new upper/lower (durable), events (volatile)."""
         ops.guardian_report(self.state, usages, bounds, events, window_end)
+        metrics.statedb(self.store.journal.size_bytes(), self.store.checkpoint_age_s())
+
+    def guardian_changes_many(self, queries: list[WindowQuery], instance: str) -> GuardianChanges:
+        """`guardian_changes` of several hosts' windows in one call (`views.guardian_changes_many`)."""
+        return views.guardian_changes_many(self.state, queries, instance)
+
+    def guardian_report_windows(self, windows: list[HostWindow], bounds: dict[str, dict[str, Bound]],
+                                events: list[EventEntry]) -> None:
+        """`guardian_report` of several hosts' windows, each kept as it came (`store.usage`)."""
+        ops.guardian_report_windows(self.state, windows, bounds, events)
         metrics.statedb(self.store.journal.size_bytes(), self.store.checkpoint_age_s())
 
     def recent_usage(self, name: str) -> dict[str, float]:

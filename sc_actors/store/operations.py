@@ -16,8 +16,10 @@ changes nothing and a concurrent reader never sees half of it. They come from:
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from typing import Optional
 
+from ..columns import HostWindow
 from ..errors import Conflict, NotFound
 from ..model import Document
 from .documents import delete, put
@@ -38,8 +40,19 @@ def guardian_report(state: State, usages: dict[str, Usage], bounds: dict[str, di
     Guardian is never lost (reference §11.3).
     """
     for name, u in usages.items():
-        state.usages[name] = u
-        state.usage_t[name] = window_end
+        state.usages.put(name, u, window_end)
+    _report_bounds(state, bounds, events)
+
+
+def guardian_report_windows(state: State, windows: Sequence[HostWindow], bounds: dict[str, dict[str, Bound]],
+                            events: list[EventEntry]) -> None:
+    """`guardian_report` of several hosts' windows: each window is kept as it came."""
+    for w in windows:
+        state.usages.put_window(w)
+    _report_bounds(state, bounds, events)
+
+
+def _report_bounds(state: State, bounds: dict[str, dict[str, Bound]], events: list[EventEntry]) -> None:
     ops: Ops = []
     for name, per_res in bounds.items():
         doc = state.docs.copy_resources("limits", name)
@@ -111,8 +124,7 @@ def containers_seen(state: State, listed: dict[str, list[str]], grace_s: float) 
             if since is None:
                 since = now
                 ops.append(put("structures", name, validate("structures", {**doc, "missing_since": now})))
-                state.usages.pop(name, None)
-                state.usage_t.pop(name, None)
+                state.usages.pop(name)
                 entries.append(lifecycle_entry(
                     name, host, "missing", now,
                     f"its cgroup is gone from host {host}; its cores and memory go back to the host "

@@ -29,6 +29,7 @@ from .documents import COLLECTIONS, DocumentStore, delete, put, shallow_resource
 from .entries import EVENT_LOG_SIZE, REQUEST_LOG_SIZE, EventEntry, RequestEntry
 from .journal import Ops
 from .sums import Refeeder
+from .usage import UsageTable
 
 _STRUCTURE: TypeAdapter[Structure] = TypeAdapter(Structure)
 _VALIDATORS: dict[str, Callable[[Document], BaseModel]] = {
@@ -117,9 +118,9 @@ class State:
     def __init__(self, docs: DocumentStore, clock: Callable[[], float] = time.time) -> None:
         self.docs = docs
         self.clock = clock
-        self.usages: dict[str, dict[str, float]] = {}
-        """Each container's usage of its last window (pushed through the Guardian)."""
-        self.usage_t: dict[str, float] = {}
+        self.usages = UsageTable()
+        """Each container's usage of its last window (pushed through the Guardian), as host windows."""
+        self.usage_t = self.usages.times
         """The end of that window."""
         self.events: collections.deque[EventEntry] = collections.deque(maxlen=EVENT_LOG_SIZE)
         self.requests: collections.deque[RequestEntry] = collections.deque(maxlen=REQUEST_LOG_SIZE)

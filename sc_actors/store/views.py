@@ -9,7 +9,7 @@ Stored documents inside a view are `model.Document`; a service's `config` is
 from __future__ import annotations
 
 import os
-from typing import Iterable, Optional
+from typing import Iterable, Mapping, Optional
 
 from typing_extensions import TypedDict
 
@@ -227,6 +227,32 @@ def guardian_changes(state: State, names: list[str], since: int, need: list[str]
     }
 
 
+WindowQuery = tuple[str, list[str], int, list[str]]
+"""(host, names, since, need) of one host's window: `guardian_changes`'s arguments."""
+
+
+def guardian_changes_many(state: State, queries: list[WindowQuery], instance: str) -> GuardianChanges:
+    """`guardian_changes` of several hosts' windows (one node's push) in one answer.
+
+    The documents of every host's window merged; the rules and the config when
+    written after the oldest `since` of them.
+    """
+    out: Optional[GuardianChanges] = None
+    for host, names, since, need in queries:
+        one = guardian_changes(state, names, since, need, instance)
+        if out is None:
+            out = one
+            continue
+        out["structures"].update(one["structures"])
+        out["limits"].update(one["limits"])
+        out["gone"] += one["gone"]
+        if out["rules"] is None:
+            out["rules"] = one["rules"]
+        if out["config"] is None:
+            out["config"] = one["config"]
+    return out if out is not None else guardian_changes(state, [], 1 << 62, [], instance)
+
+
 def _groups(state: State, collection: str) -> Iterable[Document]:
     """The applications (of `structures`) or the users."""
     for d in state.docs.values(collection):
@@ -350,7 +376,7 @@ def _fields(resources: Document, fields: tuple[str, ...]) -> dict[str, SeriesFie
     return {res: {f: r.get(f) for f in fields} for res, r in resources.items() if isinstance(r, dict)}
 
 
-def _series_entry(state: State, doc: Document, usage: Usage) -> SeriesEntry:
+def _series_entry(state: State, doc: Document, usage: Mapping[str, float]) -> SeriesEntry:
     resources = _fields(doc.get("resources", {}), _STRUCTURE_FIELDS)
     for res, value in usage.items():
         if res in resources:

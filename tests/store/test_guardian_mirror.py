@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from sc_actors.columns import HostWindow
 from sc_actors.guardian import Guardian
 from sc_actors.statedb import StateDB
 
@@ -46,7 +47,7 @@ def _db(tmp_path, names=("c0", "c1")) -> StateDB:
 
 
 def _refresh(g: Guardian, db: Any, names: list[str]) -> None:
-    asyncio.run(g._refresh(_Remote(db), "h0", names))
+    asyncio.run(g._refresh(_Remote(db), [HostWindow.of("h0", 0, 1, names, [0.0] * len(names), [0.0] * len(names))]))
 
 
 def test_the_mirror_re_prepares_only_what_the_statedb_changed(tmp_path):

@@ -1,0 +1,191 @@
+"""One host's Guardian window over columns: which containers have anything to decide.
+
+Most containers of a window have nothing to decide: their usage stays between
+their boundaries, so no event rule fires, and they have no pending events; their
+boundaries have not moved since the Guardian last reported them. For them
+`evaluate_prepared` returns only the boundaries already stored. `HostColumns`
+holds, for the containers of one host in the window's order, the values the event
+rules read that do not change from window to window (the limits' and structures'
+fields of each prepared container), so one window is a few array operations: the
+rules' columns (those values, and the window's usage arrays) → the rules that fire
+→ the containers with something to decide, which are the only ones evaluated one
+at a time. The result is exactly the per-container evaluation's (the property
+test compares both on random windows).
+
+Pure: no Ray, no clock.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+from ..columns import HostWindow
+from ..model import JsonObject, Rule
+from .events import event_data_of_parts
+from .jsonlogic import evaluate
+from .serverless import Prepared, RuleSet
+from .vectorized import Compiled
+
+WINDOW_RESOURCES = ("cpu", "mem")
+"""The resources a `HostWindow` measures; a rule on another resource never fires from a window."""
+SERIES_FIELDS = ("current", "max", "min", "upper", "lower", "boundary")
+"""The limit values a window's time series keep, per resource (see `series_columns`)."""
+
+
+def _number(value: object) -> float:
+    """A JSON value as a column's float: NaN when it is no number (the rule's slow path)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return math.nan
+    return float(value)
+
+
+@dataclass
+class HostColumns:
+    """The prepared containers of one host's window, and their rules' fixed values as columns.
+
+    `prepared[i]` is the container `names[i]` as the Guardian's mirror holds it (None:
+    not evaluated, e.g. its documents do not validate). `fixed[path]` is the value at
+    `path` ("cpu.limits.cpu.upper") of each container's event data, NaN where it has
+    none; `guards[res]` whether each container is evaluated on `res`.
+    """
+
+    names: tuple[str, ...]
+    prepared: list[Optional[Prepared]]
+    paths: frozenset[str]
+    guards: dict[str, np.ndarray] = field(default_factory=dict)
+    fixed: dict[str, np.ndarray] = field(default_factory=dict)
+    series: dict[str, np.ndarray] = field(default_factory=dict)
+    """"<res>.<field>" → the limit values the window's time series keep (NaN: none)."""
+
+    @classmethod
+    def build(cls, names: tuple[str, ...], prepared: Sequence[Optional[Prepared]], rules: RuleSet) -> "HostColumns":
+        paths = frozenset(p for c in rules.compiled if c is not None for p in c.variables)
+        hc = cls(names, list(prepared), paths)
+        n = len(names)
+        hc.guards = {res: np.zeros(n, bool) for res in WINDOW_RESOURCES}
+        hc.fixed = {p: np.full(n, math.nan) for p in paths if not _is_usage(p)}
+        hc.series = {f"{res}.{f}": np.full(n, math.nan) for res in WINDOW_RESOURCES for f in SERIES_FIELDS}
+        for i, p in enumerate(prepared):
+            hc._fill(i, p)
+        return hc
+
+    def update(self, i: int, prepared: Optional[Prepared]) -> None:
+        """Container `i`'s documents changed: its values, in place."""
+        self.prepared[i] = prepared
+        for res in WINDOW_RESOURCES:
+            self.guards[res][i] = False
+        for col in (*self.fixed.values(), *self.series.values()):
+            col[i] = math.nan
+        self._fill(i, prepared)
+
+    def _fill(self, i: int, p: Optional[Prepared]) -> None:
+        if p is None:
+            return
+        self._fill_series(i, p)
+        if p.skipped:
+            return
+        for res in WINDOW_RESOURCES:
+            self.guards[res][i] = res in p.parts
+        for path, col in self.fixed.items():
+            keys = path.split(".")
+            if len(keys) != 4 or keys[0] != keys[2] or keys[1] not in ("structure", "limits"):
+                continue  # no such path in any event data: NaN, the rule's slow path decides
+            res, kind, _, name = keys
+            if res in p.parts and res in WINDOW_RESOURCES:  # elsewhere no usage: no data
+                col[i] = _number(p.parts[res][0 if kind == "structure" else 1].get(name))
+
+    def _fill_series(self, i: int, p: Prepared) -> None:
+        for res in WINDOW_RESOURCES:
+            r = p.structure.resources.get(res)  # type: ignore[call-overload]
+            if r is not None:
+                self.series[f"{res}.current"][i] = _number(r.current)
+                self.series[f"{res}.max"][i] = _number(r.max)
+                self.series[f"{res}.min"][i] = _number(r.min)
+            lim = p.limits.resources.get(res) if p.limits is not None else None  # type: ignore[call-overload]
+            if lim is not None:
+                self.series[f"{res}.upper"][i] = _number(lim.upper)
+                self.series[f"{res}.lower"][i] = _number(lim.lower)
+                self.series[f"{res}.boundary"][i] = _number(lim.boundary)
+
+    def columns(self, window: HostWindow) -> dict[str, np.ndarray]:
+        """Every column the compiled rules read, for this window."""
+        cols = dict(self.fixed)
+        for path in self.paths:
+            if _is_usage(path):
+                res = path.split(".")[0]
+                cols[path] = (np.where(self.guards[res], window.column(res), math.nan)
+                              if res in self.guards else np.full(len(self.names), math.nan))
+        return cols
+
+
+def _is_usage(path: str) -> bool:
+    keys = path.split(".")
+    return len(keys) == 4 and keys[0] == keys[2] and keys[1] == "structure" and keys[3] == "usage"
+
+
+def usage_of(window: HostWindow, i: int) -> dict[str, float]:
+    """Container `i`'s usage as `evaluate_prepared` takes it."""
+    return {"cpu": float(window.cpu[i]), "mem": float(window.mem[i]),
+            "cpu_throttled": float(window.cpu_throttled[i]), "cpu_held_back": float(window.cpu_held_back[i])}
+
+
+def fire_host(hc: HostColumns, rules: RuleSet, window: HostWindow) -> dict[int, Optional[list[Rule]]]:
+    """The event rules that hold, for each container of the window where any does.
+
+    Sparse: a container absent from the result fires no rule. None for a container
+    on whose data the JSON-logic engine fails (evaluated alone, it raises). The same
+    rules, in the same order, as `fire_window` finds.
+    """
+    out: dict[int, Optional[list[Rule]]] = {}
+    if not rules.event_rules or not hc.names:
+        return out
+    cols = hc.columns(window)
+    n = len(hc.names)
+
+    def data_of(i: int) -> JsonObject:
+        p = hc.prepared[i]
+        assert p is not None
+        usage = {"cpu": float(window.cpu[i]), "mem": float(window.mem[i])}
+        return event_data_of_parts(p.parts, {r: u for r, u in usage.items() if r in p.parts})
+
+    compiled: Sequence[Optional[Compiled]] = rules.compiled
+    for rule, program in zip(rules.event_rules, compiled):
+        present = hc.guards.get(rule.resource)
+        if present is None or not present.any():
+            continue  # no container of this window measures that resource
+        if program is None:
+            exact = np.zeros(n, bool)
+            holds = np.zeros(n, bool)
+        else:
+            exact = np.ones(n, bool)
+            for path in program.variables:
+                exact &= ~np.isnan(cols[path])
+            with np.errstate(invalid="ignore"):
+                holds = np.broadcast_to(program.holds(cols), (n,))
+        for i in np.flatnonzero(present & exact & holds).tolist():
+            found = out.setdefault(i, [])
+            if found is not None:
+                found.append(rule)
+        for i in np.flatnonzero(present & ~exact).tolist():
+            if i in out and out[i] is None:
+                continue
+            try:
+                if evaluate(rule.rule, data_of(i)):
+                    found = out.setdefault(i, [])
+                    assert found is not None
+                    found.append(rule)
+            except ValueError:
+                out[i] = None
+    return out
+
+
+def to_decide(hc: HostColumns, fired: Mapping[int, object], pending: Callable[[str], bool],
+              dirty: Callable[[str], bool]) -> list[int]:
+    """Containers of the window with something to decide, in window order: a rule fired,
+    events are pending, or its boundaries may have moved since last reported."""
+    return [i for i, name in enumerate(hc.names)
+            if hc.prepared[i] is not None and (i in fired or pending(name) or dirty(name))]
