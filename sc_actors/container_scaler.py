@@ -3,25 +3,39 @@
 It writes limits the Scaler planned (refusing any write outside [min, max] or
 below 64 MiB), reads them back for the StructuresSnapshoter, and samples usage:
 CPU from the cumulative counter at each window edge (exact average), memory every
-`sample_period_s`. At the end of each window it pushes one `UsageBatch` with every
-container of the node to the Guardian: push, not poll (ARCHITECTURE "Principles").
+`sample_period_s`. At the end of each window it pushes one `HostWindow` (columns)
+per host it serves to that host's Guardian, all of one Guardian's in one
+`on_windows` call: push, not poll (ARCHITECTURE "Principles").
+
+A node agent serves its own host and, on a synthetic node (the scale benchmark),
+the simulated hosts `simulate_hosts` gave it: each with its own backend, containers
+and window, reached by the Scaler through the host document's `agent`
+(`Handles.node`). Every per-container call finds its container's host by name.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from typing import Mapping, Optional, Union, cast
+from dataclasses import dataclass, field
+from itertools import compress
+from typing import TYPE_CHECKING, Mapping, Optional, Union, cast
 
+import numpy as np
 from typing_extensions import TypedDict
 
 from .backends import make_backend
-from .backends.base import ContainerBackend, UsageCounters
-from .errors import Unavailable
-from .handles import Handles
-from .model import Applied, Bounds, ContainerLimits, ContainerUsage, HostInfo, JsonObject, LimitChange, UsageBatch
+from .backends.base import ContainerBackend
+from .backends.frames import CounterFrame
+from .columns import HostWindow
+from .errors import Conflict, Invalid, Unavailable
+from .handles import ActorHandle, Handles
+from .model import Applied, Bounds, ContainerLimits, HostInfo, JsonObject, LimitChange
 from .settings import GUARDIAN_NAME, ContainerScalerSettings
-from .units import bytes_to_mib, cpu_ns_to_shares
+from .units import BYTES_PER_MIB, NS_PER_S, SHARES_PER_CORE
+
+if TYPE_CHECKING:
+    from .backends.synthetic import SimulatedHost
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +61,95 @@ class HostInfoFields(TypedDict):
 
 
 class NodeStatus(TypedDict):
-    """`ContainerScaler.ping`: the node's host, backend and its pushes so far."""
+    """`ContainerScaler.ping`: the node's host, backend, the hosts it serves and its pushes so far
+    (counted in host windows)."""
 
     host: str
     backend: str
+    hosts: int
     windows_pushed: int
     lagged_windows: int
+
+
+# --------------------------------------------------------------------------- windows as columns
+
+
+def host_window(host: str, window_start: float, window_end: float, start: CounterFrame, end: CounterFrame,
+                mem_sum: np.ndarray, mem_n: np.ndarray) -> HostWindow:
+    """The window of one host from its counters at both edges and its memory samples.
+
+    `start` and `end` hold the same names in the same order (NaN where a read lacked
+    a container); `mem_sum`/`mem_n` the sum and count of its memory samples (bytes),
+    `end` included. A container missing at either edge is left out. CPU is the exact
+    average over [start.t, end.t] in shares; throttled, the share of CFS periods that
+    ran out of quota (0..1); held back, the runnable time the quota held back, in shares.
+    """
+    ok = ~(np.isnan(start.cpu_ns) | np.isnan(end.cpu_ns))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        elapsed = end.t - start.t
+        per_s = np.where(elapsed > 0, SHARES_PER_CORE / NS_PER_S / elapsed, 0.0)
+        cpu = np.maximum((end.cpu_ns - start.cpu_ns) * per_s, 0.0)
+        held = np.maximum((end.throttled_ns - start.throttled_ns) * per_s, 0.0)
+        periods = end.periods - start.periods
+        throttled = np.where(periods > 0, np.clip((end.throttled_periods - start.throttled_periods) / periods,
+                                                  0.0, 1.0), 0.0)
+        mem = np.where(mem_n > 0, mem_sum / mem_n, 0.0) / BYTES_PER_MIB
+    if not ok.all():
+        names: tuple[str, ...] = tuple(compress(end.names, ok))
+        cpu, mem, throttled, held = cpu[ok], mem[ok], throttled[ok], held[ok]
+    else:
+        names = end.names
+    return HostWindow.of(host, window_start, window_end, names, np.round(cpu, 3), np.round(mem, 3),
+                         np.round(throttled, 3), np.round(held, 3))
+
+
+def read_frame(backend: ContainerBackend, names: tuple[str, ...]) -> CounterFrame:
+    """The counters of `names` on `backend`, in that order (NaN for one gone meanwhile):
+    one array read where the backend has one (synthetic), else its per-container reads."""
+    read = getattr(backend, "read_frame", None)
+    if read is not None:
+        frame: CounterFrame = read()
+        return frame.take(names)
+    return CounterFrame.of(backend.read_counters_many(names), names)
+
+
+@dataclass
+class _Sampling:
+    """One host's window being sampled: its containers, counters at the start, memory so far."""
+
+    backend: ContainerBackend
+    names: tuple[str, ...]
+    start: CounterFrame
+    mem_sum: np.ndarray
+    mem_n: np.ndarray
+
+    @classmethod
+    def begin(cls, backend: ContainerBackend, names: tuple[str, ...], prev: CounterFrame | None) -> "_Sampling":
+        first = read_frame(backend, names)
+        # The window starts where the last one ended (no CPU lost between windows).
+        start = first if prev is None else prev.take(names).or_else(first)
+        s = cls(backend, names, start, np.zeros(len(names)), np.zeros(len(names)))
+        s.add(first)
+        return s
+
+    def add(self, frame: CounterFrame) -> None:
+        have = ~np.isnan(frame.mem_bytes)
+        self.mem_sum += np.where(have, frame.mem_bytes, 0.0)
+        self.mem_n += have
+
+    def sample(self) -> CounterFrame:
+        frame = read_frame(self.backend, self.names)
+        self.add(frame)
+        return frame
+
+
+@dataclass
+class _Outbox:
+    """The windows waiting for one Guardian: at most one push in flight, the newest window of each host waits."""
+
+    guardian: ActorHandle
+    waiting: dict[str, HostWindow] = field(default_factory=dict)
+    pusher: Optional[asyncio.Task[None]] = None
 
 
 class ContainerScaler:
@@ -68,46 +165,111 @@ class ContainerScaler:
         else:
             self.backend = make_backend(self.settings.backend, self.settings.cgroup_root, self.settings.parent,
                                         self.settings.cpu_burst_percent)
+        self._hosts: dict[str, ContainerBackend] = {host: self.backend}
+        """Every host this agent serves, its own first, with its backend."""
+        self._host_of: dict[str, str] = {}
+        """The host of each container of a simulated host (the own host's are not listed)."""
         self._handles = Handles()
         self._stop = asyncio.Event()
-        self._last_push_ok = 0.0
         self.windows_pushed = 0
+        """Host windows the Guardian took."""
         self.lagged_windows = 0
-        """Windows replaced by a newer one while the Guardian was still busy (never evaluated)."""
-        self._next_batch: UsageBatch | None = None
-        self._pusher: asyncio.Task[None] | None = None
+        """Host windows replaced by a newer one while the Guardian was still busy (never evaluated)."""
+        self._outboxes: dict[int, _Outbox] = {}
         self._task = asyncio.get_event_loop().create_task(self._loop())
+
+    # ------------------------------------------------------------------ hosts
+
+    def _backend_of(self, host: Optional[str]) -> ContainerBackend:
+        """The backend of a host this agent serves (None: its own); `Unavailable` for another."""
+        if host is None:
+            return self.backend
+        b = self._hosts.get(host)
+        if b is None:
+            raise Unavailable(f"host {host!r} is not served by the ContainerScaler of {self.host!r}")
+        return b
+
+    def _backend_for(self, name: str) -> ContainerBackend:
+        """The backend of the host that has container `name`."""
+        host = self._host_of.get(name)
+        return self.backend if host is None else self._hosts[host]
+
+    def _guardian_for(self, host: str) -> ActorHandle:
+        """The Guardian shard that evaluates `host`'s windows (`policy.shards.shard_of` of the
+        count the StateDB holds, kept a few seconds: `sc_actors.shards.ShardCount`)."""
+        from .shards import ShardCount
+
+        shards: Optional[ShardCount] = getattr(self, "_shards", None)
+        if shards is None:
+            shards = self._shards = ShardCount(lambda: self._handles.statedb)
+        return self._handles.get(shards.guardian_of(host))
+
+    async def simulate_hosts(self, hosts: list[SimulatedHost]) -> list[HostInfoFields]:
+        """Serve these simulated hosts from now on (synthetic nodes, scale benchmark only);
+        the host fields of each, to write its host document with `agent` = this host.
+
+        Checked first, then done: a name already served (host or container) is a Conflict.
+        """
+        from .backends.synthetic import SyntheticBackend, simulated_backend
+
+        if not isinstance(self.backend, SyntheticBackend):
+            raise Invalid(f"host {self.host!r} is not a synthetic node: it cannot simulate hosts")
+        seen_hosts: set[str] = set()
+        seen_names: set[str] = set()
+        for h in hosts:
+            if h.name in self._hosts or h.name in seen_hosts:
+                raise Conflict(f"host {h.name!r} is already served here")
+            seen_hosts.add(h.name)
+            for c in h.containers:
+                if c.name in seen_names or c.name in self._host_of:
+                    raise Conflict(f"container {c.name!r} is already served here")
+                seen_names.add(c.name)
+        out = []
+        for h in hosts:
+            self._hosts[h.name] = simulated_backend(h)
+            self._host_of.update((c.name, h.name) for c in h.containers)
+            out.append(self._host_info(h.name))
+        return out
 
     # ------------------------------------------------------------------ queries
 
     async def ping(self) -> NodeStatus:
-        return {"host": self.host, "backend": self.backend.kind, "windows_pushed": self.windows_pushed,
-                "lagged_windows": self.lagged_windows}
+        return {"host": self.host, "backend": self.backend.kind, "hosts": len(self._hosts),
+                "windows_pushed": self.windows_pushed, "lagged_windows": self.lagged_windows}
 
-    async def host_info(self) -> HostInfoFields:
+    async def host_info(self, host: Optional[str] = None) -> HostInfoFields:
+        """The size of this node's host, or of a simulated host it serves."""
+        self._backend_of(host)
+        return self._host_info(host or self.host)
+
+    def _host_info(self, host: str) -> HostInfoFields:
         import ray
 
+        backend = self._hosts[host]
         return cast(HostInfoFields, HostInfo(
-            name=self.host,
-            cores=self.backend.host_cores(),
-            mem_mib=self.backend.host_mem_mib(),
-            topology={str(k): {str(c): v for c, v in cores.items()} for k, cores in self.backend.cpu_topology().items()},
+            name=host,
+            cores=backend.host_cores(),
+            mem_mib=backend.host_mem_mib(),
+            topology={str(k): {str(c): v for c, v in cores.items()} for k, cores in backend.cpu_topology().items()},
             node_id=ray.get_runtime_context().get_node_id(),
-            backend=self.backend.kind,
+            backend=backend.kind,
         ).model_dump())
 
-    async def list_containers(self) -> list[str]:
-        return self.backend.list_containers()
+    async def list_containers(self, host: Optional[str] = None) -> list[str]:
+        """The containers of this node's host, or of a host it serves."""
+        return self._backend_of(host).list_containers()
 
     async def read_limits(self, name: str) -> ContainerLimits:
-        return self.backend.read_limits(name)
+        return self._backend_for(name).read_limits(name)
 
-    async def read_all(self) -> dict[str, ContainerLimits]:
-        """The limits of every container of the node, as its cgroup files hold them."""
+    async def read_all(self, host: Optional[str] = None) -> dict[str, ContainerLimits]:
+        """The limits of every container of the node's host (or of a host it serves), as its
+        cgroup files (its simulation) hold them."""
+        backend = self._backend_of(host)
         out = {}
-        for name in self.backend.list_containers():
+        for name in backend.list_containers():
             try:
-                out[name] = self.backend.read_limits(name)
+                out[name] = backend.read_limits(name)
             except KeyError:
                 continue  # removed meanwhile
         return out
@@ -118,7 +280,7 @@ class ContainerScaler:
                     bounds: Union[Bounds, BoundsFields, None] = None) -> Applied:
         """Write limits and read them back; raises (LimitRefused, ContainerNotFound) instead of
         clamping, so a refused write never returns (`apply_many` returns it as not `ok`)."""
-        limits = self.backend.write_limits(
+        limits = self._backend_for(name).write_limits(
             name, LimitChange.model_validate(change), Bounds.model_validate(bounds) if bounds else None
         )
         return Applied(name=name, ok=True, limits=limits)
@@ -138,15 +300,20 @@ class ContainerScaler:
                 results.append(Applied(name=name, ok=False, error=str(e) or type(e).__name__))
         return results
 
-    async def create_container(self, name: str, cpu_num: str | None = None) -> None:
-        """A plain-cgroup container (demo, tests); LXC containers exist on their own."""
-        self.backend.create(name, cpu_num=cpu_num)
+    async def create_container(self, name: str, cpu_num: str | None = None, host: Optional[str] = None) -> None:
+        """A plain-cgroup container (demo, tests), on this node's host or a simulated one it
+        serves; LXC containers exist on their own."""
+        backend = self._backend_of(host)
+        backend.create(name, cpu_num=cpu_num)
+        if backend is not self.backend and host is not None:
+            self._host_of[name] = host
 
     async def attach(self, name: str, pid: int) -> None:
-        self.backend.attach(name, pid)
+        self._backend_for(name).attach(name, pid)
 
     async def remove_container(self, name: str) -> None:
-        self.backend.remove(name)
+        self._backend_for(name).remove(name)
+        self._host_of.pop(name, None)
 
     # ------------------------------------------------------------------ usage windows
 
@@ -156,31 +323,25 @@ class ContainerScaler:
 
     async def _loop(self) -> None:
         # NOTE: one failed window must never stop sampling.
-        prev: dict[str, UsageCounters] = {}
+        prev: dict[str, CounterFrame] = {}
         while not self._stop.is_set():
             t_start = time.time()
             try:
-                prev, batch = await self._one_window(prev, t_start)
-                if batch is not None and batch.usages:
-                    # Windows follow each other back to back; the push of one runs
-                    # while the next is sampled. At most one push is in flight: a
-                    # window finished while the Guardian is still busy waits, and a
-                    # newer one replaces it (the Guardian never piles up windows).
-                    if self._next_batch is not None:
-                        self.lagged_windows += 1
-                    self._next_batch = batch
-                    if self._pusher is None or self._pusher.done():
-                        self._pusher = asyncio.get_running_loop().create_task(self._push_latest())
+                prev, windows = await self._one_window(prev, t_start)
+                if windows:
+                    self._post(windows)
             except Exception:
                 log.exception("usage window failed on %s", self.host)
                 await asyncio.sleep(self.settings.window_s)
 
     async def _one_window(
-        self, prev: dict[str, UsageCounters], t_start: float
-    ) -> tuple[dict[str, UsageCounters], UsageBatch | None]:
+        self, prev: dict[str, CounterFrame], t_start: float
+    ) -> tuple[dict[str, CounterFrame], list[HostWindow]]:
+        """Sample every served host with containers for one window; its last counters and windows."""
         s = self.settings
-        names = self.backend.list_containers()
-        if not names:
+        listed = [(h, b, tuple(b.list_containers())) for h, b in self._hosts.items()]
+        listed = [(h, b, names) for h, b, names in listed if names]
+        if not listed:
             # NOTE: a node without containers wakes once a window, not once a sample
             # (issue 16, idle cost): there is nothing to read, and a container that
             # appears is picked up at the next window's start, as it is when sampling.
@@ -188,11 +349,8 @@ class ContainerScaler:
                 await asyncio.wait_for(self._stop.wait(), timeout=s.window_s)
             except asyncio.TimeoutError:
                 pass
-            return {}, None
-        first = self.backend.read_counters_many(names)
-        start = {n: prev[n] if n in prev else c for n, c in first.items()}
-        mem_sum = {n: float(c.mem_bytes) for n, c in first.items()}
-        mem_n = {n: 1 for n in first}
+            return {}, []
+        sampling = {h: _Sampling.begin(b, names, prev.get(h)) for h, b, names in listed}
         deadline = time.monotonic() + s.window_s
         while True:
             remaining = deadline - time.monotonic()
@@ -200,49 +358,62 @@ class ContainerScaler:
                 break
             try:
                 await asyncio.wait_for(self._stop.wait(), timeout=min(s.sample_period_s, remaining))
-                return {}, None
+                return {}, []
             except asyncio.TimeoutError:
                 pass
             if deadline - time.monotonic() <= 0.001:
                 break
-            for n, c in self.backend.read_counters_many(names).items():
-                mem_sum[n] = mem_sum.get(n, 0.0) + c.mem_bytes
-                mem_n[n] = mem_n.get(n, 0) + 1
-        end = self.backend.read_counters_many(names)
-        usages = {}
-        for n, c in end.items():
-            if n not in start:
-                continue
-            mem_sum[n] = mem_sum.get(n, 0.0) + c.mem_bytes
-            mem_n[n] = mem_n.get(n, 0) + 1
-            elapsed = c.t - start[n].t
-            periods = c.periods - start[n].periods
-            usages[n] = ContainerUsage(
-                cpu=round(max(cpu_ns_to_shares(c.cpu_ns - start[n].cpu_ns, elapsed), 0.0), 3),
-                mem=round(bytes_to_mib(mem_sum[n] / mem_n[n]), 3),
-                cpu_throttled=round(min(max((c.throttled_periods - start[n].throttled_periods) / periods, 0.0), 1.0), 3)
-                if periods > 0 else 0.0,
-                cpu_held_back=round(max(cpu_ns_to_shares(c.throttled_ns - start[n].throttled_ns, elapsed), 0.0), 3),
-            )
-        return end, UsageBatch(host=self.host, window_start=t_start, window_end=time.time(), usages=usages)
+            for sm in sampling.values():
+                sm.sample()
+        end = {h: sm.sample() for h, sm in sampling.items()}
+        t_end = time.time()
+        windows = [host_window(h, t_start, t_end, sm.start, end[h], sm.mem_sum, sm.mem_n)
+                   for h, sm in sampling.items()]
+        return end, [w for w in windows if len(w)]
 
-    async def _push_latest(self) -> None:
-        while self._next_batch is not None:
-            batch, self._next_batch = self._next_batch, None
-            await self._push(batch)
+    def _post(self, windows: list[HostWindow]) -> None:
+        """Queue each window for its host's Guardian and start a push where none is in flight.
 
-    async def _push(self, batch: UsageBatch) -> None:
+        Windows follow each other back to back; the push of one runs while the next is
+        sampled. At most one push per Guardian is in flight: a host's window finished
+        while its Guardian is still busy waits, and a newer one of that host replaces
+        it (counted in `lagged_windows`; the Guardian never piles up windows).
+        """
+        for w in windows:
+            try:
+                guardian = self._guardian_for(w.host)
+            except Unavailable:
+                continue  # not deployed yet: looked up again next window
+            box = self._outboxes.get(id(guardian))
+            if box is None:
+                box = self._outboxes[id(guardian)] = _Outbox(guardian)
+            if w.host in box.waiting:
+                self.lagged_windows += 1
+            box.waiting[w.host] = w
+        for key, box in list(self._outboxes.items()):
+            if box.pusher is None or box.pusher.done():
+                if box.waiting:
+                    box.pusher = asyncio.get_running_loop().create_task(self._push_latest(box))
+                else:
+                    del self._outboxes[key]  # a Guardian handle no host uses any more
+
+    async def _push_latest(self, box: _Outbox) -> None:
+        while box.waiting:
+            windows, box.waiting = list(box.waiting.values()), {}
+            await self._push(box.guardian, windows)
+
+    async def _push(self, guardian: ActorHandle, windows: list[HostWindow]) -> None:
         try:
             # Sampling goes on meanwhile (see _loop); the bound only gets the node past a hung Guardian.
-            window_s = await asyncio.wait_for(self._handles.guardian.on_usage.remote(batch), timeout=PUSH_TIMEOUT_S)
-            self.windows_pushed += 1
+            window_s = await asyncio.wait_for(guardian.on_windows.remote(windows), timeout=PUSH_TIMEOUT_S)
+            self.windows_pushed += len(windows)
             # The node's window follows the Guardian's WINDOW_TIMELAPSE.
             if isinstance(window_s, (int, float)) and window_s > 0 and window_s != self.settings.window_s:
                 self.settings = self.settings.model_copy(update={"window_s": float(window_s)})
         except Unavailable:
             self._handles.forget(GUARDIAN_NAME)  # not deployed yet, or gone: looked up again next window
         except asyncio.TimeoutError:
-            log.warning("guardian did not take %s's window in %g s", self.host, PUSH_TIMEOUT_S)
+            log.warning("guardian did not take %d windows of %s in %g s", len(windows), self.host, PUSH_TIMEOUT_S)
         except Exception:
             log.exception("push to guardian failed")
             self._handles.forget(GUARDIAN_NAME)

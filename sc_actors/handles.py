@@ -13,7 +13,7 @@ as `Invalid`, anything else as it was raised.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterable, Mapping, Optional
 
 from .errors import Invalid, ScError, Unavailable
 from .settings import GUARDIAN_NAME, NAMESPACE, SCALER_NAME, STATEDB_NAME, container_scaler_name
@@ -38,6 +38,8 @@ class Handles:
     def __init__(self, namespace: str = NAMESPACE) -> None:
         self.namespace = namespace
         self._handles: dict[str, ActorHandle] = {}
+        self._agents: dict[str, str] = {}
+        """Host → the host whose ContainerScaler serves it, where that is another one."""
 
     def get(self, name: str) -> ActorHandle:
         h = self._handles.get(name)
@@ -61,15 +63,29 @@ class Handles:
     def scaler(self) -> ActorHandle:
         return self.get(SCALER_NAME)
 
+    def serve(self, host: str, agent: Optional[str]) -> None:
+        """Remember which host's ContainerScaler serves `host` (None: its own), as its host
+        document's `agent` says; callers fill this from the host documents they read."""
+        if agent and agent != host:
+            self._agents[host] = agent
+        else:
+            self._agents.pop(host, None)
+
+    def serve_hosts(self, docs: Iterable[Mapping[str, object]]) -> None:
+        """`serve` for each of these host documents."""
+        for d in docs:
+            agent = d.get("agent")
+            self.serve(str(d.get("name", "")), agent if isinstance(agent, str) else None)
+
     def node(self, host: str) -> ActorHandle:
-        """The ContainerScaler of `host`; `Unavailable` when that host has none running."""
+        """The ContainerScaler serving `host`; `Unavailable` when that host has none running."""
         try:
-            return self.get(container_scaler_name(host))
+            return self.get(container_scaler_name(self._agents.get(host, host)))
         except Unavailable:
             raise Unavailable(f"no ContainerScaler for host {host!r}") from None
 
     def forget_node(self, host: str) -> None:
-        self.forget(container_scaler_name(host))
+        self.forget(container_scaler_name(self._agents.get(host, host)))
 
 
 def unwrap(e: BaseException) -> BaseException:

@@ -226,10 +226,12 @@ class Membership:
     async def _observe(self) -> Observation:
         # ray.nodes() is a blocking GCS call: off the event loop.
         nodes = [policy.Node.from_ray(row) for row in await asyncio.to_thread(ray.nodes)]
-        documents = {d["name"]: bool(d.get("reachable", True))
-                     for d in await self._handles.statedb.list.remote("structures", "host")}
+        docs = await self._handles.statedb.list.remote("structures", "host")
+        documents = {d["name"]: bool(d.get("reachable", True)) for d in docs}
+        agents = {d["name"]: d["agent"] for d in docs if d.get("agent")}
         now = time.monotonic()
-        return Observation(nodes=nodes, hosts={h: st.view(now) for h, st in self.hosts.items()}, documents=documents)
+        return Observation(nodes=nodes, hosts={h: st.view(now) for h, st in self.hosts.items()}, documents=documents,
+                           agents=agents)
 
     def _remember(self, seen: Observation) -> None:
         """The alive nodes of each host as of this tick: what `_place` checks, what the next tick compares with."""

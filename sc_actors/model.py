@@ -152,6 +152,9 @@ class Host(_Structure):
     resources: dict[str, HostResource]
     reachable: bool = True
     """False while the host's Ray node is gone (our addition, issue 4)."""
+    agent: Optional[str] = None
+    """The host whose ContainerScaler serves this one (a simulated host of the scale
+    benchmark); None: its own (our addition, issue 16)."""
 
     @model_validator(mode="after")
     def _cpu_map(self) -> "Host":

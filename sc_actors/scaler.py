@@ -247,6 +247,7 @@ class Scaler:
             view["limits"].update(extra["limits"])
             view["usages"].update(extra["usages"])
             view["users"] = extra["users"]
+        self._handles.serve_hosts(view["hosts"].values())  # a simulated host's node is its agent's
         return view
 
     async def _process(self, batch: list[Request]) -> None:
@@ -634,6 +635,7 @@ class Scaler:
         host_of: dict[str, str] = await db.container_hosts.remote(names)
         async with self._hosts_locked(host_of.values()):
             view: ScalerView = await db.scaler_view.remote(names)
+            self._handles.serve_hosts(view["hosts"].values())
             for name in names:
                 doc = view["structures"].get(name)
                 if doc is None or doc.get("subtype") != "container":
@@ -685,6 +687,7 @@ class Scaler:
                 raise Invalid(f"{c.host!r} is not a host") from None
             if not host.reachable:
                 raise Unavailable(f"host {c.host!r} is unreachable: {_unreachable(host)}")
+            self._handles.serve(host.name, host.agent)
             if c.name not in await self._listed(c.host):
                 raise NotFound(f"container {c.name!r} not found on host {c.host!r}")
             plan = subscribe(c, host, distribution_of(host))
@@ -707,7 +710,7 @@ class Scaler:
     async def _listed(self, host: str) -> list[str]:
         """The containers the node of `host` lists; `Unavailable` when it cannot say."""
         try:
-            listed: list[str] = await self._on_node(host, self._handles.node(host).list_containers.remote())
+            listed: list[str] = await self._on_node(host, self._handles.node(host).list_containers.remote(host))
         except ScError:
             raise
         except Exception as e:  # the node's backend failed to list: it cannot answer

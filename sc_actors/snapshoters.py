@@ -66,7 +66,9 @@ class StructuresSnapshoter:
             await db.heartbeat.remote("structures_snapshoter")
             return []
         since = await db.seq.remote()
-        hosts = [h["name"] for h in await db.list.remote("structures", "host") if h.get("reachable", True)]
+        docs = [h for h in await db.list.remote("structures", "host") if h.get("reachable", True)]
+        self._actors.serve_hosts(docs)  # a simulated host is read through its agent
+        hosts = [h["name"] for h in docs]
         observed: dict[str, dict[str, Optional[float]]] = {}
         listed: dict[str, list[str]] = {}
         reads = {h: asyncio.ensure_future(self._read(h)) for h in hosts}
@@ -109,7 +111,7 @@ class StructuresSnapshoter:
     async def _read(self, host: str) -> Optional[dict[str, ContainerLimits]]:
         try:
             limits: dict[str, ContainerLimits] = await asyncio.wait_for(
-                self._actors.node(host).read_all.remote(), timeout=READ_TIMEOUT_S)
+                self._actors.node(host).read_all.remote(host), timeout=READ_TIMEOUT_S)
             return limits
         except Exception as e:
             if isinstance(unwrap(e), Unavailable):

@@ -1,127 +1,214 @@
-"""A node of simulated containers, for the scale benchmark only.
+"""A host of simulated containers, for the scale benchmark only.
 
 Limits live in memory and go through the same checks as the cgroup backends;
 usage is a seeded random walk with bursts, throttled by the CPU limit as the
 kernel would (a container never uses more CPU than its quota). It lets one
-machine simulate 10 000 containers over a few Ray nodes and measure the control
-plane, not the kernel. Never chosen by "auto".
+machine simulate 10 000 containers on ~100 hosts and measure the control plane,
+not the kernel. Never chosen by "auto".
+
+Vectorised: the state of every container of the host is one array per variable
+(demand, burst end, counters, memory, CPU limit), and advancing the host to now is
+a few array operations whatever its size, so a node agent simulating many hosts
+costs in proportion to their containers. One clock per host: a write advances the
+whole host to now (the usage so far ran under the old limit), then changes the limit.
+
+The statistics, per container: demand walks with σ = 8 shares/√s within [2, 180];
+a burst starts with probability `burst_probability_per_s` per second and lasts
+5–30 s, during which the container wants 100–180 shares (redrawn at each advance);
+what it uses is the demand capped by its quota, the excess counts as throttled
+(CFS periods of 100 ms and held-back time); memory walks with σ = 4 MiB/√s within
+[32, `mem_cap`] MiB.
 """
 from __future__ import annotations
 
-import random
+import math
 import time
 import zlib
-from dataclasses import dataclass, field
-from typing import Iterable
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import numpy as np
 
 from ..model import Bounds, ContainerLimits, LimitChange, check_name
+from ..units import BYTES_PER_MIB, NS_PER_S, SHARES_PER_CORE
 from .base import ContainerNotFound, UsageCounters, check_change, check_cpu_num
+from .frames import CounterFrame
+
+PERIOD_S = 0.1
+"""The CFS period the simulated quota is enforced over, seconds."""
+DEMAND_RANGE = (2.0, 180.0)
+DEMAND_STEP = 8.0
+"""σ of the demand's walk, shares per √s."""
+BURST_WANT = (100.0, 180.0)
+BURST_S = (5.0, 30.0)
+MEM_FLOOR_MIB = 32.0
+MEM_CAP_MIB = 2048.0
+MEM_STEP = 4.0
+"""σ of the memory's walk, MiB per √s."""
+
+_STATE = ("demand", "burst_until", "cpu_ns", "mem_mib", "mem_cap", "periods", "throttled", "throttled_ns", "limit")
 
 
-@dataclass
-class _Sim:
-    limits: ContainerLimits
-    rng: random.Random
-    demand: float = 20.0
-    """Wanted CPU, shares."""
-    burst_until: float = 0.0
-    cpu_ns: float = 0.0
-    mem_mib: float = 100.0
-    t: float = field(default_factory=time.monotonic)
-    periods: float = 0.0
-    """CFS periods (100 ms) elapsed under a quota, those in which the demand exceeded it,
-    and the CPU time the quota held back (ns)."""
-    throttled: float = 0.0
-    throttled_ns: float = 0.0
+@dataclass(frozen=True)
+class SimulatedContainer:
+    """One container of a simulated host, with the limits it starts with."""
+
+    name: str
+    cpu: float
+    """CPU limit (current), shares."""
+    cpu_num: str
+    """Its cores, as a cpuset list."""
+    mem: float
+    """Memory limit (current), MiB."""
+    demand: float
+    """CPU it wants at first, shares."""
+    mem_use: float
+    """Memory it uses at first, MiB."""
+    mem_cap: float = MEM_CAP_MIB
+    """The most memory its walk reaches, MiB."""
 
 
-def _counters(sim: _Sim, now: float) -> UsageCounters:
-    return UsageCounters(cpu_ns=int(sim.cpu_ns), mem_bytes=int(sim.mem_mib * 1_048_576), t=now,
-                         periods=int(sim.periods), throttled_periods=int(sim.throttled),
-                         throttled_ns=int(sim.throttled_ns))
+@dataclass(frozen=True)
+class SimulatedHost:
+    """A host a synthetic node agent simulates: its size and its containers."""
+
+    name: str
+    cores: int
+    mem_mib: int
+    containers: tuple[SimulatedContainer, ...] = ()
 
 
 class SyntheticBackend:
     kind = "synthetic"
 
     def __init__(self, seed: str = "sim", cores: int = 64, mem_mib: int = 262_144,
-                 burst_probability_per_s: float = 0.01):
+                 burst_probability_per_s: float = 0.01, clock: Callable[[], float] = time.monotonic):
         self.seed = seed
+        self.clock = clock
+        """Where the simulation reads the time (tests pass their own)."""
         self.cores = cores
         self.mem_mib = mem_mib
         self.burst_p = burst_probability_per_s
-        self._sims: dict[str, _Sim] = {}
+        self._rng = np.random.default_rng(zlib.crc32(seed.encode()))
+        self._names: list[str] = []
+        self._index: dict[str, int] = {}
+        self._limits: list[ContainerLimits] = []
+        self._state: dict[str, np.ndarray] = {k: np.zeros(0) for k in _STATE}
+        self._t = clock()
 
     # ------------------------------------------------------------------ inventory
 
     def list_containers(self) -> list[str]:
-        return list(self._sims)
+        return list(self._names)
 
-    def create(self, name: str, cpu_num: str | None = None) -> None:
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def create(self, name: str, cpu_num: str | None = None, demand: float | None = None,
+               mem_use: float = 100.0, mem_cap: float = MEM_CAP_MIB) -> None:
+        """A container with no limit (or `cpu_num`'s cores), wanting `demand` shares
+        (drawn in 5–60 when None) and using `mem_use` MiB."""
         check_name(name)
-        if name not in self._sims:
-            rng = random.Random(zlib.crc32(f"{self.seed}/{name}".encode()))
-            self._sims[name] = _Sim(ContainerLimits(cpu_num=cpu_num or "0"), rng, demand=rng.uniform(5, 60))
+        if name in self._index:
+            return
+        self._advance(self.clock())  # the others' usage so far, before the arrays grow
+        if demand is None:
+            demand = float(self._rng.uniform(5, 60))
+        row = {"demand": demand, "burst_until": 0.0, "cpu_ns": 0.0, "mem_mib": mem_use, "mem_cap": mem_cap,
+               "periods": 0.0, "throttled": 0.0, "throttled_ns": 0.0, "limit": math.inf}
+        limits = ContainerLimits(cpu_num=cpu_num or "0")
+        self._index[name] = len(self._names)
+        self._names.append(name)
+        self._limits.append(limits)
+        for k in _STATE:
+            self._state[k] = np.append(self._state[k], row[k])
+        self._state["limit"][-1] = _cpu_cap(limits)
 
     def attach(self, name: str, pid: int) -> None:
-        self._get(name)
+        self._i(name)
 
     def remove(self, name: str) -> None:
-        self._sims.pop(name, None)
+        i = self._index.get(name)
+        if i is None:
+            return
+        self._advance(self.clock())
+        del self._names[i]
+        del self._limits[i]
+        for k in _STATE:
+            self._state[k] = np.delete(self._state[k], i)
+        self._index = {n: j for j, n in enumerate(self._names)}
 
     # ------------------------------------------------------------------ limits
 
     def read_limits(self, name: str) -> ContainerLimits:
-        return self._get(name).limits.model_copy()
+        return self._limits[self._i(name)].model_copy()
 
     def write_limits(self, name: str, change: LimitChange, bounds: Bounds | None = None) -> ContainerLimits:
-        sim = self._get(name)
+        i = self._i(name)
         check_change(change, bounds, range(self.cores))
         update = change.model_dump(exclude_none=True)
         if "cpu_num" in update:
             update["cpu_num"] = check_cpu_num(update["cpu_num"], range(self.cores))
-        self._advance(sim, time.monotonic())  # usage so far ran under the old limit
-        sim.limits = sim.limits.model_copy(update=update)
-        return sim.limits.model_copy()
+        self._advance(self.clock())  # usage so far ran under the old limit
+        limits = self._limits[i] = self._limits[i].model_copy(update=update)
+        self._state["limit"][i] = _cpu_cap(limits)
+        return limits.model_copy()
 
     # ------------------------------------------------------------------ usage
 
+    def read_frame(self) -> CounterFrame:
+        """Every container's counters now, in `list_containers` order."""
+        now = self.clock()
+        self._advance(now)
+        s = self._state
+        return CounterFrame(tuple(self._names), np.full(len(self._names), now), s["cpu_ns"].copy(),
+                            s["mem_mib"] * BYTES_PER_MIB, s["periods"].copy(), s["throttled"].copy(),
+                            s["throttled_ns"].copy())
+
     def read_counters(self, name: str) -> UsageCounters:
-        sim = self._get(name)
-        now = time.monotonic()
-        self._advance(sim, now)
-        return _counters(sim, now)
+        self._i(name)
+        c = self.read_frame().counters(name)
+        assert c is not None  # the name is there: _i said so
+        return c
 
     def read_counters_many(self, names: Iterable[str]) -> dict[str, UsageCounters]:
-        now = time.monotonic()
+        frame = self.read_frame()
         out = {}
         for n in names:
-            sim = self._sims.get(n)
-            if sim is None:
-                continue
-            self._advance(sim, now)
-            out[n] = _counters(sim, now)
+            i = self._index.get(n)
+            c = None if i is None else frame.counters_at(i)
+            if c is not None:
+                out[n] = c
         return out
 
-    def _advance(self, sim: _Sim, now: float) -> None:
-        dt = now - sim.t
+    def _advance(self, now: float) -> None:
+        """Every container's usage from the host's last advance to `now`."""
+        dt = now - self._t
+        n = len(self._names)
         if dt <= 0:
             return
-        rng = sim.rng
+        self._t = now
+        if n == 0:
+            return
+        s, rng = self._state, self._rng
+        root = math.sqrt(dt)
         # Random walk of the demand, with occasional bursts of 1–1.8 cores.
-        sim.demand = min(max(sim.demand + rng.gauss(0, 8) * dt ** 0.5, 2.0), 180.0)
-        if now >= sim.burst_until and rng.random() < self.burst_p * dt:
-            sim.burst_until = now + rng.uniform(5, 30)
-        want = max(sim.demand, rng.uniform(100, 180)) if now < sim.burst_until else sim.demand
-        limit = sim.limits.effective_cpu_limit
-        used = want if limit in (-1, 0) else min(want, limit)
-        if limit not in (-1, 0):
-            sim.periods += dt / 0.1
-            sim.throttled += dt / 0.1 if want > limit else 0.0
-            sim.throttled_ns += max(want - limit, 0.0) / 100.0 * dt * 1e9
-        sim.cpu_ns += used / 100.0 * dt * 1e9
-        sim.mem_mib = min(max(sim.mem_mib + rng.gauss(0, 4) * dt ** 0.5, 32.0), 2048.0)
-        sim.t = now
+        s["demand"] = np.clip(s["demand"] + rng.normal(0.0, DEMAND_STEP * root, n), *DEMAND_RANGE)
+        starts = (now >= s["burst_until"]) & (rng.random(n) < self.burst_p * dt)
+        if starts.any():
+            s["burst_until"] = np.where(starts, now + rng.uniform(*BURST_S, n), s["burst_until"])
+        bursting = now < s["burst_until"]
+        want = s["demand"]
+        if bursting.any():
+            want = np.where(bursting, np.maximum(want, rng.uniform(*BURST_WANT, n)), want)
+        limit = s["limit"]
+        capped = np.isfinite(limit)
+        over = np.where(capped, want - limit, 0.0)
+        s["periods"] += np.where(capped, dt / PERIOD_S, 0.0)
+        s["throttled"] += np.where(over > 0, dt / PERIOD_S, 0.0)
+        s["throttled_ns"] += np.maximum(over, 0.0) / SHARES_PER_CORE * dt * NS_PER_S
+        s["cpu_ns"] += np.minimum(want, limit) / SHARES_PER_CORE * dt * NS_PER_S
+        s["mem_mib"] = np.clip(s["mem_mib"] + rng.normal(0.0, MEM_STEP * root, n), MEM_FLOOR_MIB, s["mem_cap"])
 
     # ------------------------------------------------------------------ host
 
@@ -134,8 +221,25 @@ class SyntheticBackend:
     def cpu_topology(self) -> dict[str, dict[str, list[int]]]:
         return {"0": {str(i): [i] for i in range(self.cores)}}
 
-    def _get(self, name: str) -> _Sim:
+    def _i(self, name: str) -> int:
         try:
-            return self._sims[name]
+            return self._index[name]
         except KeyError:
             raise ContainerNotFound(f"container {name!r} not found on this node") from None
+
+
+def _cpu_cap(limits: ContainerLimits) -> float:
+    """The CPU a container may use, shares (inf when unlimited, as -1 or 0 were before)."""
+    cap = limits.effective_cpu_limit
+    return math.inf if cap in (-1, 0) else float(cap)
+
+
+def simulated_backend(host: SimulatedHost, burst_probability_per_s: float = 0.01,
+                      clock: Callable[[], float] = time.monotonic) -> SyntheticBackend:
+    """A backend for one simulated host, its containers created with their first limits."""
+    b = SyntheticBackend(seed=host.name, cores=host.cores, mem_mib=host.mem_mib,
+                         burst_probability_per_s=burst_probability_per_s, clock=clock)
+    for c in host.containers:
+        b.create(c.name, demand=c.demand, mem_use=c.mem_use, mem_cap=c.mem_cap)
+        b.write_limits(c.name, LimitChange(cpu_allowance_limit=c.cpu, cpu_num=c.cpu_num, mem_limit=c.mem))
+    return b

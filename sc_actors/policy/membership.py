@@ -19,7 +19,11 @@ A Ray node is a controlled host when it carries the label `sc_host=<name>` and n
 - ready: ping it; unreachable once it has not answered for `silence_s`, reachable
   again once it answers;
 - a host structure that no node of the cluster carries, alive or dead (one of an
-  earlier cluster with the same state dir): unreachable, from the first tick.
+  earlier cluster with the same state dir): unreachable, from the first tick;
+- a host structure with an `agent` (a simulated host, served by the ContainerScaler
+  of another host) that no node carries: reachable exactly when its agent host is,
+  left as it is while its agent's ContainerScaler is being placed, unreachable when no
+  node carries the agent either.
 
 The first reason a host became unreachable is kept (it says what happened), and the
 StateDB is written only where its `reachable` disagrees.
@@ -127,8 +131,9 @@ def node_settings(node: Node, defaults: NodeDefaults) -> NodeDefaults:
     return s
 
 
-def host_document(info: HostInfo) -> Document:
-    """A host structure for a node: CPU shares = cores × 100 with its core map, memory MiB."""
+def host_document(info: HostInfo, agent: str | None = None) -> Document:
+    """A host structure for a node: CPU shares = cores × 100 with its core map, memory MiB;
+    `agent`: the host whose ContainerScaler serves it, when not its own (a simulated host)."""
     host = Host.model_validate({
         "name": info.name,
         "host": info.name,
@@ -137,6 +142,7 @@ def host_document(info: HostInfo) -> Document:
             "mem": {"max": info.mem_mib, "free": info.mem_mib},
         },
         "topology": info.topology,
+        **({"agent": agent} if agent and agent != info.name else {}),
     })
     return host.model_dump(mode="json", exclude_none=True)
 
@@ -186,6 +192,8 @@ class Observation:
     """What the Membership remembers, by host (a host it never saw is absent)."""
     documents: Mapping[str, bool] = field(default_factory=dict)
     """The StateDB's host structures: name → its `reachable`."""
+    agents: Mapping[str, str] = field(default_factory=dict)
+    """The host structures served by another host's ContainerScaler: name → its `agent`."""
 
 
 # --------------------------------------------------------------------------- actions
@@ -276,8 +284,20 @@ def plan(seen: Observation, defaults: NodeDefaults, silence_s: float) -> list[Ac
             want[host] = (True, "")
         # Alive but not placed yet: left as it is until the ContainerScaler answers.
     # NOTE: ray.nodes() forgets the nodes of an earlier cluster; its host structures stay.
-    for host in sorted(seen.documents.keys() - groups.keys()):
-        want[host] = (False, f"no Ray node of this cluster has label {HOST_LABEL}={host}")
+    nodeless = sorted(seen.documents.keys() - groups.keys())
+    served = [h for h in nodeless if seen.agents.get(h, h) != h]
+    for host in nodeless:
+        if host not in served:
+            want[host] = (False, f"no Ray node of this cluster has label {HOST_LABEL}={host}")
+    for host in served:
+        agent = seen.agents[host]
+        if agent in want:
+            reachable, why = want[agent]
+            want[host] = (True, "") if reachable else (False, f"its agent host {agent} is unreachable: {why}")
+        elif agent not in groups:
+            want[host] = (False, f"its agent host {agent} has no Ray node of this cluster "
+                                 f"(label {HOST_LABEL}={agent})")
+        # Its agent's node is alive and its ContainerScaler not placed yet: left as it is.
     for host, (reachable, reason) in want.items():
         actions.extend(_mark(seen.hosts.get(host, HostView(host)), reachable, reason, seen.documents.get(host)))
     return actions

@@ -48,7 +48,7 @@ class _FakeStateDB:
 
 class _FakeNode:
     def __init__(self, listing: Callable[[], Any], apply: Callable[..., Any]) -> None:
-        self.list_containers = _Method(listing)
+        self.list_containers = _Method(lambda host=None: listing())  # the Scaler names the host it asks about
         self.apply = _Method(apply)
 
 
@@ -63,6 +63,9 @@ class _FakeHandles:
 
     def forget_node(self, name: str) -> None:
         self.forgotten.append(name)
+
+    def serve(self, host: str, agent: Optional[str]) -> None:
+        """Which node serves a host: always this one here."""
 
 
 async def _hang(*args: Any) -> None:
