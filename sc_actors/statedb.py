@@ -151,6 +151,10 @@ class StateDB:
         """One consistent snapshot for the DatabaseSnapshoter (reference §7.2)."""
         return views.timeseries_snapshot(self.state, host, names, services)
 
+    def timeseries_groups(self, hosts: list[str], services: Optional[list[str]] = None) -> TimeseriesSnapshot:
+        """Applications and users anchored at any of `hosts`, and `services`' configs (DatabaseSnapshoter)."""
+        return views.timeseries_groups(self.state, hosts, services)
+
     # ------------------------------------------------------------------ logs, heartbeats, health
 
     def heartbeat(self, service: str) -> None:

@@ -367,6 +367,28 @@ def timeseries_snapshot(state: State, host: Optional[str], names: list[str],
     return {"structures": structures, "users": users, "services": {s: state.config(s) for s in services or ()}}
 
 
+def timeseries_groups(state: State, hosts: list[str], services: Optional[list[str]] = None) -> TimeseriesSnapshot:
+    """`timeseries_snapshot` without containers, for several hosts at once: the applications
+    and users anchored at any of `hosts`, and the configs of `services`.
+
+    The DatabaseSnapshoter's containers come from the Guardian's frames; only these come
+    from here. No hosts: only the configs, without looking at any document.
+    """
+    structures: list[SeriesEntry] = []
+    users: list[UserSeries] = []
+    if hosts:
+        at = set(hosts)
+        refeeder = state.refeeder()
+        for d in _groups(state, "structures"):
+            if refeeder.anchor(d, "structures") in at:
+                structures.append(_series_entry(state, refeeder.enrich(d, "structures"), {}))
+        for u in _groups(state, "users"):
+            if refeeder.anchor(u, "users") in at:
+                resources = refeeder.enrich(u, "users").get("resources", {})
+                users.append({"name": u["name"], "resources": _fields(resources, _STRUCTURE_FIELDS)})
+    return {"structures": structures, "users": users, "services": {s: state.config(s) for s in services or ()}}
+
+
 _STRUCTURE_FIELDS = ("current", "max", "min", "usage")
 _LIMIT_FIELDS = ("upper", "lower", "boundary")
 
@@ -463,5 +485,6 @@ __all__ = [
     "HostEnsured", "HostFields", "JournalHealth", "RebalancerView", "RequestEntry", "ScalerView",
     "SeriesEntry", "SeriesFields", "Status", "TimeseriesSnapshot", "Usage", "UserSeries",
     "container_hosts", "drift", "group_guardian_view", "group_scaler_view", "guardian_changes", "health_view",
-    "rebalancer_view", "recent_events", "recent_requests", "scaler_view", "status", "timeseries_snapshot",
+    "rebalancer_view", "recent_events", "recent_requests", "scaler_view", "status", "timeseries_groups",
+    "timeseries_snapshot",
 ]
