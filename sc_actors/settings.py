@@ -146,6 +146,13 @@ class DatabaseSnapshoterSettings(_Settings):
     )
     polling_frequency_s: float = Field(5.0, gt=0, le=DAY_S, alias="POLLING_FREQUENCY")
     """Kept for the original's scripts: snapshots follow the Guardian's windows (pushed)."""
+    series_rows: Literal["changes", "all"] = Field("changes", alias="SERIES_ROWS")
+    """`changes`: a container's usage every window, its limits (`current`, `max`, `min`, `upper`,
+    `lower`, `boundary`) when they change and every `FULL_ROWS_EVERY` s; `all`: every value every
+    window (the original). Readers (`sc history`, `store.timeseries.read`) show both alike."""
+    full_rows_every_s: float = Field(60.0, gt=0, le=600, alias="FULL_ROWS_EVERY")
+    """Under `changes`, each container's every value at least this often, seconds (at most
+    `store.timeseries.LOOKBACK_S`, what a reader looks back to find a window's values)."""
 
 
 class RefeederSettings(_Settings):
@@ -256,6 +263,7 @@ STR_KEYS = frozenset(
         "POWER_MODEL",
         "EVENTS_SYSTEM",
         "DATASET_DIR",
+        "SERIES_ROWS",
         "PROFILE",
     }
 )
