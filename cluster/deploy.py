@@ -8,6 +8,12 @@ each node that has none, now and whenever a node joins later, and marks the host
 of dead nodes unreachable. Nodes are controlled when they carry the `sc_host` label;
 `sc_exclude=1` leaves a node out. Per-node settings come from the labels
 `sc_cgroup_parent` and `sc_backend`, else from `node_defaults`.
+
+With `shards` N > 1 the Guardian and the Scaler run as N shards by host (issue 16,
+`sc_actors/policy/shards.py`): `guardian`, `guardian-1`, … and `scaler`, `scaler-1`, ….
+The count is written first, into the `guardian` service document (the one place the
+node agents, the shards and the API read it from); shards of an earlier deployment
+with more are taken down.
 """
 from __future__ import annotations
 
@@ -18,7 +24,16 @@ from typing import Any, Callable
 
 import ray
 
-from sc_actors.settings import DATABASE_SNAPSHOTER_NAME, NAMESPACE, container_scaler_name
+from sc_actors.policy.shards import check_shards, shard_service
+from sc_actors.settings import (
+    DATABASE_SNAPSHOTER_NAME,
+    GUARDIAN_NAME,
+    NAMESPACE,
+    SHARDS_FIELD,
+    container_scaler_name,
+    guardian_name,
+    scaler_name,
+)
 
 from . import placement
 
@@ -36,8 +51,10 @@ def deploy(
     timeout_s: float = 60,
     progress: Callable[[str], None] = lambda msg: None,
     dataset_dir: str | None = None,
+    shards: int = 1,
 ) -> dict[str, Any]:
-    """Start (or find) every actor and wait until each answers."""
+    """Start (or find) every actor and wait until each answers; `shards` Guardians and Scalers."""
+    check_shards(shards)
     node_defaults = node_defaults or {}
     statedb = placement.statedb_actor(state_dir, fsync)
     try:
@@ -47,16 +64,24 @@ def deploy(
         said = [line.strip() for line in str(e).splitlines() if "Corrupt: " in line]
         raise StateDBDidNotStart(f"the StateDB did not start: {said[-1] if said else e}") from None
     progress("statedb ready")
+    # NOTE: the count before the shards: whoever routes by host reads it from here.
+    ray.get(statedb.patch.remote("services", GUARDIAN_NAME, {SHARDS_FIELD: shards}), timeout=timeout_s)
+    for name, shard in shard_actors().items():
+        if shard >= shards:  # a shard of an earlier deployment with more
+            _kill(name)
     actors = {
         "guardian": placement.guardian_actor(),
         "scaler": placement.scaler_actor(),
+        **{guardian_name(i): placement.guardian_actor(i) for i in range(1, shards)},
+        **{scaler_name(i): placement.scaler_actor(i) for i in range(1, shards)},
         "structures_snapshoter": placement.structures_snapshoter_actor(),
         "database_snapshoter": placement.database_snapshoter_actor(
             dataset_dir or str(Path(state_dir) / "timeseries")),
         "rebalancer": placement.rebalancer_actor(),
     }
     ray.get([a.ping.remote() for a in actors.values()], timeout=timeout_s)
-    progress("guardian, scaler, structures_snapshoter, database_snapshoter, rebalancer ready")
+    progress("guardian, scaler, structures_snapshoter, database_snapshoter, rebalancer ready"
+             + (f" ({shards} shards of the guardian and the scaler)" if shards > 1 else ""))
     # One ContainerScaler and one host structure per controlled node, now and for
     # nodes that join later: the Membership does both (sc_actors/membership.py).
     membership = placement.membership_actor(node_defaults)
@@ -69,7 +94,7 @@ def deploy(
 
 def undeploy(hosts: list[str] | None = None) -> None:
     """Kill every control-plane actor (detached actors outlive their creator)."""
-    names = list(placement.CONTROL_PLANE)
+    names = list(placement.CONTROL_PLANE) + list(shard_actors())
     if hosts is None:
         hosts = [
             a["name"][len(container_scaler_name("")):]
@@ -83,10 +108,25 @@ def undeploy(hosts: list[str] | None = None) -> None:
     except Exception as e:
         log.warning("time series not flushed: %s", e)
     for name in names:
-        try:
-            ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)
-        except ValueError:
-            pass
+        _kill(name)
+
+
+def shard_actors() -> dict[str, int]:
+    """The Guardian and Scaler shards past 0 running now: name → shard."""
+    out = {}
+    for a in ray.util.list_named_actors(all_namespaces=True):
+        if a["namespace"] == NAMESPACE:
+            _, shard = shard_service(a["name"])
+            if shard > 0:
+                out[a["name"]] = shard
+    return out
+
+
+def _kill(name: str) -> None:
+    try:
+        ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)
+    except ValueError:
+        pass
 
 
 def wait_for(predicate: Callable[[], Any], timeout_s: float, interval_s: float = 0.05, what: str = "condition") -> Any:

@@ -39,12 +39,16 @@ def statedb_actor(state_dir: str, fsync: bool = True) -> Any:
     return ray.remote(StateDB).options(name=names.STATEDB_NAME, resources=HEAD, **_COMMON).remote(state_dir, fsync)
 
 
-def guardian_actor() -> Any:
-    return ray.remote(Guardian).options(name=names.GUARDIAN_NAME, max_concurrency=1000, **_COMMON).remote()
+def guardian_actor(shard: int = 0) -> Any:
+    """Guardian shard `shard` (0: `guardian`), anywhere: its nodes push to it by name."""
+    return ray.remote(Guardian).options(name=names.guardian_name(shard), max_concurrency=1000,
+                                        **_COMMON).remote(shard)
 
 
-def scaler_actor() -> Any:
-    return ray.remote(Scaler).options(name=names.SCALER_NAME, max_concurrency=1000, **_COMMON).remote()
+def scaler_actor(shard: int = 0) -> Any:
+    """Scaler shard `shard` (0: `scaler`, the coordinator of requests that span hosts)."""
+    return ray.remote(Scaler).options(name=names.scaler_name(shard), max_concurrency=1000,
+                                      **_COMMON).remote(shard)
 
 
 def structures_snapshoter_actor() -> Any:
@@ -85,5 +89,6 @@ def container_scaler_actor(host: str, settings: NodeDefaults) -> Any:
 
 
 # NOTE: the Membership comes first: taken down last, it would place ContainerScalers again.
+# The shards past 0 (`guardian-1`, `scaler-1`, …) are found by name (`cluster.deploy.shard_actors`).
 CONTROL_PLANE = (MEMBERSHIP_NAME, names.STATEDB_NAME, names.GUARDIAN_NAME, names.SCALER_NAME,
                  names.STRUCTURES_SNAPSHOTER_NAME, names.DATABASE_SNAPSHOTER_NAME, names.REBALANCER_NAME)

@@ -202,7 +202,7 @@ class ContainerScaler:
         shards: Optional[ShardCount] = getattr(self, "_shards", None)
         if shards is None:
             shards = self._shards = ShardCount(lambda: self._handles.statedb)
-        return self._handles.get(shards.guardian_of(host))
+        return shards.guardian_for(host)
 
     async def simulate_hosts(self, hosts: list[SimulatedHost]) -> list[HostInfoFields]:
         """Serve these simulated hosts from now on (synthetic nodes, scale benchmark only);

@@ -24,6 +24,21 @@ its own host's requests, never the others' (the original let one dead NodeRescal
 block the whole cluster, §11.2). A host the Membership marked unreachable has its
 requests dropped at once, with the reason in the request log. A node that does not
 answer (a timeout, a dead actor) is `Unavailable` (503), never a bad request.
+
+Shards by host (issue 16, `policy.shards`): with N shards, Scaler shard `i` (`scaler`,
+`scaler-1`, …) is the one writer of the accounting of the hosts `shard_of(host, N) == i`.
+A container request, a subscription, a drift repair or a release reaching a shard that
+does not own its host is forwarded to the owner (a request the owner does not take within
+FORWARD_TIMEOUT_S is dropped, with the reason in the decision log; a call answers 503).
+Requests that span hosts (applications, users, swaps) are planned by shard 0, the
+coordinator, against the StateDB's view, and applied host by host through the owners'
+`apply_part`: the owner takes the host's lock, checks the accounting is still what was
+planned against (`policy.shards.part_still_fits`), writes the node, records, answers, and
+holds the lock until the coordinator's `release_part`, which keeps the part or puts it
+back exactly. A part refused puts back every part applied before it, so the request is
+applied on every host or on none. If the coordinator dies between parts, each owner
+keeps its part after PART_HOLD_S (every host's accounting stays true to its node; the
+request may then be applied on some hosts only, which the owner's log says).
 """
 from __future__ import annotations
 
@@ -32,6 +47,7 @@ import collections
 import contextlib
 import logging
 import time
+import uuid
 from typing import Any, AsyncIterator, Awaitable, Iterable, Optional, Sequence, TypeVar, Union, cast
 
 from pydantic import ValidationError
@@ -59,9 +75,11 @@ from .policy.cores import core_distribution
 from .policy.health import HEARTBEAT_S
 from .policy.planning import Plan, plan_container_request
 from .policy.requests import filter_requests, sort_requests
+from .policy.shards import ContainerWrite, HostPart, part_still_fits, shard_of
 from .policy.subscription import bounds_of, mem_margin_of, physical_of, release, subscribe
 from .profiles import subscription_limits
-from .settings import ScalerSettings
+from .settings import ScalerSettings, scaler_name
+from .shards import ShardCount
 from .store.entries import lifecycle_entry
 from .store.views import GroupScalerView, HostFields, RequestEntry, ScalerView
 
@@ -70,6 +88,12 @@ log = logging.getLogger(__name__)
 APPLY_TIMEOUT_S = 5.0
 YIELD_EVERY = 50
 """Requests planned between two yields to the event loop."""
+FORWARD_TIMEOUT_S = 10.0
+"""How long a request forwarded to the Scaler shard owning its host may wait to be taken,
+seconds: the default REQUEST_TIMEOUT, after which the owner would drop it as expired anyway."""
+PART_HOLD_S = 10.0
+"""How long an owner holds a host's lock for a part the coordinator neither kept nor put
+back, seconds; then the part is kept (it is written and recorded) and the lock released."""
 
 T = TypeVar("T")
 Currents = dict[str, dict[ResourceName, float]]
@@ -104,6 +128,29 @@ class ScalerStatus(TypedDict):
     batches: dict[str, int]
 
 
+class _Held:
+    """A part applied by this owner and not yet released: what puts it back, its lock, its timer."""
+
+    def __init__(self, part: HostPart, host: Host, containers: list[Container], timer: asyncio.Task[None]) -> None:
+        self.part = part
+        self.host = host
+        """The host's accounting before the part."""
+        self.containers = containers
+        """The part's containers before it."""
+        self.timer = timer
+
+
+class _Parts:
+    """The parts of one request that spans hosts, applied and held by their owners."""
+
+    def __init__(self, shards: int) -> None:
+        self.shards = shards
+        self.held: list[tuple[str, str, str]] = []
+        """(owner, txid, host) of each part applied, in order."""
+        self.containers: set[str] = set()
+        """Containers whose accounting the owners recorded."""
+
+
 def request_key(r: Request) -> tuple[str, str]:
     return (r.structure, f"{r.action}_{r.field}_{r.pair_structure or 'system'}")
 
@@ -124,7 +171,11 @@ def _limits_of(doc: Optional[Document]) -> Optional[Limits]:
 
 
 class Scaler:
-    def __init__(self) -> None:
+    def __init__(self, shard: int = 0) -> None:
+        self.shard = shard
+        self.name = scaler_name(shard)
+        self._held: dict[str, _Held] = {}
+        """Parts of requests that span hosts, applied here and held until released (txid → part)."""
         self.pending: list[Request] = []
         self._wake = asyncio.Event()
         # NOTE: one lock per host's accounting, taken in name order. Requests are
@@ -132,8 +183,10 @@ class Scaler:
         # its own host (the original let one dead NodeRescaler stop all, §11.2).
         self._host_locks: collections.defaultdict[str, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
         self._lanes: dict[str, asyncio.Task[None]] = {}
+        self._forwards: set[asyncio.Task[None]] = set()
         self._backlog: dict[str, list[Request]] = {}
         self._handles = Handles()
+        self._shards = ShardCount(lambda: self._handles.statedb)
         self.outcomes: collections.Counter[str] = collections.Counter()
         self.batches: collections.Counter[str] = collections.Counter()
         """Batches of one host written in one call ("written"), or put back after a refusal ("put_back")."""
@@ -192,7 +245,7 @@ class Scaler:
                 # An idle Scaler beats too, so an old heartbeat means a stuck or dead one.
                 beat_at = time.monotonic()
                 try:
-                    await self._db().heartbeat.remote("scaler")
+                    await self._db().heartbeat.remote(self.name)
                 except Exception as e:
                     log.warning("scaler heartbeat not recorded: %s", _reason(e))
             if not self.pending:
@@ -205,16 +258,54 @@ class Scaler:
 
     async def _dispatch(self, batch: list[Request]) -> None:
         """Hand each container request to its host's lane; application and user
-        requests (and unknown names) share one lane of their own."""
+        requests (and unknown names) share one lane of their own.
+
+        With shards, a container request of a host another shard owns goes to that
+        shard, and a request that spans hosts to shard 0, which plans them."""
         containers = sorted({r.structure for r in batch if r.structure_type == "container"})
         host_of: dict[str, str] = await self._db().container_hosts.remote(containers) if containers else {}
+        shards = await self._shards.read()
+        elsewhere: dict[int, list[Request]] = {}
         for r in batch:
             # A swap may span two hosts: it goes to the shared lane, which locks both.
             key = host_of.get(r.structure, "") if r.structure_type == "container" and not r.pair_structure else ""
+            owner = shard_of(key, shards) if key else 0
+            if owner != self.shard and (key or shards > 1):
+                elsewhere.setdefault(owner, []).append(r)
+                continue
             self._backlog.setdefault(key, []).append(r)
             lane = self._lanes.get(key)
             if lane is None or lane.done():
                 self._lanes[key] = asyncio.get_event_loop().create_task(self._lane(key))
+        for owner, requests in elsewhere.items():
+            task = asyncio.get_event_loop().create_task(self._forward(owner, requests, host_of))
+            self._forwards.add(task)
+            task.add_done_callback(self._forwards.discard)
+
+    async def _forward(self, owner: int, requests: list[Request], host_of: dict[str, str]) -> None:
+        """Hand requests to the Scaler shard that owns their host (shard 0: those that span
+        hosts); those it does not take within FORWARD_TIMEOUT_S are dropped, in the log."""
+        name = scaler_name(owner)
+        try:
+            await asyncio.wait_for(self._handles.get(name).submit.remote(requests), timeout=FORWARD_TIMEOUT_S)
+            self.outcomes["forwarded"] += len(requests)
+            return
+        except asyncio.TimeoutError:
+            reason = f"did not take it within {FORWARD_TIMEOUT_S:g} s"
+        except Exception as e:
+            if _is_ray_error(e) or isinstance(e, Unavailable):
+                self._handles.forget(name)
+            reason = f"did not answer: {_reason(e)}"
+        entries = []
+        for r in requests:
+            host = host_of.get(r.structure)
+            what = f"owner of host {host!r}" if host else "coordinator of requests that span hosts"
+            entries.append(self._entry(r, "dropped", f"scaler shard {name} ({what}) {reason}"))
+        log.warning("%d requests dropped: scaler shard %s %s", len(requests), name, reason)
+        try:
+            await self._db().log_requests.remote(entries)
+        except Exception as e:
+            log.warning("dropped requests not logged: %s", _reason(e))
 
     async def _lane(self, key: str) -> None:
         """Apply the requests queued for one lane, a batch at a time, until none are left."""
@@ -268,6 +359,13 @@ class Scaler:
             # The original's clock-aligned polling tick, for side-by-side benchmarks.
             p = settings.polling_frequency_s
             await asyncio.sleep(p - (time.time() % p))
+        shards = await self._shards.read()
+        if any(shard_of(h, shards) != self.shard for h in view["hosts"]):
+            # Hosts of other shards: planned here, applied through their owners, one request at a time.
+            if entries:
+                await db.log_requests.remote(entries)
+            await self._apply_across(sort_requests(kept), shards)
+            return
         async with self._hosts_locked(view["hosts"]):
             # Read again under the locks: another lane or a subscription may just have
             # changed these hosts' accounting.
@@ -429,6 +527,7 @@ class Scaler:
         hosts: dict[str, Host],
         currents: Currents,
         maxes: Currents,
+        parts: Optional[_Parts] = None,
     ) -> list[DecisionEntry]:
         """An application's or user's request: split over its containers, every part written or none (§4.5, §4.8).
 
@@ -460,8 +559,13 @@ class Scaler:
             decision["app_split"] = plan.app_split
         if plan.outcome == "refused":
             return [self._entry(req, "refused", plan.reason, extra=decision)]
-        written = await self._write_all([(placement.containers[part.request.structure], part.plan.change)
-                                         for part in plan.parts], hosts)
+        if parts is None:
+            written = await self._write_all([(placement.containers[part.request.structure], part.plan.change)
+                                             for part in plan.parts], hosts)
+        else:
+            written = await self._commit_parts(
+                [(placement.containers[part.request.structure], part.plan, req.resource) for part in plan.parts],
+                hosts, {**hosts, **plan.hosts}, parts)
         if written:
             return [self._entry(req, "failed", f"{written}; no part applied", extra=decision)]
         hosts.update(plan.hosts)
@@ -480,7 +584,7 @@ class Scaler:
         return out
 
     async def _apply_swap(self, req: Request, view: BatchView, hosts: dict[str, Host],
-                          currents: Currents, maxes: Currents) -> list[DecisionEntry]:
+                          currents: Currents, maxes: Currents, tx: Optional[_Parts] = None) -> list[DecisionEntry]:
         """A ReBalancer swap (§4.7): `amount` from `pair_structure` (donor) to `structure`, whole or not at all.
 
         Containers: the donor's part is planned first and must be granted in full, then
@@ -508,7 +612,11 @@ class Scaler:
             work_hosts[container.host] = plan.host
             work_currents.setdefault(container.name, {})[req.resource] = plan.new_current
             parts.append((part, container, plan))
-        written = await self._write_all([(container, plan.change) for _, container, plan in parts], hosts)
+        if tx is None:
+            written = await self._write_all([(container, plan.change) for _, container, plan in parts], hosts)
+        else:
+            written = await self._commit_parts([(container, plan, req.resource) for _, container, plan in parts],
+                                               hosts, work_hosts, tx)
         if written:
             return [self._entry(req, "failed", f"{written}; no part applied")]
         hosts.update(work_hosts)
@@ -560,6 +668,188 @@ class Scaler:
         if cached is None or cached[0] != key:
             cached = self._distributions[host.name] = (key, distribution_of(host))
         return cached[1]
+
+    # ------------------------------------------------------------------ requests that span shards
+
+    async def _apply_across(self, requests: list[Request], shards: int) -> None:
+        """Requests that span hosts of several shards (shard 0): each planned here against a
+        fresh view, applied through the owners' `apply_part`, all or nothing."""
+        db = self._db()
+        for req in requests:
+            view = await self._view([req])
+            hosts = {n: Host.model_validate(d) for n, d in view["hosts"].items()}
+            currents: Currents = {}
+            maxes: Currents = {}
+            parts = _Parts(shards)
+            if req.pair_structure:
+                entries = await self._apply_swap(req, view, hosts, currents, maxes, parts)
+            elif req.structure_type in ("application", "user"):
+                entries = await self._apply_group(req, view, hosts, currents, maxes, parts)
+            else:
+                # A container subscribed since it was dispatched: its owner applies it.
+                if (await db.container_hosts.remote([req.structure])).get(req.structure):
+                    await self._dispatch([req])
+                    continue
+                entries = [self._entry(req, "refused", "not a subscribed container")]
+            # The owners recorded their containers; the groups' `max` and the decision log are recorded here.
+            group_maxes = {n: v for n, v in maxes.items() if n not in parts.containers}
+            try:
+                await db.record_scaling.remote({}, {}, entries, group_maxes or None)
+            except Exception as e:
+                log.warning("%s of %s not recorded, its parts put back: %s", req.action, req.structure, _reason(e))
+                await self._release_parts(parts, put_back=True)
+                continue
+            await self._release_parts(parts, put_back=False)
+
+    def _host_parts(self, items: list[tuple[Container, Plan, str]], before: dict[str, Host],
+                    after: dict[str, Host]) -> list[HostPart]:
+        """The planned writes of a request, one part per host (in name order, as locks are taken)."""
+        by_host: dict[str, list[ContainerWrite]] = {}
+        for c, plan, res in items:
+            by_host.setdefault(c.host, []).append(ContainerWrite(
+                name=c.name, resource=res, before=c.resources[cast(ResourceName, res)].current, change=plan.change,
+                bounds=bounds_of(c), new_current=plan.new_current, new_max=plan.new_max))
+        return [HostPart(host=h, before=before[h], after=after.get(h, before[h]), writes=tuple(ws))
+                for h, ws in sorted(by_host.items())]
+
+    async def _on_shard(self, name: str, method: str, *args: object) -> object:
+        """Call `method` of the Scaler shard `name` (this one directly); its own errors come
+        out as they were raised, a shard that does not answer as `Unavailable`."""
+        if name == self.name:
+            return await getattr(self, method)(*args)
+        try:
+            return await asyncio.wait_for(getattr(self._handles.get(name), method).remote(*args),
+                                          timeout=FORWARD_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            raise Unavailable(f"scaler shard {name} did not answer within {FORWARD_TIMEOUT_S:g} s") from None
+        except ScError:
+            raise
+        except Exception as e:
+            if _is_ray_error(e):
+                self._handles.forget(name)
+                raise Unavailable(f"scaler shard {name} did not answer: {_reason(e)}") from None
+            raise unwrap(e) from None
+
+    async def _owner(self, host: str) -> str:
+        return scaler_name(shard_of(host, await self._shards.read()))
+
+    async def _commit_parts(self, items: list[tuple[Container, Plan, str]], before: dict[str, Host],
+                            after: dict[str, Host], parts: _Parts) -> str:
+        """Apply a planned request host by host through the owners: "" when every part is
+        applied (and held, see `release_part`), else what refused one, after every part
+        applied before it was put back."""
+        for part in self._host_parts(items, before, after):
+            owner = scaler_name(shard_of(part.host, parts.shards))
+            txid = uuid.uuid4().hex
+            try:
+                refused = cast(str, await self._on_shard(owner, "apply_part", txid, part))
+            except Exception as e:
+                refused = _reason(e)
+            if refused:
+                done = sorted({h for _, _, h in parts.held})
+                await self._release_parts(parts, put_back=True)
+                return (f"host {part.host} (scaler shard {owner}): {refused}"
+                        + (f"; put back on {', '.join(done)}" if done else ""))
+            parts.held.append((owner, txid, part.host))
+            parts.containers.update(w.name for w in part.writes)
+        return ""
+
+    async def _release_parts(self, parts: _Parts, put_back: bool) -> None:
+        """Keep (or put back) every held part, the last applied first; each owner releases its host."""
+        held, parts.held = parts.held, []
+        for owner, txid, host in reversed(held):
+            try:
+                if not await self._on_shard(owner, "release_part", txid, put_back):
+                    log.warning("the part on %s was no longer held by %s (kept): it could not be %s", host, owner,
+                                "put back" if put_back else "released")
+            except Exception as e:
+                log.warning("the part on %s could not be %s by %s: %s", host, "put back" if put_back else "kept",
+                            owner, _reason(e))
+
+    async def apply_part(self, txid: str, part: HostPart) -> str:
+        """Apply one host's part of a request the coordinator planned: "" when written and
+        recorded, else why not (nothing changed).
+
+        Takes the host's lock and holds it until `release_part(txid)` (or PART_HOLD_S): the
+        accounting must still be what the part was planned against (`part_still_fits`), the
+        node must take every write (else they are put back), then the containers' `current`
+        and `max` and the host's accounting are recorded in one StateDB call.
+        """
+        lock = self._host_locks[part.host]
+        await lock.acquire()
+        try:
+            db = self._db()
+            names = [w.name for w in part.writes]
+            view: ScalerView = await db.scaler_view.remote(names)
+            host_doc = view["hosts"].get(part.host)
+            host = Host.model_validate(host_doc) if host_doc else None
+            docs = {n: d for n, d in view["structures"].items() if d.get("host") == part.host}
+            refused = part_still_fits(part, host, {
+                w.name: docs[w.name].get("resources", {}).get(w.resource, {}).get("current")
+                for w in part.writes if w.name in docs})
+            if refused or host is None:
+                lock.release()
+                return refused
+            before = [Container.model_validate(docs[n]) for n in names]
+            items: list[Write] = [(w.name, w.change, w.bounds) for w in part.writes if w.change is not None]
+            if items:
+                try:
+                    results = await self._write_many(part.host, items)
+                except Exception as e:
+                    lock.release()
+                    return f"the node did not take the writes: {_reason(e)}"
+                bad = [r for r in results if not r.ok]
+                if bad:
+                    await self._put_back([(c, host) for c in before])
+                    lock.release()
+                    return f"{bad[0].name}: {bad[0].error}"
+            currents: Currents = {w.name: {cast(ResourceName, w.resource): w.new_current} for w in part.writes}
+            maxes: Currents = {w.name: {cast(ResourceName, w.resource): w.new_max}
+                               for w in part.writes if w.new_max is not None}
+            try:
+                await db.record_scaling.remote(currents, _host_fields(part.host, part.after), [], maxes or None)
+            except Exception as e:
+                await self._put_back([(c, host) for c in before])
+                lock.release()
+                return f"not recorded: {_reason(e)}"
+        except BaseException:
+            if lock.locked() and txid not in self._held:
+                lock.release()
+            raise
+        timer = asyncio.get_running_loop().create_task(self._hold_expires(txid))
+        self._held[txid] = _Held(part, host, before, timer)
+        return ""
+
+    async def _hold_expires(self, txid: str) -> None:
+        await asyncio.sleep(PART_HOLD_S)
+        held = self._held.pop(txid, None)
+        if held is not None:
+            log.warning("the coordinator neither kept nor put back its part on %s within %g s: kept",
+                        held.part.host, PART_HOLD_S)
+            self._host_locks[held.part.host].release()
+
+    async def release_part(self, txid: str, put_back: bool) -> bool:
+        """End a part `apply_part` holds: keep it, or put it back (the node's limits and the
+        recorded accounting as they were before it); the host's lock is released. False when
+        the part was no longer held (released after PART_HOLD_S, or this shard restarted)."""
+        held = self._held.pop(txid, None)
+        if held is None:
+            return False
+        held.timer.cancel()
+        try:
+            if put_back:
+                await self._put_back([(c, held.host) for c in held.containers])
+                res = {w.name: cast(ResourceName, w.resource) for w in held.part.writes}
+                currents: Currents = {c.name: {res[c.name]: c.resources[res[c.name]].current or 0.0}
+                                      for c in held.containers}
+                maxes: Currents = {c.name: {res[c.name]: c.resources[res[c.name]].max or 0.0}
+                                   for c in held.containers
+                                   if any(w.name == c.name and w.new_max is not None for w in held.part.writes)}
+                await self._db().record_scaling.remote(currents, _host_fields(held.part.host, held.host), [],
+                                                       maxes or None)
+        finally:
+            self._host_locks[held.part.host].release()
+        return True
 
     # ------------------------------------------------------------------ writes on the nodes
 
@@ -629,10 +919,22 @@ class Scaler:
         return d
 
     async def reapply(self, names: list[str]) -> list[str]:
-        """Write the recorded limits of these containers back to their nodes (drift repair)."""
+        """Write the recorded limits of these containers back to their nodes (drift repair);
+        those of hosts another shard owns by that shard."""
         db = self._db()
-        done = []
+        done: list[str] = []
         host_of: dict[str, str] = await db.container_hosts.remote(names)
+        by_owner: dict[str, list[str]] = {}
+        for name, h in host_of.items():
+            by_owner.setdefault(await self._owner(h), []).append(name)
+        for owner, theirs in by_owner.items():
+            if owner != self.name:
+                try:
+                    done += cast(list[str], await self._on_shard(owner, "reapply", theirs))
+                except Exception as e:
+                    log.warning("the limits of %s not restored: %s", theirs, _reason(e))
+        names = by_owner.get(self.name, [])
+        host_of = {n: host_of[n] for n in names}
         async with self._hosts_locked(host_of.values()):
             view: ScalerView = await db.scaler_view.remote(names)
             self._handles.serve_hosts(view["hosts"].values())
@@ -676,6 +978,9 @@ class Scaler:
                                          "resources": subscription_limits(profile, (limits or {}).get("resources"))})
         except Exception as e:
             raise Invalid(str(e)) from None
+        owner = await self._owner(c.host)
+        if owner != self.name:  # the accounting of `c.host` has another writer
+            return cast(Document, await self._on_shard(owner, "subscribe_container", container, limits))
         async with self._hosts_locked([c.host]):
             if await db.exists.remote("structures", c.name):
                 raise Conflict(f"structure {c.name!r} already subscribed")
@@ -729,6 +1034,9 @@ class Scaler:
         host: Optional[str] = (await db.container_hosts.remote([name])).get(name)
         if host is None:
             return False
+        owner = await self._owner(host)
+        if owner != self.name:
+            return bool(await self._on_shard(owner, "release_missing", name, since))
         if name in await self._listed(host):
             return False
         res = (await db.get.remote("structures", name)).get("resources", {})
@@ -747,6 +1055,11 @@ class Scaler:
         """Give the container's cores and memory back to its host and forget it."""
         db = self._db()
         host_of: dict[str, str] = await db.container_hosts.remote([name])
+        if name in host_of:
+            owner = await self._owner(host_of[name])
+            if owner != self.name:
+                await self._on_shard(owner, "desubscribe_container", name)
+                return
         async with self._hosts_locked(host_of.values()):
             try:
                 c = Container.model_validate(await db.get.remote("structures", name))
@@ -769,6 +1082,11 @@ class Scaler:
             if await db.exists.remote("limits", name):
                 deletes.append(("limits", name))
             await db.transact.remote(puts=puts, deletes=deletes)
+
+
+def _host_fields(name: str, host: Host) -> dict[str, dict[str, HostFields]]:
+    """The accounting of one host as `record_scaling` takes it."""
+    return {name: {r: host.resources[r].model_dump(exclude_none=True) for r in ("cpu", "mem")}}
 
 
 def _is_ray_error(e: BaseException) -> bool:

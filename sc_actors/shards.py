@@ -6,8 +6,8 @@ routes by host reads it through a `ShardCount`: the node agents (which Guardian 
 host's windows go to), the Scaler shards (which shard owns a request's host). It changes
 only when the control plane is deployed again with another count, so a reader keeps it
 `SHARDS_REFRESH_S` and reads it again in the background; until its first read answers it
-says 1 (the unsharded names always exist: shard 0 takes the windows and forwards nothing
-it does not own to the wrong place, see `Scaler._dispatch`).
+says 1: a node's first window may go to shard 0, which evaluates it as any other (its
+requests reach their owner: a Scaler shard forwards what it does not own, `Scaler._dispatch`).
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import logging
 import time
 from typing import Callable, Optional
 
-from .handles import ActorHandle
+from .handles import ActorHandle, lookup
 from .policy.shards import shard_of, shards_of
 from .settings import GUARDIAN_NAME, guardian_name, scaler_name
 
@@ -38,6 +38,9 @@ class ShardCount:
         self._value: Optional[int] = None
         self._read_at = float("-inf")
         self._reading: Optional[asyncio.Task[int]] = None
+        self._guardians: dict[str, ActorHandle] = {}
+        """Guardian shards' handles, looked up again after each read of the count (a shard
+        of a control plane deployed again is a new actor under the same name)."""
 
     def _stale(self) -> bool:
         return self._value is None or self._clock() - self._read_at >= self._refresh_s
@@ -46,6 +49,7 @@ class ShardCount:
         try:
             doc = await self._statedb().get.remote("services", GUARDIAN_NAME)
             self._value = shards_of(doc)
+            self._guardians = {}
         except Exception as e:  # the StateDB restarting: keep what we had
             log.warning("shard count not read: %s", e)
         self._read_at = self._clock()
@@ -71,6 +75,14 @@ class ShardCount:
     def guardian_of(self, host: str) -> str:
         """The name of the Guardian shard that evaluates `host`'s windows (the cached count)."""
         return guardian_name(shard_of(host, self.cached()))
+
+    def guardian_for(self, host: str) -> ActorHandle:
+        """The handle of the Guardian shard of `host`; `Unavailable` when it is not running."""
+        name = self.guardian_of(host)
+        handle = self._guardians.get(name)
+        if handle is None:
+            handle = self._guardians[name] = lookup(name)
+        return handle
 
     async def scaler_of(self, host: str) -> str:
         """The name of the Scaler shard that owns `host`'s accounting."""

@@ -25,7 +25,15 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sc_actors.errors import Unavailable
 from sc_actors.handles import Handles, unwrap
 from sc_actors.model import Document, HostInfo
-from sc_actors.settings import NAMESPACE, SCALER_NAME, STATEDB_NAME, container_scaler_name
+from sc_actors.policy.shards import shard_of, shards_of
+from sc_actors.settings import (
+    GUARDIAN_NAME,
+    NAMESPACE,
+    SCALER_NAME,
+    STATEDB_NAME,
+    container_scaler_name,
+    scaler_name,
+)
 from sc_actors.store.views import EventEntry, HealthView, RequestEntry
 
 Collection = Literal["structures", "limits", "rules", "services", "users"]
@@ -203,17 +211,44 @@ class StateDBApi:
         return entries
 
 
-class ScalerApi:
-    """The Scaler methods the routes call: subscriptions, which move a host's accounting."""
+class ShardRoute:
+    """Which Scaler shard owns a host (issue 16): the count from the `guardian` service
+    document, the owner by `policy.shards.shard_of`; its caller."""
 
-    def __init__(self, call: Caller) -> None:
+    def __init__(self, handles: Handles, statedb: Caller) -> None:
+        self.handles = handles
+        self.statedb = statedb
+
+    async def for_host(self, host: str) -> Caller:
+        shards = shards_of(_document(await self.statedb("get", "services", GUARDIAN_NAME)))
+        return ActorCaller(self.handles, scaler_name(shard_of(host, shards)))
+
+    async def for_container(self, name: str) -> Optional[Caller]:
+        """The owner of the container's host; None when the StateDB has no such container."""
+        hosts = await self.statedb("container_hosts", [name])
+        host = hosts.get(name) if isinstance(hosts, dict) else None
+        return await self.for_host(host) if isinstance(host, str) else None
+
+
+class ScalerApi:
+    """The Scaler methods the routes call: subscriptions, which move a host's accounting.
+
+    With `route`, each goes to the Scaler shard that owns the container's host (a shard
+    that does not answer is 503); without, to `call` (one Scaler, or its stand-in).
+    """
+
+    def __init__(self, call: Caller, route: Optional[ShardRoute] = None) -> None:
         self._call = call
+        self._route = route
 
     async def subscribe_container(self, container: Document, limits: Optional[Document]) -> Document:
-        return _document(await self._call("subscribe_container", container, limits))
+        host = container.get("host")
+        call = await self._route.for_host(host) if self._route and isinstance(host, str) else self._call
+        return _document(await call("subscribe_container", container, limits))
 
     async def desubscribe_container(self, name: str) -> None:
-        await self._call("desubscribe_container", name)
+        call = (await self._route.for_container(name) if self._route else None) or self._call
+        await call("desubscribe_container", name)
 
 
 class NodeApi:
@@ -248,7 +283,8 @@ def get_statedb(request: Request) -> StateDBApi:
 
 
 def get_scaler(request: Request) -> ScalerApi:
-    return ScalerApi(ActorCaller(handles_of(request), SCALER_NAME))
+    handles = handles_of(request)
+    return ScalerApi(ActorCaller(handles, SCALER_NAME), ShardRoute(handles, ActorCaller(handles, STATEDB_NAME)))
 
 
 def get_node(request: Request, name: str) -> NodeApi:
