@@ -214,7 +214,14 @@ def status(as_json: bool = JSON_OPT) -> None:
     show_table(rows, STATUS_COLUMNS, "containers (cpu in shares: 100 = 1 core; mem in MiB)", False)
     services = ", ".join(f"{s['name']} {'on' if s.get('active') else 'off'}" for s in data["services"])
     console.print(f"services: {services}", highlight=False)
-    show_problems(api().health()["problems"])
+    health = api().health()
+    shards = health.get("shards", [])
+    if len(shards) > 2:  # more than one Guardian and one Scaler: each shard and its last heartbeat
+        now = health["time"]
+        beats = ", ".join(f"{b['name']} {now - b['heartbeat']:.0f} s ago" if b["heartbeat"] else f"{b['name']} never"
+                          for b in shards)
+        console.print(f"shards (last heartbeat): {beats}", highlight=False)
+    show_problems(health["problems"])
 
 
 def show_problems(problems: list[ProblemJson]) -> None:
@@ -864,6 +871,7 @@ def up(
     repair: bool = typer.Option(False, "--repair",
                                 help="when the StateDB's journal is damaged: keep the records before the damage, "
                                      "move the damaged file aside and list what is lost"),
+    shards: int = typer.Option(1, help="Guardian and Scaler shards by host (issue 16), 1 to 64; 1 = one of each"),
 ) -> None:
     """Start (or join) Ray, deploy the control plane and its HTTP API; returns when all answer."""
     # Ray reads RAY_AUTH_MODE when it is imported: a `ray start` head uses tokens.
@@ -872,7 +880,12 @@ def up(
     from cluster.local import (HeadFailed, connect, current_cluster_address, default_state_dir, ensure_token,
                                head_serves, start_head)
     from cluster.serve_deploy import deploy_api, is_loopback
+    from sc_actors.policy.shards import check_shards
 
+    try:
+        check_shards(shards)
+    except ValueError as e:  # before anything starts
+        fail(f"--shards: {e}")
     token = token or _opts["token"]
     sd = str(state_dir or default_state_dir())
     _check_state_dir(Path(sd), repair)
@@ -903,7 +916,7 @@ def up(
         fail(f"cannot join Ray at {addr}: {ray_error_line(str(e))}")
     try:
         actors = deploy(sd, node_defaults={"backend": backend, "parent": parent},
-                        progress=lambda m: console.print(f"  {m}"))
+                        progress=lambda m: console.print(f"  {m}"), shards=shards)
     except StateDBDidNotStart as e:
         fail(str(e))
     if not is_loopback(api_host) and not token:

@@ -57,10 +57,19 @@ class ProblemJson(TypedDict):
     message: str
 
 
+class ShardBeat(TypedDict):
+    """One Guardian or Scaler shard of `GET /health` and its last heartbeat (0: none yet)."""
+
+    name: str
+    heartbeat: float
+
+
 class Health(TypedDict):
     time: float
     ok: bool
     problems: list[ProblemJson]
+    shards: list[ShardBeat]
+    """Every Guardian and Scaler shard (`guardian`, `guardian-1`, …, `scaler`, …)."""
 
 
 class ProfileLimit(TypedDict):

@@ -7,7 +7,8 @@ functions of the documents, answered on demand (`GET /health`, `sc doctor`):
 
 - a request rule that can never fire (`rules_that_cannot_fire`, also the warning of a
   `PUT /service/guardian/...` or `PUT /rule/...` that makes one);
-- a service whose heartbeat is old (`stale_services`);
+- a service whose heartbeat is old (`stale_services`), each Guardian and Scaler shard
+  by its own name (`with_shards`);
 - a host without a live Ray node (`hosts_without_node`);
 - a container whose cgroup is gone (`missing_containers`);
 - a limit outside [min, max] (`limits_out_of_range`);
@@ -28,9 +29,10 @@ from datetime import datetime, timezone
 from typing import Optional
 
 from ..model import Container, Host, JsonObject, JsonValue, Rule
-from ..settings import GuardianSettings, StructuresSnapshoterSettings
+from ..settings import GuardianSettings, StructuresSnapshoterSettings, guardian_name, scaler_name
 from .events import action_scale, scale_count
 from .jsonlogic import evaluate
+from .shards import shard_service
 
 
 @dataclass(frozen=True)
@@ -214,12 +216,25 @@ def heartbeat_max_age_s(beat: ServiceBeat, windows_expected: bool) -> Optional[f
         return 3 * period + HEARTBEAT_SLACK_S
     if beat.name == "database_snapshoter":
         return 3 * HEARTBEAT_S + HEARTBEAT_SLACK_S
-    if beat.name == "scaler":
+    service, _ = shard_service(beat.name)  # a shard (`scaler-2`) beats as its service does
+    if service == "scaler":
         return 3 * HEARTBEAT_S + HEARTBEAT_SLACK_S
-    if beat.name == "guardian" and windows_expected:
+    if service == "guardian" and windows_expected:
         g = GuardianSettings.from_config(dict(beat.config))
         return 10 * g.window_s + g.window_delay_s + HEARTBEAT_SLACK_S
     return None
+
+
+def with_shards(beats: Sequence[ServiceBeat], shards: int, heartbeats: Mapping[str, float]) -> list[ServiceBeat]:
+    """The services' beats, then one per Guardian and Scaler shard past 0 (`guardian-1`,
+    `scaler-1`, …: shards have no document, only a heartbeat), with its service's config."""
+    config = {b.name: b.config for b in beats}
+    out = list(beats)
+    for service, name_of in (("guardian", guardian_name), ("scaler", scaler_name)):
+        for i in range(1, shards):
+            name = name_of(i)
+            out.append(ServiceBeat(name, float(heartbeats.get(name, 0.0)), config.get(service, {})))
+    return out
 
 
 def stale_services(beats: Iterable[ServiceBeat], now: float, up_since: float, windows_expected: bool) -> list[Problem]:

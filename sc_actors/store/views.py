@@ -172,6 +172,8 @@ class HealthView(TypedDict):
     snapshoter_config: JsonObject
     """The structures_snapshoter's config."""
     journal: JournalHealth
+    heartbeats: dict[str, float]
+    """Every heartbeat by name, the shards' too (`guardian-1`, `scaler-1`, …, which have no document)."""
 
 
 class HostEnsured(TypedDict):
@@ -477,6 +479,7 @@ def health_view(state: State) -> HealthView:
             "checkpoint_every_s": docs.checkpoint_every_s,
             "state_dir": str(docs.dir),
         },
+        "heartbeats": dict(state.heartbeats),
     }
 
 

@@ -22,13 +22,15 @@ from sc_actors.policy.health import (
     Snapshot,
     check,
     rules_that_cannot_fire,
+    with_shards,
 )
 from sc_actors.policy.membership import Node, controlled_nodes
+from sc_actors.policy.shards import shard_service, shards_of
 from sc_actors.settings import GuardianSettings, StructuresSnapshoterSettings
 from sc_actors.store.views import HealthView
 
 from ..deps import StateDBApi, get_statedb
-from ..answers import Health, ProblemJson
+from ..answers import Health, ProblemJson, ShardBeat
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["heartbeat"])
@@ -74,6 +76,16 @@ def _ranges(docs: list[Document]) -> list[ResourceRange]:
     return out
 
 
+def _shards(view: HealthView) -> int:
+    return shards_of(next((s for s in view["services"] if s.get("name") == "guardian"), None))
+
+
+def _beats(view: HealthView) -> list[ServiceBeat]:
+    """Every service's heartbeat, and every Guardian and Scaler shard's."""
+    return with_shards([ServiceBeat(s["name"], float(s.get("heartbeat") or 0.0), s.get("config") or {})
+                        for s in view["services"]], _shards(view), view.get("heartbeats", {}))
+
+
 def snapshot_of(view: HealthView, live: Optional[frozenset[str]]) -> Snapshot:
     """The policy's input from the StateDB's `health_view` and the live nodes' labels."""
     structures = view["structures"]
@@ -81,8 +93,7 @@ def snapshot_of(view: HealthView, live: Optional[frozenset[str]]) -> Snapshot:
         now=view["now"],
         rules=_rules(view["rules"]),
         guardian=_guardian(view["services"]),
-        services=[ServiceBeat(s["name"], float(s.get("heartbeat") or 0.0), s.get("config") or {})
-                  for s in view["services"]],
+        services=_beats(view),
         statedb_started=view["started"],
         hosts=[Host.model_validate(d) for d in structures if d.get("subtype") == "host"],
         live_hosts=live,
@@ -102,8 +113,11 @@ def as_json(problems: list[Problem]) -> list[ProblemJson]:
 async def get_health(db: StateDBApi = Depends(get_statedb),
                      live: Optional[frozenset[str]] = Depends(get_live_hosts)) -> Health:
     view = await db.health_view()
-    problems = check(snapshot_of(view, live))
-    return {"time": view["now"], "ok": not problems, "problems": as_json(problems)}
+    snapshot = snapshot_of(view, live)
+    problems = check(snapshot)
+    shards: list[ShardBeat] = [{"name": b.name, "heartbeat": b.heartbeat} for b in snapshot.services
+                               if shard_service(b.name)[0] in ("guardian", "scaler")]
+    return {"time": view["now"], "ok": not problems, "problems": as_json(problems), "shards": shards}
 
 
 async def rule_warnings(db: StateDBApi, only: Optional[set[str]] = None) -> list[str]:
