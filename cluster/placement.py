@@ -21,6 +21,7 @@ from sc_actors.policy.membership import NodeDefaults
 from sc_actors.rebalancer import ReBalancer
 from sc_actors.scaler import Scaler
 from sc_actors.snapshoters import StructuresSnapshoter
+from sc_actors.statedb import MAX_CONCURRENCY as STATEDB_CONCURRENCY
 from sc_actors.statedb import StateDB
 
 _COMMON: dict[str, Any] = dict(
@@ -36,7 +37,8 @@ HEAD = {"node:__internal_head__": 0.001}
 
 
 def statedb_actor(state_dir: str, fsync: bool = True) -> Any:
-    return ray.remote(StateDB).options(name=names.STATEDB_NAME, resources=HEAD, **_COMMON).remote(state_dir, fsync)
+    return ray.remote(StateDB).options(name=names.STATEDB_NAME, resources=HEAD, max_concurrency=STATEDB_CONCURRENCY,
+                                       **_COMMON).remote(state_dir, fsync)
 
 
 def guardian_actor(shard: int = 0) -> Any:

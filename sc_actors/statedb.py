@@ -9,15 +9,24 @@ Usage windows, events, the request log and heartbeats are volatile: they are
 rebuilt within a window after a restart, and `instance` changes, so the Guardian
 asks for every document again.
 
-All methods are synchronous and the actor runs one call at a time, so every
-method is a transaction. This class is only the actor's shell: the state, its
+Group commit (`store/documents.py`). The actor runs up to `MAX_CONCURRENCY` calls at
+once, in threads; each method body runs under the store's lock (`DocumentStore.run`,
+put around every method but `checkpoint` by `_one_at_a_time`), so every method is still
+a transaction and a check-then-commit is atomic. Its changes are applied in memory and
+queued; the call returns only once the fsync that covers them is done, and concurrent
+calls share that fsync. No answer, read or write, leaves before every change it saw is
+durable, so nobody acts on a change a crash could still take back. A batch the disk
+refuses fails each call of it (StorageFull 507 / StorageFailed 503) and is undone in
+memory. Calls stay synchronous, so tests and benches call a `StateDB` in process as
+before. This class is only the actor's shell: the state, its
 validation and CRUD live in `store/state.py`, the per-consumer views in
 `store/views.py`, the multi-document operations in `store/operations.py` and the
 Refeeder's sums in `store/sums.py`, all plain Python that tests drive without Ray.
 """
 from __future__ import annotations
 
-from typing import Iterable, Optional
+import functools
+from typing import Any, Callable, Iterable, Optional, TypeVar
 
 from pydantic import JsonValue
 
@@ -32,7 +41,27 @@ from .store.views import (
     HostFields, RebalancerView, RequestEntry, ScalerView, Status, TimeseriesSnapshot, Usage, WindowQuery,
 )
 
+MAX_CONCURRENCY = 128
+"""Calls the actor runs at once (threads): what can share one fsync. More wait in Ray's queue."""
 
+_C = TypeVar("_C", bound=type)
+
+
+def _one_at_a_time(cls: _C) -> _C:
+    """Every public method but `checkpoint` runs under the store's lock and returns once durable
+    (`DocumentStore.run`); `checkpoint` takes the committer's turn instead (it must not hold the lock)."""
+    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def method(self: "StateDB", *args: Any, **kwargs: Any) -> Any:
+            return self.store.run(lambda: fn(self, *args, **kwargs))
+        return method
+    for name, fn in list(vars(cls).items()):
+        if callable(fn) and not name.startswith("_") and name != "checkpoint":
+            setattr(cls, name, wrap(fn))
+    return cls
+
+
+@_one_at_a_time
 class StateDB:
     def __init__(self, state_dir: str, fsync: bool = True, checkpoint_every_s: float = 60.0):
         self.state = State.open(state_dir, fsync=fsync, checkpoint_every_s=checkpoint_every_s)

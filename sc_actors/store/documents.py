@@ -1,26 +1,43 @@
 """Documents in memory, made durable by the journal and Parquet checkpoints.
 
-`commit(ops)` writes the ops to the journal (fsync) and only then applies them,
-so whatever a caller saw acknowledged survives a crash, and a change the journal
-refused (`StorageFull`, `StorageFailed`) is neither applied nor written later.
-`commit_many` is the group commit: several changes, one write and one fsync, each
-its own record and seq. `open()` loads the last checkpoint and replays the journal
-after it; damage stops it (`JournalCorrupt`, `CheckpointCorrupt`, see statedir.py
-for the repair). Ops are absolute (`put`, `delete`), never deltas, so replaying a
-record twice changes nothing.
+Group commit. A change is applied in memory first (`apply`, under `lock`, which makes
+each caller's check-then-commit atomic) and joins the pending batch; `wait(ticket)`
+returns once the journal record of that change is fsynced. One committer at a time
+(whoever waits first when none is at work) takes the whole pending batch, writes it
+with one `pwrite` and one fsync *outside* the lock, so new changes keep being applied
+and queued for the next batch meanwhile. The journal's order is the order of
+application: seqs are given under the lock and the journal refuses a seq that does not
+follow. `commit(ops)` is apply then wait: durable on return, as a lone caller needs.
+
+A batch the disk refuses (`StorageFull`, `StorageFailed`) is truncated away by the
+journal; then every change applied after the last durable one, that batch and what
+was applied on top of it meanwhile, is undone in memory (in reverse, from the undo
+kept with each pending record) and each of their waiters gets the error: the memory
+is the disk again, and nothing refused is written later. Nothing acknowledged is
+touched: it was durable before.
+
+`run(fn)` is how the StateDB actor calls: `fn` runs under the lock, then the call
+waits for the last change it saw or made, so no answer leaves before what it is based
+on is durable (no reader acts on a change a crash could still take back). Checkpoints
+are written by the committer, with the lock held and nothing pending, so none
+interleaves with a half-written batch. `open()` loads the last checkpoint and replays
+the journal after it; damage stops it (`JournalCorrupt`, `CheckpointCorrupt`, see
+statedir.py for the repair). Ops are absolute (`put`, `delete`), never deltas, so
+replaying a record twice changes nothing.
 """
 from __future__ import annotations
 
 import copy
 import logging
+import threading
 import time
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable, MutableMapping, Optional, TypeVar, cast
 
 from ..errors import StorageFailed
 from ..model import Document
 from .checkpoint import Docs, read_checkpoint, tmp_path, write_checkpoint
-from .journal import Journal, Op, Ops
+from .journal import Journal, Op, Ops, frame
 from .statedir import CHECKPOINT_FILE, JOURNAL_FILE, check_follows_checkpoint, migrate_jsonl
 
 log = logging.getLogger(__name__)
@@ -28,6 +45,32 @@ log = logging.getLogger(__name__)
 COLLECTIONS = ("structures", "limits", "rules", "services", "users")
 CHECKPOINT_RETRY_S = 5.0
 """After a checkpoint failed (disk full), seconds before the next try."""
+RUN_RETRIES = 3
+"""`run`: times a call that wrote nothing is run again when a change it saw was refused."""
+
+T = TypeVar("T")
+K = TypeVar("K")
+V = TypeVar("V")
+_ABSENT = object()
+
+
+class Ticket:
+    """One applied record on its way to the disk; `done` once durable or refused (`error`)."""
+
+    __slots__ = ("seq", "data", "undo", "done", "error")
+
+    def __init__(self, seq: int, data: bytes, undo: list[tuple[str, str, object, object, object]]) -> None:
+        self.seq = seq
+        self.data = data
+        """The journal record, framed when applied (so a document JSON cannot hold fails its caller)."""
+        self.undo = undo
+        """Per op: collection, name, and the document, last write seq and collection seq before it."""
+        self.done = False
+        self.error: Optional[StorageFailed] = None
+
+    @property
+    def durable(self) -> bool:
+        return self.done and self.error is None
 
 
 def put(collection: str, name: str, doc: Document) -> Op:
@@ -71,6 +114,20 @@ class DocumentStore:
         self.last_checkpoint_t = time.monotonic()
         self._checkpoint_retry_t = 0.0
         self.replayed = 0
+        self.durable_seq = -1
+        """The seq of the last record fsynced (`seq` is the last applied, perhaps still pending)."""
+        self.lock = threading.RLock()
+        """Held while the documents are read or changed; never while waiting for the disk."""
+        self._cond = threading.Condition(threading.Lock())
+        """Guards `_committing` and the tickets' `done`; waiters sleep on it."""
+        self._committing = False
+        self._pending: list[Ticket] = []
+        self._last: Optional[Ticket] = None
+        """The last record applied (pending or done)."""
+        self._deferred = 0
+        """> 0 inside `run`: `commit` applies and leaves the waiting to `run`."""
+        self.batches = 0
+        """Journal writes (each one fsync) since this store was opened."""
 
     # ------------------------------------------------------------------ life cycle
 
@@ -87,6 +144,7 @@ class DocumentStore:
             self._apply(seq, ops)
             self.seq = seq
             self.replayed += 1
+        self.durable_seq = self.seq
         return self
 
     @property
@@ -117,36 +175,141 @@ class DocumentStore:
     # ------------------------------------------------------------------ writes
 
     def commit(self, ops: Ops) -> int:
-        """Journal then apply `ops` atomically; returns the record's seq.
+        """Apply `ops` as one record and (outside `run`) wait until it is durable; returns its seq.
 
         Raises StorageFull/StorageFailed when the journal cannot be written: then
-        nothing is applied and nothing of it is left on disk.
+        nothing of it is applied and nothing of it is left on disk.
         """
         return self.commit_many([ops])[0]
 
     def commit_many(self, batches: list[Ops]) -> list[int]:
-        """Group commit: each batch its own record, all written with one fsync, then applied.
+        """Several records applied at once, each its own seq, made durable by one fsync.
 
-        Returns each batch's seq (the current seq for an empty batch). All are durable
-        when this returns, or (on StorageFull/StorageFailed) none is applied.
+        Returns each batch's seq (the current seq for an empty batch). Outside `run`,
+        all are durable when this returns, or (on StorageFull/StorageFailed) none is
+        applied; inside `run`, `run` waits for them.
         """
         for ops in batches:
             _check_ops(ops)
-        seqs, records = [], []
-        seq = self.seq
-        for ops in batches:
-            if ops:
-                seq += 1
-                records.append((seq, ops))
-            seqs.append(seq)
-        if not records:
-            return seqs
-        self.journal.append_many(records)
-        for s, ops in records:
-            self._apply(s, ops)
-        self.seq = seq
-        self._maybe_checkpoint()
+        with self.lock:
+            # Framed first (JSON that cannot be written raises here), so all or none is applied.
+            seq, seqs, framed = self.seq, [], []
+            for ops in batches:
+                if ops:
+                    seq += 1
+                    framed.append((seq, ops, frame(seq, ops)))
+                seqs.append(seq)
+            for s, ops, data in framed:
+                self._apply_pending(s, ops, data)
+            last = self._last if framed else None
+            if self._deferred:
+                return seqs
+        if last is not None:
+            self.wait(last)
         return seqs
+
+    def run(self, fn: Callable[[], T]) -> T:
+        """`fn()` under the lock, returned once every change it saw or made is durable.
+
+        Its writes (`commit`) are applied at once and made durable by the group commit.
+        If a change `fn` saw is refused by the disk, a call that wrote nothing is run
+        again on the state as it is now on disk; one that wrote gets the error (its own
+        changes were undone with the refused batch).
+        """
+        for attempt in range(RUN_RETRIES + 1):
+            with self.lock:
+                before = self._last
+                self._deferred += 1
+                try:
+                    result = fn()
+                finally:
+                    self._deferred -= 1
+                    last = self._last
+            if last is None or last.durable:
+                return result
+            try:
+                self.wait(last)
+            except StorageFailed:
+                if last is not before or attempt == RUN_RETRIES:
+                    raise
+                continue
+            return result
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def wait(self, ticket: Ticket) -> None:
+        """Return once `ticket`'s record is durable, committing batches while no one else does.
+
+        Raises the storage error if its batch (or one before it) was refused. Never call
+        it holding `lock`: the committer needs it.
+        """
+        while True:
+            with self._cond:
+                while not ticket.done and self._committing:
+                    self._cond.wait()
+                if ticket.done:
+                    break
+                self._committing = True
+            try:
+                self._commit_round()
+            finally:
+                with self._cond:
+                    self._committing = False
+                    self._cond.notify_all()
+        if ticket.error is not None:
+            raise ticket.error
+
+    def _commit_round(self) -> None:
+        """The committer's work: write the pending batch (lock released during the fsync), then settle it."""
+        with self.lock:
+            batch, self._pending = self._pending, []
+        if not batch:
+            return
+        try:
+            self.journal.append_framed([(t.seq, t.data) for t in batch])
+        except Exception as e:  # noqa: BLE001 - whatever it is, the batch's callers must hear it
+            with self.lock:
+                self._refuse(batch, _as_storage_error(e))
+            return
+        with self.lock:
+            self._settle(batch)
+            self._maybe_checkpoint()
+
+    def _settle(self, batch: list[Ticket]) -> None:
+        self.batches += 1
+        self.durable_seq = batch[-1].seq
+        with self._cond:
+            for t in batch:
+                t.undo = []
+                t.done = True
+
+    def _refuse(self, batch: list[Ticket], error: StorageFailed) -> None:
+        """Undo `batch` and everything applied after it, newest first; their waiters get `error`."""
+        undone = batch + self._pending
+        self._pending = []
+        for t in reversed(undone):
+            for c, name, doc, write_seq, coll_seq in reversed(t.undo):
+                _restore(self.docs[c], name, doc)
+                _restore(self.last_write_seq, (c, name), write_seq)
+                _restore(self.collection_seq, c, coll_seq)
+        self.seq = self.durable_seq
+        self._last = None  # all that is left in memory is durable
+        with self._cond:
+            for t in undone:
+                t.undo = []
+                t.error = error
+                t.done = True
+        log.warning("the journal refused %d record(s) (seq %d..%d), undone in memory: %s",
+                    len(undone), undone[0].seq, undone[-1].seq, error)
+
+    def _apply_pending(self, seq: int, ops: Ops, data: bytes) -> None:
+        """Apply record `seq` (framed as `data`) in memory, lock held, and queue it for the next batch."""
+        undo = [(op["c"], op["name"], self.docs[op["c"]].get(op["name"], _ABSENT),
+                 self.last_write_seq.get((op["c"], op["name"]), _ABSENT),
+                 self.collection_seq.get(op["c"], _ABSENT)) for op in ops]
+        self._apply(seq, ops)
+        self.seq = seq
+        self._last = Ticket(seq, data, undo)
+        self._pending.append(self._last)
 
     def _apply(self, seq: int, ops: Ops) -> None:
         for op in ops:
@@ -161,6 +324,7 @@ class DocumentStore:
             self.collection_seq[c] = seq
 
     def _maybe_checkpoint(self) -> None:
+        """The committer's checkpoint when one is due (lock held)."""
         now = time.monotonic()
         if now < self._checkpoint_retry_t:
             return
@@ -168,15 +332,40 @@ class DocumentStore:
             self.journal.records_since_reset >= self.checkpoint_every_records
             or now - self.last_checkpoint_t >= self.checkpoint_every_s
         ):
-            # NOTE: the change that got here is durable and applied; a failed checkpoint
-            # must not make its caller believe otherwise. The journal still has it all.
+            # NOTE: the changes that got here are durable and applied; a failed checkpoint
+            # must not make their callers believe otherwise. The journal still has it all.
             try:
-                self.checkpoint()
+                self._checkpoint_locked()
             except StorageFailed as e:
                 log.warning("checkpoint postponed %.0f s: %s", CHECKPOINT_RETRY_S, e)
                 self._checkpoint_retry_t = now + CHECKPOINT_RETRY_S
 
     def checkpoint(self) -> None:
+        """Write every document to a new checkpoint and empty the journal (waits its turn as committer)."""
+        with self._cond:
+            while self._committing:
+                self._cond.wait()
+            self._committing = True
+        try:
+            with self.lock:
+                self._checkpoint_locked()
+        finally:
+            with self._cond:
+                self._committing = False
+                self._cond.notify_all()
+
+    def _checkpoint_locked(self) -> None:
+        """Checkpoint as the committer with the lock held: what is pending is written first, so the
+        checkpoint holds only durable changes and no batch is half in the journal it empties."""
+        if self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                self.journal.append_framed([(t.seq, t.data) for t in batch])
+            except Exception as e:  # noqa: BLE001
+                error = _as_storage_error(e)
+                self._refuse(batch, error)
+                raise error from None
+            self._settle(batch)
         write_checkpoint(self.checkpoint_path, self.docs, self.seq)
         self.journal.reset()
         self.last_checkpoint_t = time.monotonic()
@@ -186,6 +375,23 @@ class DocumentStore:
 
     def close(self) -> None:
         self.journal.close()
+
+
+def _restore(d: MutableMapping[K, V], key: K, old: object) -> None:
+    """Put back `d[key]` as it was before a refused record (`_ABSENT`: it was not there)."""
+    if old is _ABSENT:
+        d.pop(key, None)
+    else:
+        d[key] = cast(V, old)
+
+
+def _as_storage_error(e: Exception) -> StorageFailed:
+    """What the callers of a refused batch get: the journal's own error, or one naming the surprise."""
+    if isinstance(e, StorageFailed):
+        return e
+    log.error("journal write failed unexpectedly", exc_info=e)
+    return StorageFailed(f"the StateDB could not write the journal: {type(e).__name__}: {e}; "
+                         "the change was not applied.")
 
 
 def _check_ops(ops: Ops) -> None:

@@ -268,7 +268,10 @@ class Journal:
         StorageFull, on any other OSError StorageFailed, after truncating the file
         back to where the batch began.
         """
-        records = list(records)
+        self.append_framed([(seq, frame(seq, ops)) for seq, ops in records])
+
+    def append_framed(self, records: list[tuple[int, bytes]]) -> None:
+        """`append_many` of records already framed (`frame`), so a committer has no JSON left to fail on."""
         if not records:
             return
         expect = None if self.last_seq is None else self.last_seq + 1
@@ -276,7 +279,7 @@ class Journal:
             if expect is not None and seq != expect:
                 raise ValueError(f"journal seq {seq} does not follow {expect - 1}")
             expect = seq + 1
-        buf = b"".join(frame(seq, ops) for seq, ops in records)
+        buf = b"".join(data for _, data in records)
         if self._dirty:
             self._undo()
         try:

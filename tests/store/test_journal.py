@@ -377,12 +377,13 @@ def test_group_commit_gives_each_change_its_own_seq_one_fsync_and_survives_a_res
 
     def counted(fd: int) -> None:
         real(fd)
-        syncs.append(s.get("rules", "r0"))  # nothing applied before the fsync returned
+        syncs.append(s.durable_seq)  # the changes are applied first; durable only after this returns
 
     monkeypatch.setattr(journal_mod.os, "fdatasync", counted)
     seqs = s.commit_many([_ops(0), [], _ops(1), _ops(2)])
     assert seqs == [0, 0, 1, 2]  # an empty batch gets the seq before it, as `commit` does
-    assert syncs == [None]  # one fsync for the three changes
+    assert syncs == [-1]  # one fsync for the three changes, none durable before it
+    assert s.durable_seq == 2
     monkeypatch.undo()
     s.close()
     r = DocumentStore(tmp_path).open()
