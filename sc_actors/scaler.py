@@ -287,15 +287,11 @@ class Scaler:
         hosts); those it does not take within FORWARD_TIMEOUT_S are dropped, in the log."""
         name = scaler_name(owner)
         try:
-            await asyncio.wait_for(self._handles.get(name).submit.remote(requests), timeout=FORWARD_TIMEOUT_S)
+            await self._on_shard(name, "submit", requests)
             self.outcomes["forwarded"] += len(requests)
             return
-        except asyncio.TimeoutError:
-            reason = f"did not take it within {FORWARD_TIMEOUT_S:g} s"
-        except Exception as e:
-            if _is_ray_error(e) or isinstance(e, Unavailable):
-                self._handles.forget(name)
-            reason = f"did not answer: {_reason(e)}"
+        except Exception as e:  # `_on_shard` forgot the handle of a shard that did not answer
+            reason = str(e).removeprefix(f"scaler shard {name} ")
         entries = []
         for r in requests:
             host = host_of.get(r.structure)
@@ -717,18 +713,25 @@ class Scaler:
         out as they were raised, a shard that does not answer as `Unavailable`."""
         if name == self.name:
             return await getattr(self, method)(*args)
-        try:
-            return await asyncio.wait_for(getattr(self._handles.get(name), method).remote(*args),
-                                          timeout=FORWARD_TIMEOUT_S)
-        except asyncio.TimeoutError:
-            raise Unavailable(f"scaler shard {name} did not answer within {FORWARD_TIMEOUT_S:g} s") from None
-        except ScError:
-            raise
-        except Exception as e:
-            if _is_ray_error(e):
+        for looked_up_again in (False, True):
+            try:
+                return await asyncio.wait_for(getattr(self._handles.get(name), method).remote(*args),
+                                              timeout=FORWARD_TIMEOUT_S)
+            except asyncio.TimeoutError:
+                raise Unavailable(f"scaler shard {name} did not answer within {FORWARD_TIMEOUT_S:g} s") from None
+            except ScError:
+                raise
+            except Exception as e:
+                if not _is_ray_error(e):
+                    raise unwrap(e) from None
                 self._handles.forget(name)
+                if not looked_up_again and _died_for_good(e):
+                    # Killed for good (restarts are unlimited): a shard of a control plane deployed
+                    # again is a new actor under that name. Its accounting check refuses a part
+                    # the dead one had already applied.
+                    continue
                 raise Unavailable(f"scaler shard {name} did not answer: {_reason(e)}") from None
-            raise unwrap(e) from None
+        raise AssertionError("unreachable")
 
     async def _owner(self, host: str) -> str:
         return scaler_name(shard_of(host, await self._shards.read()))
@@ -1087,6 +1090,13 @@ class Scaler:
 def _host_fields(name: str, host: Host) -> dict[str, dict[str, HostFields]]:
     """The accounting of one host as `record_scaling` takes it."""
     return {name: {r: host.resources[r].model_dump(exclude_none=True) for r in ("cpu", "mem")}}
+
+
+def _died_for_good(e: BaseException) -> bool:
+    """The actor of the call is dead and will not restart (killed with no_restart)."""
+    import ray.exceptions
+
+    return isinstance(e, ray.exceptions.ActorDiedError)
 
 
 def _is_ray_error(e: BaseException) -> bool:

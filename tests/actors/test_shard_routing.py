@@ -121,11 +121,13 @@ class _Handles:
 
 
 class _Shard:
-    def __init__(self, dead: bool = False) -> None:
+    def __init__(self, dead: bool = False, died_for_good: bool = False) -> None:
         self.got: list[Any] = []
 
         def submit(requests: list) -> int:
-            if dead:
+            if died_for_good:  # killed with no_restart: Ray says so
+                raise ray.exceptions.ActorDiedError()
+            if dead:  # a call lost otherwise
                 raise ray.exceptions.RayActorError()
             self.got.extend(requests)
             return len(requests)
@@ -173,6 +175,21 @@ def test_a_request_whose_owner_does_not_answer_is_dropped_with_the_reason_in_the
     assert entry["structure"] == "c0" and entry["outcome"] == "dropped"
     assert entry["reason"].startswith(f"scaler shard scaler (owner of host {h0!r}) did not answer")
     assert handles.forgotten == ["scaler"]     # looked up again next time
+
+
+def test_a_shard_killed_for_good_is_looked_up_again_once_and_the_new_one_takes_the_request():
+    h0 = _host_of_shard(0, 2)
+    db = _DB(2, {"c0": h0})
+    dead, new = _Shard(died_for_good=True), _Shard()
+
+    class _Redeployed(_Handles):
+        def get(self, name: str) -> Any:
+            return new if "scaler" in self.forgotten else dead
+
+    handles = _Redeployed(db, {})
+    _dispatch(1, db, handles, [_request("c0")])
+    assert [r.structure for r in new.got] == ["c0"] and db.logged == []
+    assert handles.forgotten == ["scaler"]
 
 
 def test_with_one_shard_nothing_is_forwarded():
