@@ -240,7 +240,7 @@ def columns_from_snapshot(snapshot: Mapping[str, Any], t: float) -> ContainerCol
                             {k: np.array(v, dtype=np.float64) for k, v in cells.items()})
 
 
-def groups_of(snapshot: Mapping[str, Any]) -> dict[str, Any]:
+def groups_of(snapshot: Mapping[str, Any]) -> Mapping[str, Any]:
     """The snapshot without its containers: applications, users, services (rows, few)."""
     return {**snapshot, "structures": [s for s in snapshot.get("structures", ())
                                        if s.get("subtype", "container") != "container"]}

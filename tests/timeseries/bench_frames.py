@@ -68,7 +68,7 @@ def _margins(current: np.ndarray, floor: float) -> tuple[np.ndarray, np.ndarray]
 
 
 async def _run(containers: int, seconds: float, batch: int, rows: str, root: Path, state: Path,
-               seed: int) -> dict[str, Any]:
+               seed: int, flush_rows: int | None) -> dict[str, Any]:
     rng = np.random.default_rng(seed)
     hosts = [f"h{h:03d}" for h in range(max(1, containers // PER_HOST))]
     names = {h: tuple(f"{h}-c{i:03d}" for i in range(PER_HOST)) for h in hosts}
@@ -78,7 +78,10 @@ async def _run(containers: int, seconds: float, batch: int, rows: str, root: Pat
             db.put("structures", {"name": n, "subtype": "container", "host": h, "guard": True, "resources": {
                 "cpu": {"min": 25, "max": 400, "current": 100, "guard": True},
                 "mem": {"min": 64, "max": 4096, "current": 1024, "guard": True}}})
-    db.patch("services", "database_snapshoter", {"config.DATASET_DIR": str(root), "config.SERIES_ROWS": rows})
+    config: dict[str, Any] = {"config.DATASET_DIR": str(root), "config.SERIES_ROWS": rows}
+    if flush_rows:
+        config["config.FLUSH_ROWS"] = flush_rows
+    db.patch("services", "database_snapshoter", config)
     n_all = len(hosts) * PER_HOST
     cpu_cur, mem_cur = np.full(n_all, 100.0), np.full(n_all, 1024.0)
     cpu_use, mem_use = np.full(n_all, 50.0), np.full(n_all, 500.0)
@@ -131,6 +134,7 @@ async def _run(containers: int, seconds: float, batch: int, rows: str, root: Pat
         "containers": n_all,
         "hosts": len(hosts),
         "series_rows": rows,
+        "flush_rows": snap.settings.flush_rows,
         "seconds": round(wall, 1),
         "calls_per_s": round(len(range(0, len(hosts), batch)) * steps / wall, 1),
         "rows_per_s": round(status["rows_written"] / wall),
@@ -147,10 +151,11 @@ async def _run(containers: int, seconds: float, batch: int, rows: str, root: Pat
 
 
 def run(containers: int = 10_000, seconds: float = 20, batch: int = 10, rows: str = "changes",
-        out: Path | None = None, seed: int = 1) -> dict[str, Any]:
+        out: Path | None = None, seed: int = 1, flush_rows: int | None = None) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="sc-bench-frames-"))
     try:
-        return asyncio.run(_run(containers, seconds, batch, rows, out or work / "timeseries", work / "state", seed))
+        return asyncio.run(_run(containers, seconds, batch, rows, out or work / "timeseries", work / "state", seed,
+                                flush_rows))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -161,9 +166,10 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=20)
     p.add_argument("--batch", type=int, default=10, help="frames (hosts) per on_windows call")
     p.add_argument("--rows", choices=ts.SERIES_ROWS, default="changes", help="SERIES_ROWS")
+    p.add_argument("--flush-rows", type=int, default=None, help="FLUSH_ROWS (default: the setting's)")
     p.add_argument("--out", type=Path, default=None, help="keep the dataset here")
     a = p.parse_args()
-    print(json.dumps(run(a.containers, a.seconds, a.batch, a.rows, a.out), indent=2))
+    print(json.dumps(run(a.containers, a.seconds, a.batch, a.rows, a.out, flush_rows=a.flush_rows), indent=2))
 
 
 if __name__ == "__main__":
