@@ -301,3 +301,15 @@ def test_series_rows_settings_and_the_readers_lookback_agree():
         DatabaseSnapshoterSettings.from_config({"SERIES_ROWS": "some"})
     with pytest.raises(ValueError):
         DatabaseSnapshoterSettings.from_config({"FULL_ROWS_EVERY": ts.LOOKBACK_S + 1})
+
+
+def test_sc_history_and_report_show_change_only_rows_as_every_window(tmp_path):
+    from cluster.tools import history
+
+    frames = _walk(90, 4, seed=5)
+    _write(tmp_path / "all", frames, None)
+    _write(tmp_path / "changes", frames, ts.ChangeFilter(full_every_s=30))
+    for name in ("c0", "c2"):
+        a, c = (history.series(tmp_path / d, name) for d in ("all", "changes"))
+        assert len(c) == 90 and c == a
+    assert history.utilization(tmp_path / "changes") == history.utilization(tmp_path / "all")
