@@ -255,6 +255,12 @@ def connect(address: str) -> Any:
 
 # ---------------------------------------------------------------------------- a controlled host's Ray
 
+MINIMAL_AGENT_ENV = "SC_RAY_MINIMAL_AGENT"
+"""`1`: the node's Python processes see Ray's dashboard extras as missing (cluster/node_site)."""
+
+NODE_SITE_DIR = Path(__file__).resolve().parent / "node_site"
+"""First on a controlled host's PYTHONPATH: its `sitecustomize` acts on MINIMAL_AGENT_ENV."""
+
 QUIET_NODE_ENV: dict[str, str] = {
     # The dashboard agent gathers this node's per-process stats every 60 s instead of 5 s:
     # the dashboard's node view (CPU, memory per worker) refreshes once a minute.
@@ -273,6 +279,14 @@ QUIET_NODE_ENV: dict[str, str] = {
     # Ray's OOM killer off on this node: the containers are not Ray workers, so under memory
     # pressure the only worker it could kill is the host's own ContainerScaler.
     "RAY_memory_monitor_refresh_ms": "0",
+    # The node's dashboard agent in Ray's minimal mode (cluster/node_site/sitecustomize.py, on the
+    # node's PYTHONPATH, makes Ray's dashboard-deps check fail in the node's processes only): it
+    # runs no module and serves nothing, it only watches its raylet. Turned off for this node: its
+    # stats in the dashboard's node view (CPU, memory, disk, per-worker), Ray metrics, its log files
+    # in the dashboard and `ray logs`, its Ray events in the dashboard, the agent's health endpoint
+    # (/api/local_raylet_healthz) and job submission through this node's agent. The node still
+    # registers, is listed, runs workers, and the head's dashboard and jobs are unchanged.
+    MINIMAL_AGENT_ENV: "1",
 }
 """What a controlled host's `ray start` runs with (issue 16: its idle cost), each the
 Ray setting and what it turns off; `sc bench idle --ray-defaults` measures with and
@@ -288,11 +302,18 @@ RAY_DEFAULTS_ENV = "SC_RAY_DEFAULTS"
 
 def quiet_node_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """The settings a controlled host adds to its environment: QUIET_NODE_ENV but for what
-    `environ` (default: this process's) sets itself; none with SC_RAY_DEFAULTS=1."""
+    `environ` (default: this process's) sets itself, and its PYTHONPATH with NODE_SITE_DIR
+    first; none with SC_RAY_DEFAULTS=1."""
     env = os.environ if environ is None else environ
     if env.get(RAY_DEFAULTS_ENV) == "1":
         return {}
-    return {k: v for k, v in QUIET_NODE_ENV.items() if k not in env}
+    return {**{k: v for k, v in QUIET_NODE_ENV.items() if k not in env},
+            "PYTHONPATH": node_pythonpath(env.get("PYTHONPATH"))}
+
+
+def node_pythonpath(current: str | None = None) -> str:
+    """NODE_SITE_DIR first, then what `current` holds."""
+    return os.pathsep.join([str(NODE_SITE_DIR), *([current] if current else [])])
 
 
 def worker_command(address: str, host: str, *, quiet: bool = True, object_store_bytes: int = 200 * 1024 * 1024,

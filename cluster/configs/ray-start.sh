@@ -19,7 +19,8 @@
 #   SC_RAY_DEFAULTS=1  a worker keeps Ray's defaults: without it a worker host starts
 #                      with the quiet settings below (issue 16: its idle cost; what each
 #                      turns off is in cluster/local.py QUIET_NODE_ENV); any of them
-#                      already set in the environment wins
+#                      already set in the environment wins (SC_RAY_MINIMAL_AGENT=0 keeps
+#                      the node's full dashboard agent)
 #
 # Ray 2.60 authenticates with a token once ~/.ray/auth_token exists: the head makes
 # one, and every worker needs the same file (or RAY_AUTH_TOKEN) before it joins.
@@ -67,6 +68,9 @@ case $role in
       export RAY_object_manager_timer_freq_ms=${RAY_object_manager_timer_freq_ms:-1000}
       export RAY_kill_idle_workers_interval_ms=${RAY_kill_idle_workers_interval_ms:-1000}
       export RAY_memory_monitor_refresh_ms=${RAY_memory_monitor_refresh_ms:-0}
+      export SC_RAY_MINIMAL_AGENT=${SC_RAY_MINIMAL_AGENT:-1}
+      # The node's Python processes run cluster/node_site/sitecustomize.py first (minimal agent).
+      export PYTHONPATH="$PWD/cluster/node_site${PYTHONPATH:+:$PYTHONPATH}"
       quiet=(--include-log-monitor=False)
     fi
     exec "$ray" start --address="$head" "${common[@]}" "${quiet[@]}" "$@"

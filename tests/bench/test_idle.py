@@ -5,7 +5,13 @@ pure and pinned here. The one test that brings a stack up is marked `ray`.
 """
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any, Callable
 
 import pytest
 
@@ -120,10 +126,11 @@ def test_settings_are_key_value_pairs_and_a_pair_without_equals_is_refused():
 
 
 def test_the_tuned_host_is_started_as_ray_start_sh_starts_one_plus_a_tried_setting():
-    from cluster.local import QUIET_NODE_ARGS, QUIET_NODE_ENV
+    from cluster.local import NODE_SITE_DIR, QUIET_NODE_ARGS, QUIET_NODE_ENV
 
     v = idle.tuned({"X_TRIED": "1"})
-    assert v.env == {**QUIET_NODE_ENV, "X_TRIED": "1"}
+    assert {k: v.env[k] for k in QUIET_NODE_ENV} == QUIET_NODE_ENV and v.env["X_TRIED"] == "1"
+    assert v.env["PYTHONPATH"].split(os.pathsep)[0] == str(NODE_SITE_DIR)  # the node's sitecustomize first
     assert v.args == list(QUIET_NODE_ARGS)
     assert idle.ray_defaults().env == {} and idle.ray_defaults().args == []
 
@@ -143,3 +150,65 @@ def test_the_bench_measures_a_joined_hosts_own_processes_and_leaves_nothing_runn
     stats = idle._read_stats()
     left = [p for p, s in stats.items() if s.state != "Z" and "/sc-idle-" in " ".join(idle._cmdline(p))]
     assert left == []
+
+
+def _get_json(url: str, token: str | None = None) -> Any:
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def _wait_for(what: str, check: Callable[[], Any], timeout_s: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        got = check()
+        if got or time.monotonic() > deadline:
+            assert got, f"{what}: not within {timeout_s:g} s"
+            return got
+        time.sleep(0.5)
+
+
+@pytest.mark.ray
+def test_a_host_with_the_minimal_agent_runs_its_container_scaler_and_is_listed_without_node_stats():
+    """`sc up`, then one host joined as `ray-start.sh worker` joins one (its agent minimal): its
+    ContainerScaler runs, the control plane registers it reachable, the head's dashboard lists its
+    node alive with its label but no node stats (the reporter module is what the minimal agent drops)."""
+    from cluster.local import token_source
+
+    stack = idle._Stack()
+    try:
+        address = idle._start_head(stack, "test", lambda m: None)
+        idle._join(stack, address, "host", idle.HOST, idle.tuned(), lambda m: None)
+        idle._wait_scalers(stack, ["host"], 120)
+        groups = idle._groups(stack)
+        raylets = {g: " ".join(idle._cmdline(p)) for p, g in groups.items() if idle.role(idle._cmdline(p)) == "raylet"}
+        assert "--minimal" in raylets["host"]      # `ray start` started its agent minimal ...
+        assert "--minimal" not in raylets["head"]  # ... and only there
+
+        host = _wait_for("host structure registered", lambda: _api_host(stack.api_port))
+        assert host.get("reachable", True) is True
+
+        src = token_source()
+        token = os.environ["RAY_AUTH_TOKEN"] if src == "RAY_AUTH_TOKEN" else (Path(src).read_text().strip() if src else None)
+
+        def listed() -> Any:
+            nodes = _get_json(f"http://127.0.0.1:{stack.dashboard_port}/nodes?view=summary", token)["data"]["summary"]
+            return next((n for n in nodes if n["raylet"].get("labels", {}).get("scHost") == idle.HOST), None)
+
+        node = _wait_for("node listed by the head's dashboard", listed)
+        assert node["raylet"]["state"] == "ALIVE"
+        assert node.get("cpu") is None and not node.get("mem")  # no reporter on the node: no stats
+        head = next(n for n in _get_json(f"http://127.0.0.1:{stack.dashboard_port}/nodes?view=summary",
+                                         token)["data"]["summary"] if n["raylet"].get("isHeadNode"))
+        assert head.get("cpu") is not None  # the head's full agent still reports
+    finally:
+        stack.kill()
+        idle.remove_parent(idle.PARENT)
+        shutil.rmtree(stack.tmp, ignore_errors=True)
+
+
+def _api_host(port: int) -> Any:
+    try:
+        return _get_json(f"http://127.0.0.1:{port}/structure/{idle.HOST}")
+    except (OSError, ValueError):
+        return None

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from cluster.local import QUIET_NODE_ARGS, QUIET_NODE_ENV, quiet_node_env, worker_command
+from cluster.local import (MINIMAL_AGENT_ENV, NODE_SITE_DIR, QUIET_NODE_ARGS, QUIET_NODE_ENV, quiet_node_env,
+                           worker_command)
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "cluster" / "configs" / "ray-start.sh"
@@ -33,7 +34,7 @@ def fake_ray(tmp_path):
 
 def _run(fake_ray, role_args, **env):
     exe, out = fake_ray
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "SC_", "REPORTER_"))}
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "SC_", "REPORTER_", "PYTHONPATH"))}
     # A token in the environment: the worker role refuses to start without one.
     proc = subprocess.run(["bash", str(SCRIPT), *role_args], env={**base, "RAY": str(exe), "RAY_AUTH_TOKEN": "t",
                                                                   "SC_HOST": "h1", **env},
@@ -70,11 +71,51 @@ def test_the_head_keeps_rays_defaults_it_serves_the_dashboard_and_metrics(fake_r
 
 
 def test_quiet_node_env_leaves_out_what_the_environment_sets_and_all_with_sc_ray_defaults():
-    assert quiet_node_env({}) == QUIET_NODE_ENV
+    assert quiet_node_env({}) == {**QUIET_NODE_ENV, "PYTHONPATH": str(NODE_SITE_DIR)}
     mine = quiet_node_env({"RAY_enable_metrics_collection": "1"})
     assert "RAY_enable_metrics_collection" not in mine
-    assert len(mine) == len(QUIET_NODE_ENV) - 1
+    assert set(mine) == set(QUIET_NODE_ENV) - {"RAY_enable_metrics_collection"} | {"PYTHONPATH"}
     assert quiet_node_env({"SC_RAY_DEFAULTS": "1"}) == {}
+
+
+def test_the_node_site_dir_comes_first_on_the_pythonpath_and_the_users_entries_stay():
+    assert quiet_node_env({"PYTHONPATH": "/a:/b"})["PYTHONPATH"] == f"{NODE_SITE_DIR}:/a:/b"
+
+
+def test_ray_start_sh_puts_the_same_node_site_dir_first_on_the_pythonpath(fake_ray):
+    called = _run(fake_ray, ["worker", "10.0.0.1"], PYTHONPATH="/mine")
+    assert called["env"]["PYTHONPATH"] == f"{NODE_SITE_DIR}:/mine"
+    assert "PYTHONPATH" not in _run(fake_ray, ["worker", "10.0.0.1"], SC_RAY_DEFAULTS="1")["env"]
+
+
+def _dashboard_deps_check(env: dict[str, str]) -> str:
+    """What Ray's own check says in a fresh Python started with `env` added."""
+    code = ("import ray._private.utils as u; e = u.get_dashboard_dependency_error(); "
+            "print('missing' if e else 'present')")
+    base = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", MINIMAL_AGENT_ENV)}
+    proc = subprocess.run([sys.executable, "-c", code], env={**base, **env}, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip()
+
+
+def test_a_node_process_sees_the_dashboard_extras_missing_only_with_the_switch_on():
+    """What makes `ray start` pass `--minimal` to the agent and the agent load no module: Ray's
+    check, run in a process with the node's PYTHONPATH, with the switch on and off."""
+    on = quiet_node_env({})
+    assert on[MINIMAL_AGENT_ENV] == "1"
+    assert _dashboard_deps_check(on) == "missing"
+    assert _dashboard_deps_check({**on, MINIMAL_AGENT_ENV: "0"}) == "present"
+    assert _dashboard_deps_check({}) == "present"  # a process without the node's settings: untouched
+
+
+def test_the_node_sitecustomize_still_runs_a_sitecustomize_it_shadows(tmp_path):
+    (tmp_path / "sitecustomize.py").write_text("import builtins\nbuiltins.SC_OTHER_SITE = 1\n")
+    proc = subprocess.run([sys.executable, "-c", "import builtins; print(getattr(builtins, 'SC_OTHER_SITE', 0))"],
+                          env={**os.environ, "PYTHONPATH": f"{NODE_SITE_DIR}:{tmp_path}"}, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "1"
 
 
 def test_worker_command_joins_with_the_host_label_and_the_quiet_flags_unless_asked_not_to():

@@ -228,11 +228,13 @@ def ray_defaults() -> Variant:
     return Variant("ray defaults", {}, [])
 
 
-def tuned(extra: Mapping[str, str] | None = None) -> Variant:
-    """A host as `ray-start.sh worker` starts it: cluster.local's quiet settings (and `extra`)."""
-    from cluster.local import QUIET_NODE_ARGS, QUIET_NODE_ENV
+def tuned(extra: Mapping[str, str] | None = None, label: str = "tuned") -> Variant:
+    """A host as `ray-start.sh worker` starts it: cluster.local's quiet settings, its PYTHONPATH
+    with the node's sitecustomize first (and `extra`)."""
+    from cluster.local import QUIET_NODE_ARGS, quiet_node_env
 
-    return Variant("tuned", {**QUIET_NODE_ENV, **(extra or {})}, list(QUIET_NODE_ARGS))
+    env = quiet_node_env({k: v for k, v in os.environ.items() if k == "PYTHONPATH"})
+    return Variant(label, {**env, **(extra or {})}, list(QUIET_NODE_ARGS))
 
 
 class _Stack:
@@ -241,6 +243,8 @@ class _Stack:
     def __init__(self) -> None:
         self.tmp = Path(tempfile.mkdtemp(prefix="sc-idle-"))
         self.pgids: dict[str, int] = {}
+        self.api_port = self.dashboard_port = 0
+        """The head's, once `sc up` has run."""
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
@@ -285,11 +289,11 @@ def _start_head(stack: _Stack, label: str, progress: Callable[[str], None]) -> s
     from cluster.local import free_port
 
     env = stack.env()
-    gcs_port, api_port = free_port(), free_port()
+    gcs_port, stack.api_port, stack.dashboard_port = free_port(), free_port(), free_port()
     progress(f"[{label}] sc up (head on :{gcs_port}) …")
     # `sc up` records the head's process group first thing: read it even if `sc up` fails.
-    up = subprocess.run([_sc(), "up", "--port", str(gcs_port), "--dashboard-port", str(free_port()),
-                         "--api-port", str(api_port), "--state-dir", str(stack.tmp / "state"), "--parent", PARENT],
+    up = subprocess.run([_sc(), "up", "--port", str(gcs_port), "--dashboard-port", str(stack.dashboard_port),
+                         "--api-port", str(stack.api_port), "--state-dir", str(stack.tmp / "state"), "--parent", PARENT],
                         env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
     try:
         record = json.loads((stack.tmp / "home" / "up.json").read_text())
