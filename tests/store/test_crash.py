@@ -188,3 +188,113 @@ def test_kills_during_checkpoints_leave_the_previous_one_usable(tmp_path):
         pid, r = _fork_writer(_checkpointing_writer(tmp_path))
         acked.update(_kill_after(pid, r, rng.randrange(1, 3), rng.uniform(0, 0.03)))
         _open_and_check(tmp_path, acked).close()
+
+
+# --------------------------------------------------------------------------- group commit: threads share fsyncs
+
+THREADS = 8
+PAIR = struct.Struct("<qq")
+"""A group writer's ack: (thread, n)."""
+
+
+def _group_writer(state_dir: Path, hold_after: int | None = None) -> Callable[[int], None]:
+    """THREADS threads commit through one store, as the StateDB actor's calls do, sharing fsyncs.
+
+    Thread t's change n writes a{t} and b{t} with n in one record, and acks (t, n) only once
+    `commit` returned. With `hold_after`, once that many changes were acknowledged the next
+    fsync never returns; when every other thread has applied a change behind it (in memory,
+    not written), the writer sends (-1, seq of the last one applied) and waits for its kill.
+    """
+    def body(w: int) -> None:
+        import threading
+
+        from sc_actors.store import journal as journal_mod
+
+        s = DocumentStore(state_dir, checkpoint_every_records=40).open()
+        acks = [0]
+        lock = threading.Lock()
+        real = journal_mod.os.fdatasync
+
+        def fdatasync(fd: int) -> None:
+            with lock:
+                hold = hold_after is not None and acks[0] >= hold_after
+            if hold:
+                while len(s._pending) < THREADS - 1:  # the others, applied behind this batch
+                    time.sleep(0.001)
+                os.write(w, PAIR.pack(-1, s.seq))
+                signal.pause()
+            real(fd)
+        journal_mod.os.fdatasync = fdatasync  # type: ignore[assignment]  (the forked writer only)
+
+        def thread(t: int) -> None:
+            n = (s.get("structures", f"a{t}") or {"n": -1})["n"] + 1
+            while True:
+                s.commit([put("structures", f"a{t}", {"name": f"a{t}", "n": n}),
+                          put("structures", f"b{t}", {"name": f"b{t}", "n": n})])
+                with lock:
+                    acks[0] += 1
+                    os.write(w, PAIR.pack(t, n))
+                n += 1
+        threads = [threading.Thread(target=thread, args=(t,), daemon=True) for t in range(THREADS)]
+        for th in threads:
+            th.start()
+        signal.pause()  # the threads write until the SIGKILL
+    return body
+
+
+def _pairs(pid: int, r: int, until: Callable[[list[tuple[int, int]]], bool], delay_s: float) -> list[tuple[int, int]]:
+    """Read acks until `until(acks)`, wait `delay_s` (the moment of the kill), SIGKILL; every ack sent."""
+    buf = b""
+    got: list[tuple[int, int]] = []
+    while not until(got):
+        chunk = os.read(r, 4096)
+        assert chunk, "the writer ended by itself"
+        buf += chunk
+        whole = len(buf) // PAIR.size * PAIR.size
+        got = [PAIR.unpack_from(buf, i) for i in range(0, whole, PAIR.size)]
+    time.sleep(delay_s)  # NOTE: not a wait for anything: it picks the moment of the kill
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    while chunk := os.read(r, 4096):
+        buf += chunk
+    os.close(r)
+    whole = len(buf) // PAIR.size * PAIR.size
+    return [PAIR.unpack_from(buf, i) for i in range(0, whole, PAIR.size)]
+
+
+def _check_group(state_dir: Path, acked: dict[int, int]) -> DocumentStore:
+    s = DocumentStore(state_dir).open()
+    for t in range(THREADS):
+        a, b = s.get("structures", f"a{t}"), s.get("structures", f"b{t}")
+        assert (a or {}).get("n") == (b or {}).get("n"), f"thread {t}: half-applied"
+        if t in acked:
+            assert a is not None and a["n"] >= acked[t], f"thread {t}: acknowledged n {acked[t]} lost"
+    return s
+
+
+def test_kills_of_concurrent_group_committers_lose_no_acknowledged_change(tmp_path):
+    rng = random.Random(16)
+    acked: dict[int, int] = {}
+    for kill in range(60):
+        pid, r = _fork_writer(_group_writer(tmp_path))
+        want = rng.randrange(1, 40)
+        for t, n in _pairs(pid, r, lambda got: len(got) >= want, rng.uniform(0, 0.003)):
+            acked[t] = max(acked.get(t, -1), n)
+        _check_group(tmp_path, acked).close()
+    assert len(acked) == THREADS  # every thread had changes acknowledged, and none was lost
+
+
+def test_a_kill_between_apply_and_fsync_keeps_the_acknowledged_and_drops_the_queued(tmp_path):
+    pid, r = _fork_writer(_group_writer(tmp_path, hold_after=50))
+    got = _pairs(pid, r, lambda got: any(t == -1 for t, _ in got), 0.0)
+    acked: dict[int, int] = {}
+    for t, n in got:
+        if t >= 0:
+            acked[t] = max(acked.get(t, -1), n)
+    applied_seq = next(n for t, n in got if t == -1)
+    s = _check_group(tmp_path, acked)
+    # The batch whose fsync was held was written (a kill is no power cut) or not; the changes
+    # applied behind it, answered to nobody, were never written: the journal ends before them.
+    assert s.seq <= applied_seq - (THREADS - 1)
+    assert sum(acked.values()) + len(acked) >= 50
+    s.close()
