@@ -856,6 +856,32 @@ def _check_state_dir(state_dir: Path, repair: bool) -> None:
              "aside to start empty")
 
 
+_REDIS_KEYS = ("redis_address", "redis_pid", "redis_port", "redis_dir")
+"""What `sc up --gcs-redis` records of its Redis, for `sc up` again and `sc down`."""
+
+
+def _gcs_redis(state_dir: str, password: Optional[str]) -> dict[str, Any]:
+    """The local Redis of `sc up --gcs-redis`: the one recorded, if it still serves, else one
+    started on the recorded port (after a reboot its append-only file has the cluster), else
+    one on a free port near REDIS_PORT."""
+    from cluster.local import REDIS_DIR, REDIS_PORT, RedisFailed, free_port, redis_serves, start_redis
+
+    prev = _recorded()
+    redis_dir = str(Path(state_dir) / REDIS_DIR)
+    same = prev.get("redis_dir") == redis_dir and "redis_port" in prev
+    if same and "redis_pid" in prev and redis_serves(int(prev["redis_pid"]), int(prev["redis_port"])):
+        console.print(f"  the GCS's Redis at {prev['redis_address']} still runs (data in {redis_dir})",
+                      highlight=False)
+        return {k: prev[k] for k in _REDIS_KEYS}
+    port = int(prev["redis_port"]) if same else free_port(REDIS_PORT)
+    try:
+        address, pid = start_redis(state_dir, port, password)
+    except RedisFailed as e:
+        fail(f"redis-server failed: {e}")
+    console.print(f"  started redis-server for the GCS at {address} (data in {redis_dir})", highlight=False)
+    return {"redis_address": address, "redis_pid": pid, "redis_port": port, "redis_dir": redis_dir}
+
+
 @app.command()
 def up(
     address: Optional[str] = typer.Option(None, help="join this Ray cluster (host:port or 'auto') instead of starting one"),
@@ -871,6 +897,14 @@ def up(
     repair: bool = typer.Option(False, "--repair",
                                 help="when the StateDB's journal is damaged: keep the records before the damage, "
                                      "move the damaged file aside and list what is lost"),
+    gcs_redis: bool = typer.Option(False, "--gcs-redis",
+                                   help="GCS fault tolerance: start a local redis-server (data in "
+                                        "<state dir>/gcs-redis) and keep the head's GCS in it, so that a head "
+                                        "that dies is taken back by `sc up --gcs-redis` again"),
+    redis_address: Optional[str] = typer.Option(None, help="GCS fault tolerance with a Redis of your own "
+                                                           "(host:port)"),
+    redis_password: Optional[str] = typer.Option(None, envvar="SC_REDIS_PASSWORD",
+                                                 help="password of that Redis (--gcs-redis: the one it sets)"),
     shards: int = typer.Option(1, help="Guardian and Scaler shards by host (issue 16), 1 to 64; 1 = one of each"),
 ) -> None:
     """Start (or join) Ray, deploy the control plane and its HTTP API; returns when all answer."""
@@ -888,22 +922,38 @@ def up(
         fail(f"--shards: {e}")
     token = token or _opts["token"]
     sd = str(state_dir or default_state_dir())
+    if gcs_redis and redis_address:
+        fail("give --gcs-redis (a Redis `sc up` starts) or --redis-address (one of yours), not both")
+    if (gcs_redis or redis_address) and address not in (None, ""):
+        fail("--gcs-redis and --redis-address apply to the head `sc up` starts; start a head of your own with "
+             "RAY_REDIS_ADDRESS (`SC_GCS_REDIS=host:port bash cluster/configs/ray-start.sh head`)")
     _check_state_dir(Path(sd), repair)
     started_head = False
     record: dict[str, Any] = {}
     if address in (None, "") and not current_cluster_address():
+        redis: dict[str, Any] = {}
         try:
             made = ensure_token()
             if made:
                 console.print(f"made the Ray token {made} (`ray get-auth-token --generate`); "
                               "other nodes joining this head need a copy", highlight=False, soft_wrap=True)
-            console.print("starting a Ray head …")
-            address, pgid = start_head(port=port, dashboard_port=dashboard_port)
+            if gcs_redis:
+                redis = _gcs_redis(sd, redis_password)
+            elif redis_address:
+                from cluster.local import redis_answers
+
+                if not redis_answers(redis_address):
+                    fail(f"no Redis answers at {redis_address}")
+                redis = {"redis_address": redis_address}
+            console.print("starting a Ray head" + (f" (GCS in Redis at {redis['redis_address']})" if redis else "")
+                          + " …", highlight=False)
+            address, pgid = start_head(port=port, dashboard_port=dashboard_port,
+                                       redis_address=redis.get("redis_address"), redis_password=redis_password)
         except HeadFailed as e:
             fail(f"ray start failed: {e}")
         started_head = True
-        # Recorded at once: if what follows fails, `sc down` still stops this head.
-        record = {"address": address, "started_head": True, "head_pgid": pgid, "head_port": port}
+        # Recorded at once: if what follows fails, `sc down` still stops this head (and its Redis).
+        record = {"address": address, "started_head": True, "head_pgid": pgid, "head_port": port, **redis}
         _write_record(record)
     addr = address if address and address != "auto" else current_cluster_address()
     if not addr:
@@ -931,7 +981,7 @@ def up(
     if (not started_head and prev.get("started_head") and "head_pgid" in prev
             and addr.rsplit(":", 1)[-1] == str(prev.get("head_port")) and head_serves(prev["head_pgid"], addr)):
         # `sc up` again on the head an earlier `sc up` started: `sc down` must still stop it.
-        record = {k: prev[k] for k in ("head_pgid", "head_port") if k in prev}
+        record = {k: prev[k] for k in ("head_pgid", "head_port", *_REDIS_KEYS) if k in prev}
         started_head = True
     _write_record({**record, "address": addr, "started_head": started_head, "state_dir": sd,
                    "hosts": actors["hosts"], "url": url})
@@ -961,6 +1011,15 @@ def down(keep_ray: bool = typer.Option(False, help="leave the Ray head running")
                       "`ray stop` (which stops every Ray on this machine)", highlight=False)
         elif stop_head(int(rec["head_pgid"]), int(rec["head_port"])):
             console.print("  Ray head stopped")
+        if "redis_pid" in rec:
+            # The cluster is gone: its tables in Redis would bring a dead one back at the next `sc up`.
+            import shutil
+
+            from cluster.local import stop_redis
+
+            if stop_redis(int(rec["redis_pid"]), int(rec["redis_port"])):
+                console.print("  the GCS's Redis stopped")
+            shutil.rmtree(rec["redis_dir"], ignore_errors=True)
     _state_file().unlink(missing_ok=True)
     console.print("[green]stopped[/]")
 

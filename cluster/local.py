@@ -162,17 +162,23 @@ def free_port(preferred: int | None = None) -> int:
         return int(s.getsockname()[1])
 
 
-def start_head(port: int = 6390, host: str | None = None, dashboard_port: int = 8265) -> tuple[str, int]:
+def start_head(port: int = 6390, host: str | None = None, dashboard_port: int = 8265,
+               redis_address: str | None = None, redis_password: str | None = None) -> tuple[str, int]:
     """`ray start --head` with our label: a cluster that outlives this process.
 
     Returns its address and the process group of everything it started (the head runs
     in a session of its own), so `sc down` can stop this head and no other Ray.
     Raises HeadFailed with Ray's own error line.
+
+    With `redis_address` the GCS keeps its tables in that Redis (Ray's GCS fault
+    tolerance, `RAY_REDIS_ADDRESS`): a head started again on the same port and Redis
+    after a crash takes the cluster back, its worker nodes and detached actors included.
     """
     os.environ["RAY_AUTH_MODE"] = "token"
     quiet_env()
     ray_bin = ray_binary()
     ensure_token(ray_bin)
+    forget_dead_head(port)
     cmd = [
         ray_bin, "start", "--head", f"--port={port}",
         f"--object-store-memory={OBJECT_STORE_BYTES}",
@@ -182,8 +188,13 @@ def start_head(port: int = 6390, host: str | None = None, dashboard_port: int = 
         f"--dashboard-agent-listen-port={free_port(52365)}", f"--ray-client-server-port={free_port(10001)}",
         "--disable-usage-stats",
     ]
+    env = dict(os.environ)
+    if redis_address:
+        env["RAY_REDIS_ADDRESS"] = redis_address
+        if redis_password:
+            cmd.append(f"--redis-password={redis_password}")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, env=env)
     out, errs = proc.communicate()
     if proc.returncode != 0:
         # What a half-started head left behind is ours alone (its own session): gone with it.
@@ -193,6 +204,25 @@ def start_head(port: int = 6390, host: str | None = None, dashboard_port: int = 
             os.killpg(proc.pid, signal.SIGKILL)
         raise HeadFailed(ray_error_line(errs + "\n" + out if errs.strip() else out))
     return f"127.0.0.1:{port}", proc.pid
+
+
+def forget_dead_head(port: int) -> bool:
+    """Remove Ray's `ray_current_cluster` when it names a head on `port` that no longer answers.
+
+    `ray start --head` refuses a port that this file names while any raylet of this
+    machine still points at it: after a head crash, the raylet of a worker node on the
+    same machine (a test host, a namespace) waits for that very head to come back.
+    Returns whether the file was removed.
+    """
+    f = ray_temp_dir() / "ray_current_cluster"
+    try:
+        recorded = f.read_text().strip()
+    except FileNotFoundError:
+        return False
+    if recorded.rsplit(":", 1)[-1] != str(port) or address_answers(recorded):
+        return False
+    f.unlink(missing_ok=True)
+    return True
 
 
 def _group_cmdlines(pgid: int) -> list[str]:
@@ -240,6 +270,108 @@ def stop_head(pgid: int, port: int, timeout_s: float = 20.0) -> bool:
             os.killpg(pgid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+    return True
+
+
+# ---------------------------------------------------------------------------- a Redis for the GCS
+
+REDIS_DIR = "gcs-redis"
+"""The local Redis's data dir, under the state dir: it is on the head's disk, beside the journal."""
+
+REDIS_PORT = 6391
+"""The port `sc up --gcs-redis` prefers for the Redis it starts (the GCS has 6390)."""
+
+
+class RedisFailed(RuntimeError):
+    """redis-server did not start; the message is its own last log line."""
+
+
+def redis_config(data_dir: Path, port: int, password: str | None = None) -> str:
+    """A redis-server config for the GCS: loopback only (only the head's GCS talks to it),
+    every write in its append-only file (fsync each second), no RDB snapshots."""
+    lines = [f"port {port}", "bind 127.0.0.1", "protected-mode yes", f'dir "{data_dir}"',
+             "appendonly yes", "appendfsync everysec", 'save ""', "daemonize no",
+             f'logfile "{data_dir / "redis.log"}"']
+    if password:
+        lines.append(f'requirepass "{password}"')
+    return "\n".join(lines) + "\n"
+
+
+def redis_answers(address: str, timeout_s: float = 1.0) -> bool:
+    """Whether a Redis answers PING at `address` (a password-protected one answers NOAUTH)."""
+    host, port = address.rsplit(":", 1)
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(64).startswith((b"+PONG", b"-NOAUTH"))
+    except (OSError, ValueError):
+        return False
+
+
+def redis_serves(pid: int, port: int) -> bool:
+    """Whether process `pid` is a redis-server on `port` (a pid can be reused once it is gone)."""
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return False
+    return "redis-server" in cmd and f":{port}" in cmd
+
+
+def start_redis(state_dir: str | Path, port: int = REDIS_PORT, password: str | None = None,
+                timeout_s: float = 20.0) -> tuple[str, int]:
+    """Start a redis-server for the GCS, its data in `<state_dir>/gcs-redis`; returns its
+    address and pid. It runs in a session of its own, apart from the head's processes, so
+    a head that crashes (or is stopped) leaves it, and the head started next finds the
+    cluster in it. Raises RedisFailed with redis-server's own last log line."""
+    import time
+
+    exe = shutil.which("redis-server")
+    if exe is None:
+        raise RedisFailed("redis-server is not installed (apt-get install redis-server, or "
+                          "`bash cluster/bootstrap.sh setup`)")
+    address = f"127.0.0.1:{port}"
+    if address_answers(address):
+        # Another server there would answer our PINGs while ours fails to bind.
+        raise RedisFailed(f"{address} is already in use")
+    data = Path(state_dir) / REDIS_DIR
+    data.mkdir(parents=True, exist_ok=True)
+    conf = data / "redis.conf"
+    # The password, if any, is in the file, not on a command line: mode 0600.
+    conf.touch(mode=0o600)
+    conf.chmod(0o600)
+    conf.write_text(redis_config(data, port, password))
+    proc = subprocess.Popen([exe, str(conf)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + timeout_s
+    while not (redis_answers(address) and proc.poll() is None):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            if proc.poll() is None:
+                proc.kill()
+            _, errs = proc.communicate()
+            try:
+                log_text = (data / "redis.log").read_text()
+            except OSError:
+                log_text = ""
+            raise RedisFailed(ray_error_line(errs + "\n" + log_text) if (errs + log_text).strip()
+                              else f"redis-server exited with {proc.returncode}")
+        time.sleep(0.05)
+    return address, proc.pid
+
+
+def stop_redis(pid: int, port: int, timeout_s: float = 10.0) -> bool:
+    """Stop the redis-server `start_redis` started (SIGTERM, then SIGKILL); only if `pid` is
+    still that server. Returns whether it was."""
+    import signal
+    import time
+
+    if not redis_serves(pid, port):
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while redis_serves(pid, port) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if redis_serves(pid, port):
+        os.kill(pid, signal.SIGKILL)
     return True
 
 
