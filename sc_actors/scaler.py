@@ -120,12 +120,15 @@ class BatchView(ScalerView):
 
 
 class ScalerStatus(TypedDict):
-    """`Scaler.ping`: requests waiting, outcomes so far, the last apply times, batch writes."""
+    """`Scaler.ping`: requests waiting, outcomes so far, the last apply times, batch writes,
+    this shard and the number of shards it routes with."""
 
     pending: int
     outcomes: dict[str, int]
     apply_s: list[float]
     batches: dict[str, int]
+    shard: int
+    shards: int
 
 
 class _Held:
@@ -222,7 +225,7 @@ class Scaler:
 
     async def ping(self) -> ScalerStatus:
         return {"pending": len(self.pending), "outcomes": dict(self.outcomes), "apply_s": list(self.apply_s)[-100:],
-                "batches": dict(self.batches)}
+                "batches": dict(self.batches), "shard": self.shard, "shards": self._shards.cached()}
 
     # ------------------------------------------------------------------ requests
 
@@ -292,6 +295,13 @@ class Scaler:
             return
         except Exception as e:  # `_on_shard` forgot the handle of a shard that did not answer
             reason = str(e).removeprefix(f"scaler shard {name} ")
+            if isinstance(e, Unavailable):
+                # Deployed again with fewer shards? Then these requests have another owner now.
+                shards = self._shards.cached()
+                self._shards.invalidate()
+                if await self._shards.read() != shards:
+                    await self._dispatch(requests)
+                    return
         entries = []
         for r in requests:
             host = host_of.get(r.structure)
@@ -736,6 +746,20 @@ class Scaler:
     async def _owner(self, host: str) -> str:
         return scaler_name(shard_of(host, await self._shards.read()))
 
+    async def _call_owner(self, host: str, method: str, *args: object) -> object:
+        """Call `method` of the shard that owns `host` (this one directly). An owner that is
+        not running makes the count be read again: after a deployment with fewer shards,
+        the host has another owner now."""
+        owner = await self._owner(host)
+        try:
+            return await self._on_shard(owner, method, *args)
+        except Unavailable:
+            self._shards.invalidate()
+            again = await self._owner(host)
+            if again == owner:
+                raise
+            return await self._on_shard(again, method, *args)
+
     async def _commit_parts(self, items: list[tuple[Container, Plan, str]], before: dict[str, Host],
                             after: dict[str, Host], parts: _Parts) -> str:
         """Apply a planned request host by host through the owners: "" when every part is
@@ -927,16 +951,16 @@ class Scaler:
         db = self._db()
         done: list[str] = []
         host_of: dict[str, str] = await db.container_hosts.remote(names)
-        by_owner: dict[str, list[str]] = {}
+        by_host: dict[str, list[str]] = {}
+        mine: list[str] = []
         for name, h in host_of.items():
-            by_owner.setdefault(await self._owner(h), []).append(name)
-        for owner, theirs in by_owner.items():
-            if owner != self.name:
-                try:
-                    done += cast(list[str], await self._on_shard(owner, "reapply", theirs))
-                except Exception as e:
-                    log.warning("the limits of %s not restored: %s", theirs, _reason(e))
-        names = by_owner.get(self.name, [])
+            (mine if await self._owner(h) == self.name else by_host.setdefault(h, [])).append(name)
+        for h, theirs in by_host.items():
+            try:
+                done += cast(list[str], await self._call_owner(h, "reapply", theirs))
+            except Exception as e:
+                log.warning("the limits of %s not restored: %s", theirs, _reason(e))
+        names = mine
         host_of = {n: host_of[n] for n in names}
         async with self._hosts_locked(host_of.values()):
             view: ScalerView = await db.scaler_view.remote(names)
@@ -981,9 +1005,8 @@ class Scaler:
                                          "resources": subscription_limits(profile, (limits or {}).get("resources"))})
         except Exception as e:
             raise Invalid(str(e)) from None
-        owner = await self._owner(c.host)
-        if owner != self.name:  # the accounting of `c.host` has another writer
-            return cast(Document, await self._on_shard(owner, "subscribe_container", container, limits))
+        if await self._owner(c.host) != self.name:  # the accounting of `c.host` has another writer
+            return cast(Document, await self._call_owner(c.host, "subscribe_container", container, limits))
         async with self._hosts_locked([c.host]):
             if await db.exists.remote("structures", c.name):
                 raise Conflict(f"structure {c.name!r} already subscribed")
@@ -1037,9 +1060,8 @@ class Scaler:
         host: Optional[str] = (await db.container_hosts.remote([name])).get(name)
         if host is None:
             return False
-        owner = await self._owner(host)
-        if owner != self.name:
-            return bool(await self._on_shard(owner, "release_missing", name, since))
+        if await self._owner(host) != self.name:
+            return bool(await self._call_owner(host, "release_missing", name, since))
         if name in await self._listed(host):
             return False
         res = (await db.get.remote("structures", name)).get("resources", {})
@@ -1059,9 +1081,8 @@ class Scaler:
         db = self._db()
         host_of: dict[str, str] = await db.container_hosts.remote([name])
         if name in host_of:
-            owner = await self._owner(host_of[name])
-            if owner != self.name:
-                await self._on_shard(owner, "desubscribe_container", name)
+            if await self._owner(host_of[name]) != self.name:
+                await self._call_owner(host_of[name], "desubscribe_container", name)
                 return
         async with self._hosts_locked(host_of.values()):
             try:

@@ -55,6 +55,11 @@ class ShardCount:
         self._read_at = self._clock()
         return self._value or 1
 
+    def invalidate(self) -> None:
+        """Read the count again at the next use: a shard it names is not running (the control
+        plane was deployed again with fewer shards)."""
+        self._read_at = float("-inf")
+
     def cached(self) -> int:
         """The count now, without waiting: a stale one starts a read in the background."""
         if self._stale() and (self._reading is None or self._reading.done()):

@@ -61,6 +61,10 @@ class Sharded:
             self.containers.cleanup()
         finally:
             deploy(self.stack.state_dir, node_defaults={"backend": "cgroup_v1"}, shards=1)
+            # The Scaler reads the count again within 5 s (a node agent at its next window): the
+            # next tests start once it routes to the unsharded names again.
+            wait_for(lambda: ray.get(self.stack.scaler.ping.remote(), timeout=30)["shards"] == 1, 30,
+                     what="the scaler back to one shard")
 
     # ------------------------------------------------------------------ who owns what
 
