@@ -2,7 +2,9 @@
 
 Every control-plane actor is named, detached, in one fixed namespace, restarted by
 Ray without limit, and takes no CPU slot. The StateDB sits on the head node (its
-journal is on the head's disk, so a restart finds it). Each ContainerScaler is
+journal is on the head's disk, so a restart finds it), and so does every other
+control-plane actor: a controlled host can drop off the network, and an actor on it
+would stall every host's scaling until Ray declared the node dead. Each ContainerScaler is
 pinned to its node by the node label `sc_host`: if the node goes away the actor
 waits, and when a node with that label rejoins it is placed there again.
 """
@@ -33,7 +35,7 @@ _COMMON: dict[str, Any] = dict(
     get_if_exists=True,
 )
 
-HEAD = {"node:__internal_head__": 0.001}
+HEAD = names.HEAD_RESOURCES
 
 
 def statedb_actor(state_dir: str, fsync: bool = True) -> Any:
@@ -42,20 +44,20 @@ def statedb_actor(state_dir: str, fsync: bool = True) -> Any:
 
 
 def guardian_actor(shard: int = 0) -> Any:
-    """Guardian shard `shard` (0: `guardian`), anywhere: its nodes push to it by name."""
-    return ray.remote(Guardian).options(name=names.guardian_name(shard), max_concurrency=1000,
+    """Guardian shard `shard` (0: `guardian`), on the head: its nodes push to it by name."""
+    return ray.remote(Guardian).options(name=names.guardian_name(shard), resources=HEAD, max_concurrency=1000,
                                         **_COMMON).remote(shard)
 
 
 def scaler_actor(shard: int = 0) -> Any:
     """Scaler shard `shard` (0: `scaler`, the coordinator of requests that span hosts)."""
-    return ray.remote(Scaler).options(name=names.scaler_name(shard), max_concurrency=1000,
+    return ray.remote(Scaler).options(name=names.scaler_name(shard), resources=HEAD, max_concurrency=1000,
                                       **_COMMON).remote(shard)
 
 
 def structures_snapshoter_actor() -> Any:
     return ray.remote(StructuresSnapshoter).options(
-        name=names.STRUCTURES_SNAPSHOTER_NAME, max_concurrency=100, **_COMMON
+        name=names.STRUCTURES_SNAPSHOTER_NAME, resources=HEAD, max_concurrency=100, **_COMMON
     ).remote()
 
 
@@ -67,8 +69,9 @@ def database_snapshoter_actor(dataset_dir: str) -> Any:
 
 
 def rebalancer_actor() -> Any:
-    """One for the cluster, anywhere: it reads one view per round and sends requests."""
-    return ray.remote(ReBalancer).options(name=names.REBALANCER_NAME, max_concurrency=100, **_COMMON).remote()
+    """One for the cluster, on the head: it reads one view per round and sends requests."""
+    return ray.remote(ReBalancer).options(name=names.REBALANCER_NAME, resources=HEAD, max_concurrency=100,
+                                          **_COMMON).remote()
 
 
 def membership_actor(node_defaults: dict[str, Any], settings: dict[str, float] | None = None) -> Any:

@@ -31,6 +31,9 @@ REBALANCER_NAME = "rebalancer"
 CONTAINER_SCALER_PREFIX = "container-scaler:"
 HOST_LABEL = "sc_host"
 """Ray node label naming the controlled host a node is (one ContainerScaler each)."""
+HEAD_RESOURCES = {"node:__internal_head__": 0.001}
+"""Ray resources that put an actor on the head node: the control plane lives there, never on a
+controlled host, whose loss (a cut link) would stall every host's scaling (issue 17)."""
 
 
 def container_scaler_name(host: str) -> str:

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sc_actors.errors import ScError
-from sc_actors.settings import NAMESPACE
+from sc_actors.settings import HEAD_RESOURCES, NAMESPACE
 
 from .deps import ApiConfig
 from .routers import health, heartbeat, limits, profiles, rules, services, structures, ui, users
@@ -209,7 +209,10 @@ def orchestrator_deployment() -> Any:
     # No access log: a line per request costs latency, and the control plane's own
     # logs already say what changed.
     # A dead replica is noticed within about a second (Serve's default check is every 10 s).
-    @serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=200, num_replicas=1,
+    # On the head, beside its proxy (HeadOnly): a replica on a controlled host would take
+    # the API down with that host's link.
+    @serve.deployment(ray_actor_options={"num_cpus": 0, "resources": HEAD_RESOURCES}, max_ongoing_requests=200,
+                      num_replicas=1,
                       logging_config={"enable_access_log": False},
                       health_check_period_s=1, health_check_timeout_s=2)
     @serve.ingress()
