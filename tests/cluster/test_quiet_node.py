@@ -124,3 +124,31 @@ def test_worker_command_joins_with_the_host_label_and_the_quiet_flags_unless_ask
     assert cmd[cmd.index("--labels") + 1] == "sc_host=h2"
     assert set(QUIET_NODE_ARGS) <= set(cmd)
     assert not set(QUIET_NODE_ARGS) & set(worker_command("10.0.0.1:6390", "h2", quiet=False, ray_bin="/x/ray"))
+
+
+AGENT_LIKE = """import logging, sys
+logging.disable(logging.CRITICAL)
+import ray.dashboard.modules, ray.dashboard.utils as du
+print(len(list(ray.dashboard.modules.__path__)), len(du.get_all_modules(du.DashboardAgentModule)))
+"""
+
+
+def _agent_like(script: Path, switch: str) -> tuple[int, int]:
+    """(entries of `ray.dashboard.modules.__path__`, agent modules Ray finds) in a process run as `script`."""
+    script.parent.mkdir(parents=True, exist_ok=True)
+    script.write_text(AGENT_LIKE)
+    env = {**os.environ, "PYTHONPATH": str(NODE_SITE_DIR), MINIMAL_AGENT_ENV: switch}
+    proc = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    paths, found = proc.stdout.split()
+    return int(paths), int(found)
+
+
+def test_the_minimal_agent_process_walks_no_dashboard_module_other_processes_keep_theirs(tmp_path):
+    """Ray's agent script is `…/dashboard/agent.py`: there, with the switch on, the modules package
+    has nothing to walk (Ray would import ~500 modules only to run none); elsewhere it is whole."""
+    assert _agent_like(tmp_path / "dashboard" / "agent.py", "1") == (0, 0)
+    paths, _ = _agent_like(tmp_path / "worker" / "main.py", "1")
+    assert paths == 1
+    paths, found = _agent_like(tmp_path / "dashboard" / "agent.py", "0")
+    assert paths == 1 and found > 0  # the full agent: its modules, as Ray finds them
