@@ -15,6 +15,10 @@
 #   SC_EXCLUDE=1       Ray runs here, but no ContainerScaler (a head that only hosts the
 #                      control plane)
 #   SC_RAY_PORT        GCS port of the head (6379)
+#   SC_GCS_REDIS       head only: host:port of a Redis that keeps the GCS's tables (Ray's
+#                      GCS fault tolerance, RAY_REDIS_ADDRESS): a head that dies and is
+#                      started again with the same port and Redis takes its cluster back;
+#                      SC_REDIS_PASSWORD its password, if it has one
 #   SC_OBJECT_STORE_MB object store of this node, MiB (200; Ray's default is 30 % of RAM)
 #   SC_RAY_DEFAULTS=1  a worker keeps Ray's defaults: without it a worker host starts
 #                      with the quiet settings below (issue 16: its idle cost; what each
@@ -46,7 +50,14 @@ case $role in
     # checks fail: every 1 s, 5 misses (Ray's default is about 15 s).
     export RAY_health_check_period_ms=${RAY_health_check_period_ms:-1000}
     export RAY_health_check_failure_threshold=${RAY_health_check_failure_threshold:-5}
-    exec "$ray" start --head --port="$port" --dashboard-host=0.0.0.0 "${common[@]}" "$@"
+    redis=()
+    if [ -n "${SC_GCS_REDIS:-}" ]; then
+      # GCS fault tolerance: the GCS keeps its tables in this Redis, so a head started
+      # again (same port, same Redis) takes back its worker nodes and detached actors.
+      export RAY_REDIS_ADDRESS=$SC_GCS_REDIS
+      if [ -n "${SC_REDIS_PASSWORD:-}" ]; then redis=(--redis-password="$SC_REDIS_PASSWORD"); fi
+    fi
+    exec "$ray" start --head --port="$port" --dashboard-host=0.0.0.0 "${common[@]}" "${redis[@]}" "$@"
     ;;
   worker)
     head=${1:?usage: ray-start.sh worker HEAD_IP[:PORT]}

@@ -94,3 +94,28 @@ def test_sc_up_refuses_redis_options_it_cannot_honour_before_starting_anything(t
     assert proc.returncode == 1
     assert says in " ".join(proc.stderr.split())
     assert not (tmp_path / "state").exists() and not (tmp_path / "home" / "up.json").exists()
+
+
+def _ray_start_head(tmp_path, **env):
+    """`ray-start.sh head` with a stand-in `ray` that records its arguments and environment."""
+    import json
+
+    out, exe = tmp_path / "called.json", tmp_path / "ray"
+    exe.write_text(f"#!{sys.executable}\nimport json, os, sys\n"
+                   f"json.dump({{'argv': sys.argv[1:], 'env': dict(os.environ)}}, open({str(out)!r}, 'w'))\n")
+    exe.chmod(0o755)
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "SC_"))}
+    proc = subprocess.run(["bash", str(REPO / "cluster" / "configs" / "ray-start.sh"), "head"],
+                          env={**base, "RAY": str(exe), "SC_HOST": "h1", **env}, capture_output=True, text=True,
+                          timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(out.read_text())
+
+
+def test_ray_start_sh_head_keeps_the_gcs_in_the_redis_sc_gcs_redis_names(tmp_path):
+    called = _ray_start_head(tmp_path, SC_GCS_REDIS="10.0.0.5:6391", SC_REDIS_PASSWORD="pw")
+    assert called["env"]["RAY_REDIS_ADDRESS"] == "10.0.0.5:6391"
+    assert "--redis-password=pw" in called["argv"]
+    plain = _ray_start_head(tmp_path)
+    assert "RAY_REDIS_ADDRESS" not in plain["env"]
+    assert not any(a.startswith("--redis-password") for a in plain["argv"])
