@@ -17,7 +17,7 @@ verb=${1:-demo}
 shift || true
 
 APT_PACKAGES=(python3-venv python3-dev build-essential pkg-config lxc lxc-dev busybox-static chromium
-              nginx wrk sysbench redis-server)  # the last four: `sc bench apps`
+              nginx wrk sysbench redis-server)  # the last four: `sc bench apps`; redis-server also for `sc up --gcs-redis`
 
 log() { printf '\033[1m[bootstrap]\033[0m %s\n' "$*" >&2; }
 
