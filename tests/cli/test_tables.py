@@ -32,13 +32,13 @@ def _api_ops():
 
 def _scale_runs():
     runs = {}
-    for n, p50 in (("100", 0.012), ("1000", 0.056), ("10000", 2.07)):
-        runs[n] = {"guardian_epoch_s": {"p50": p50, "p99": p50 * 2.5}, "guardian_windows_per_node_per_s": 0.98,
-                   "request_to_applied_s": {"p50": 0.13, "p99": 0.32}, "control_plane_cpu_pct": 142.5,
-                   "control_plane_rss_mib": 1331.2, "node_agents_cpu_pct": 31.4, "statedb_writes_per_s": 840.2,
-                   "keeps_up": n != "10000",
-                   "cpu_pct_by_actor": {"guardian": 48.1, "scaler": 50.2, "statedb": 17.3,
-                                        "database_snapshoter": 18.4}}
+    for n, hosts, p99 in (("100", 1, 0.03), ("1000", 12, 0.363), ("10000", 107, 24.141)):
+        runs[n] = {"hosts": hosts, "epoch_p50_s": round(p99 / 3, 3), "epoch_p99_s": p99,
+                   "windows_per_host_per_s": 0.178, "request_applied_p50_s": 0.175, "request_applied_p99_s": 12.042,
+                   "control_plane_cores": 0.884, "control_plane_rss_mib": 1564, "node_agent_cores": 0.228,
+                   "statedb_changes_per_s": 12.1, "keeps_up": n != "10000",
+                   "cores_by_actor": {"guardian": 0.437, "scaler": 0.234, "statedb": 0.129,
+                                      "container-scaler:sim0": 0.068}}
     return runs
 
 
