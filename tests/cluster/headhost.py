@@ -73,7 +73,10 @@ class LimitsWatch:
     def start(self) -> "LimitsWatch":
         def run() -> None:
             while not self._stop.is_set():
-                self.probes.append((time.monotonic(), self.probe()))
+                try:
+                    self.probes.append((time.monotonic(), self.probe()))
+                except Exception:  # noqa: BLE001  (a probe that fails answered no)
+                    self.probes.append((time.monotonic(), False))
                 try:
                     self.samples.append((time.monotonic(), {n: self.backend.read_limits(n) for n in self.names}))
                 except LookupError:  # removed: the test is over
@@ -88,6 +91,13 @@ class LimitsWatch:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+
+    def first_change(self, name: str, changed: Callable[[Any], bool]) -> float:
+        """When the first sample saw `changed(limits of name)`; raises LookupError if none did."""
+        for t, limits in self.samples:
+            if changed(limits[name]):
+                return t
+        raise LookupError(f"no sample of {name} changed ({len(self.samples)} samples)")
 
     def first(self, value: bool, after: float) -> float | None:
         """When the probe first answered `value` after `after` (monotonic), if it did."""

@@ -61,11 +61,11 @@ def test_a_head_killed_and_started_again_keeps_its_workers_limits_and_every_ackn
     t_restart = c.up()
     t_ready = time.monotonic()
 
-    wait_for(lambda: c.backend.read_limits("load").cpu_allowance_limit > 25, 60, interval_s=0.05,
-             what="the loaded container's quota raised after the restart")
+    wait_for(lambda: watch.samples and watch.samples[-1][1]["load"].cpu_allowance_limit > 25, 60,
+             interval_s=0.05, what="the loaded container's quota raised after the restart")
     watch.stop()
     # When it was raised: the first sample of the watch (every 0.1 s) that saw it.
-    raised = next(t for t, limits in watch.samples if limits["load"].cpu_allowance_limit > 25)
+    raised = watch.first_change("load", lambda limits: limits.cpu_allowance_limit > 25)
 
     # The worker host lived through it: the same raylet, the same ContainerScaler process.
     assert c.worker_raylet() == raylet
