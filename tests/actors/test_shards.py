@@ -125,3 +125,27 @@ def test_one_refused_part_puts_back_every_part_and_changes_no_accounting(sharded
         assert {c: sharded.quota(c) for c in others} == quotas
     finally:
         ray.get(stack.node_of(last_host).create_container.remote(victim))
+
+
+def test_a_swap_between_hosts_of_two_shards_moves_the_shares_through_both_owners(sharded):
+    # The ReBalancer's swap (§4.7): `amount` from `pair_structure` (the donor) to `structure`.
+    a, b = (next(h for h in sharded.hosts if sharded.shard(h) == s)
+            for s in sorted({sharded.shard(h) for h in sharded.hosts})[:2])
+    donor, receiver = sharded.container_on(a), sharded.container_on(b)
+    before = {c: (sharded.current(c), sharded.quota(c)) for c in (donor, receiver)}
+    free = {h: sharded.accounting(h)[0] for h in (a, b)}
+    swap = {**sharded.request(receiver, 10), "pair_structure": donor}
+    t0 = time.time()
+    ray.get(ray.get_actor(scaler_name(0), namespace=NAMESPACE).submit.remote([swap]))
+    entry = wait_for(lambda: next((e for e in sharded.entries(receiver)
+                                   if e.get("pair_structure") == donor and e.get("applied_at", 0) > t0), None),
+                     20, what="the swap's decision")
+    assert entry["outcome"] == "applied", entry
+    assert (sharded.current(donor), sharded.quota(donor)) == (before[donor][0] - 10, before[donor][1] - 10)
+    assert (sharded.current(receiver), sharded.quota(receiver)) == (before[receiver][0] + 10, before[receiver][1] + 10)
+    assert {h: sharded.accounting(h)[0] for h in (a, b)} == {a: free[a] + 10, b: free[b] - 10}
+    # And back.
+    back = {**sharded.request(donor, 10), "pair_structure": receiver}
+    ray.get(ray.get_actor(scaler_name(0), namespace=NAMESPACE).submit.remote([back]))
+    wait_for(lambda: {c: sharded.current(c) for c in before} == {c: v[0] for c, v in before.items()}, 20,
+             what="the swap back")
