@@ -276,7 +276,9 @@ class ChangeFilter:
     (from its first window here, so a reader may start anywhere with `LOOKBACK_S`). A
     value that disappears while the container stays is written once as null (its end).
     Usage and the fields not in `CHANGE_FIELDS` are written every window. The memory
-    is one row of floats per container ever seen; a restart starts with full rows.
+    is one row of floats per container seen in the last `LOOKBACK_S` (a container
+    silent longer is forgotten when room is needed, and starts again with a full row);
+    a restart starts with full rows.
     """
 
     def __init__(self, full_every_s: float = 60.0) -> None:
@@ -285,20 +287,44 @@ class ChangeFilter:
         self._slot: dict[str, int] = {}
         self._last = np.empty((0, 0))
         self._full_at = np.empty(0)
+        self._seen_at = np.empty(0)
 
-    def _slots(self, names: Sequence[str], keys: tuple[str, ...]) -> np.ndarray:
+    def __len__(self) -> int:
+        """Containers remembered."""
+        return len(self._slot)
+
+    def _slots(self, names: Sequence[str], keys: tuple[str, ...], now: float) -> np.ndarray:
         if keys != self._keys:  # other fields persisted: start again, with full rows
             self._keys, self._slot = keys, {}
-            self._last, self._full_at = np.empty((0, len(keys))), np.empty(0)
+            self._last, self._full_at, self._seen_at = np.empty((0, len(keys))), np.empty(0), np.empty(0)
         slot = self._slot
-        for n in names:
-            if n not in slot:
-                slot[n] = len(slot)
-        if len(slot) > len(self._full_at):
-            grow = max(len(slot), 2 * len(self._full_at)) - len(self._full_at)
-            self._last = np.vstack([self._last, np.full((grow, len(keys)), np.nan)])
-            self._full_at = np.concatenate([self._full_at, np.full(grow, -np.inf)])
+        new = [n for n in dict.fromkeys(names) if n not in slot]
+        if len(slot) + len(new) > len(self._full_at):
+            self._forget(now - LOOKBACK_S, set(names))
+            slot = self._slot
+            need = len(slot) + len(new) - len(self._full_at)
+            if need > 0:
+                grow = max(need, len(self._full_at))
+                self._last = np.vstack([self._last, np.full((grow, len(keys)), np.nan)])
+                self._full_at = np.concatenate([self._full_at, np.full(grow, -np.inf)])
+                self._seen_at = np.concatenate([self._seen_at, np.full(grow, -np.inf)])
+        for n in new:
+            i = slot[n] = len(slot)
+            self._last[i], self._full_at[i] = np.nan, -np.inf
         return np.fromiter((slot[n] for n in names), dtype=np.int64, count=len(names))
+
+    def _forget(self, before: float, now_seen: set[str]) -> None:
+        """Drop the containers not seen since `before` (but those of `now_seen`), packing the others at the front."""
+        keep = [(n, i) for n, i in self._slot.items() if self._seen_at[i] >= before or n in now_seen]
+        if len(keep) == len(self._slot):
+            return
+        idx = np.array([i for _, i in keep], dtype=np.int64)
+        for name in ("_last", "_full_at", "_seen_at"):
+            old = getattr(self, name)
+            packed = np.full_like(old, np.nan if name == "_last" else -np.inf)
+            packed[:len(idx)] = old[idx]
+            setattr(self, name, packed)
+        self._slot = {n: j for j, (n, _) in enumerate(keep)}
 
     def select(self, names: Sequence[str], t_s: np.ndarray, values: np.ndarray, present: np.ndarray,
                series: _Series) -> tuple[np.ndarray, np.ndarray]:
@@ -306,7 +332,8 @@ class ChangeFilter:
 
         The containers of one call are distinct (`container_table` calls once per frame otherwise).
         """
-        slots = self._slots(names, series.keys)
+        slots = self._slots(names, series.keys, float(t_s.max()) if len(t_s) else 0.0)
+        self._seen_at[slots] = t_s
         last = self._last[slots]
         full = (t_s - self._full_at[slots] >= self.full_every_s)[:, None]
         had = ~np.isnan(last)

@@ -313,3 +313,22 @@ def test_sc_history_and_report_show_change_only_rows_as_every_window(tmp_path):
         a, c = (history.series(tmp_path / d, name) for d in ("all", "changes"))
         assert len(c) == 90 and c == a
     assert history.utilization(tmp_path / "changes") == history.utilization(tmp_path / "all")
+
+
+def test_the_change_filter_forgets_containers_silent_longer_than_the_lookback():
+    def frame(prefix: str, t: float) -> SeriesFrame:
+        names = tuple(f"{prefix}{i}" for i in range(10))
+        lim = {"cpu.current": np.full(10, 100.0), "cpu.max": np.full(10, 400.0)}
+        return SeriesFrame(HostWindow.of("h0", t - 1, t, names, np.ones(10), np.ones(10)), lim)
+
+    changes = ts.ChangeFilter(full_every_s=60)
+
+    def rows(f: SeriesFrame) -> int:
+        return ts.container_table(ts.columns_from_frames([f]), changes=changes).num_rows
+
+    assert rows(frame("c", T0)) == 10 * 3  # usage, current, max
+    assert rows(frame("c", T0 + 1)) == 10  # usage only
+    assert rows(frame("d", T0 + 2)) == 30 and len(changes) == 20  # c still within the lookback
+    assert rows(frame("d", T0 + ts.LOOKBACK_S + 1.5)) == 30  # full rows again (60 s passed)
+    assert rows(frame("e", T0 + ts.LOOKBACK_S + 2)) == 30 and len(changes) == 20  # c forgotten
+    assert rows(frame("c", T0 + ts.LOOKBACK_S + 3)) == 30  # back: a full row
