@@ -183,6 +183,13 @@ class Lab:
         _ip("-n", h.netns, "addr", "add", f"{addr}/24", "dev", "eth0")
         _ip("-n", h.netns, "link", "set", "eth0", "up")
         _ip("-n", h.netns, "link", "set", "lo", "up")
+        # A default route, as a host has: Ray finds its own address by the route to the
+        # outside. Nothing answers there (the bridge forwards nowhere else).
+        _ip("-n", h.netns, "route", "add", "default", "dev", "eth0")
+        # A root's home as Debian makes it (Ray's SSH commands source ~/.bashrc).
+        for f in (".bashrc", ".profile"):
+            if Path("/etc/skel", f).exists():
+                shutil.copy(Path("/etc/skel", f), h.home / f)
         p = subprocess.Popen(
             ["nsenter", f"--net=/run/netns/{h.netns}", "unshare", "--pid", "--fork", "--mount", "--uts",
              "--mount-proc", "--propagation", "private", "sh", "-c", _INIT, "init", str(h.dir), name,
@@ -248,6 +255,34 @@ class Lab:
     def link(self, name: str, state: str) -> None:
         """`ip link set eth0 up|down` inside host `name`: its only way to the others."""
         _ip("-n", self.hosts[name].netns, "link", "set", "eth0", state)
+
+    # ------------------------------------------------------------------ SSH into a host
+
+    def start_sshd(self, name: str, authorized_keys: str) -> None:
+        """Debian's sshd inside host `name`, on its address, port 22; root logs in with a key of
+        `authorized_keys` only.
+
+        Its files are in the host's /tmp/sshd (a host sees its own /tmp, not the lab dir);
+        StrictModes is off because that /tmp is world-writable.
+        """
+        h = self.hosts[name]
+        d = h.tmp / "sshd"
+        d.mkdir(exist_ok=True)
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"host {name}", "-f",
+                        str(d / "host_ed25519_key")], check=True, capture_output=True)
+        (d / "authorized_keys").write_text(authorized_keys)
+        (d / "sshd_config").write_text(
+            f"ListenAddress {h.addr}\nPort 22\nHostKey /tmp/sshd/host_ed25519_key\nPidFile /tmp/sshd/sshd.pid\n"
+            "AuthorizedKeysFile /tmp/sshd/authorized_keys\nPermitRootLogin prohibit-password\n"
+            "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
+            "Subsystem sftp /usr/lib/openssh/sftp-server\n")
+        Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege separation dir (made by its service)
+        with open(d / "sshd.log", "w") as log:
+            self.popen(name, ["/usr/sbin/sshd", "-D", "-e", "-f", "/tmp/sshd/sshd_config"],
+                       stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        probe = f"import socket; socket.create_connection(({h.addr!r}, 22), timeout=1).close()"
+        wait_for(lambda: self.run(name, ["python3", "-c", probe], check=False).returncode == 0, 15,
+                 interval_s=0.2, what=f"sshd on {name}")
 
     # ------------------------------------------------------------------ Ray on a host
 
