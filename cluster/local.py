@@ -162,6 +162,16 @@ def free_port(preferred: int | None = None) -> int:
         return int(s.getsockname()[1])
 
 
+HEAD_ENV = {
+    "RAY_health_check_period_ms": "1000",
+    "RAY_health_check_failure_threshold": "5",
+}
+"""A node that dies without a goodbye is declared dead after the GCS's health checks fail
+every 1 s, 5 times (Ray's default takes about 15 s): its actors are restarted elsewhere that
+much sooner, a head's own after a head restart too. `ray-start.sh head` sets the same; a
+value in the environment wins."""
+
+
 def start_head(port: int = 6390, host: str | None = None, dashboard_port: int = 8265,
                redis_address: str | None = None, redis_password: str | None = None) -> tuple[str, int]:
     """`ray start --head` with our label: a cluster that outlives this process.
@@ -188,7 +198,7 @@ def start_head(port: int = 6390, host: str | None = None, dashboard_port: int = 
         f"--dashboard-agent-listen-port={free_port(52365)}", f"--ray-client-server-port={free_port(10001)}",
         "--disable-usage-stats",
     ]
-    env = dict(os.environ)
+    env = {**HEAD_ENV, **os.environ}
     if redis_address:
         env["RAY_REDIS_ADDRESS"] = redis_address
         if redis_password:
