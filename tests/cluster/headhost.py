@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from cluster.deploy import wait_for
-from cluster.local import address_answers, free_port, redis_serves, worker_command
+from cluster.local import address_answers, free_port, worker_command
 from cluster.tools.bench.idle import _cmdline, _read_stats, members, role
 from sc_actors.backends import make_backend
 from serve.client import Client, app_body, container_body
@@ -49,6 +49,13 @@ def _kill_all(pids: set[int]) -> None:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+def _cwd(pid: int) -> str:
+    try:
+        return os.readlink(f"/proc/{pid}/cwd")
+    except OSError:
+        return ""
 
 
 def _alive(pids: set[int]) -> set[int]:
@@ -268,13 +275,10 @@ class HeadCluster:
         stats = _read_stats()
         # Every Ray process of this cluster names our temp dir (its session dir) on its command
         # line: also those of a head whose `ray start` failed half-way.
+        # The Redis of `sc up --gcs-redis` works in its data dir, under our temp dir.
         pids = members(stats, [*self.head_pgids, *self.worker_pgids]) | {
-            p for p in stats if str(self.tmp) in " ".join(_cmdline(p))}
+            p for p in stats if str(self.tmp) in " ".join(_cmdline(p)) or _cwd(p).startswith(str(self.tmp))}
         _kill_all(pids)
-        rec = self.record()
-        for pid, port in ((self.redis_pid, rec.get("redis_port")),):
-            if pid and port and redis_serves(pid, int(port)):
-                os.kill(pid, signal.SIGKILL)
         try:
             wait_for(lambda: not _alive(pids), 30, what="processes gone")
         except TimeoutError:
