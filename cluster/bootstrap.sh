@@ -18,6 +18,8 @@ shift || true
 
 APT_PACKAGES=(python3-venv python3-dev build-essential pkg-config lxc lxc-dev busybox-static chromium
               nginx wrk sysbench redis-server)  # the last four: `sc bench apps`; redis-server also for `sc up --gcs-redis`
+# tests/cluster: test hosts in network namespaces (ip, nsenter), `ray up` onto them over SSH (sshd, rsync)
+APT_PACKAGES+=(iproute2 util-linux openssh-server openssh-client rsync)
 
 log() { printf '\033[1m[bootstrap]\033[0m %s\n' "$*" >&2; }
 
