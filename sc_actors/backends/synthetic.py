@@ -12,7 +12,7 @@ a few array operations whatever its size, so a node agent simulating many hosts
 costs in proportion to their containers. One clock per host: a write advances the
 whole host to now (the usage so far ran under the old limit), then changes the limit.
 
-The statistics, per container: demand walks with σ = 8 shares/√s within [2, 180];
+The statistics, per container: demand walks with σ = 8 shares/√s (`demand_step`) within [2, 180];
 a burst starts with probability `burst_probability_per_s` per second and lasts
 5–30 s, during which the container wants 100–180 shares (redrawn at each advance);
 what it uses is the demand capped by its quota, the excess counts as throttled
@@ -76,14 +76,20 @@ class SimulatedHost:
     cores: int
     mem_mib: int
     containers: tuple[SimulatedContainer, ...] = ()
+    demand_step: float = DEMAND_STEP
+    """σ of its containers' demand walk, shares per √s."""
+    burst_probability_per_s: float = 0.01
+    """How likely a container starts a burst in a second."""
 
 
 class SyntheticBackend:
     kind = "synthetic"
 
     def __init__(self, seed: str = "sim", cores: int = 64, mem_mib: int = 262_144,
-                 burst_probability_per_s: float = 0.01, clock: Callable[[], float] = time.monotonic):
+                 burst_probability_per_s: float = 0.01, clock: Callable[[], float] = time.monotonic,
+                 demand_step: float = DEMAND_STEP):
         self.seed = seed
+        self.demand_step = demand_step
         self.clock = clock
         """Where the simulation reads the time (tests pass their own)."""
         self.cores = cores
@@ -193,7 +199,7 @@ class SyntheticBackend:
         s, rng = self._state, self._rng
         root = math.sqrt(dt)
         # Random walk of the demand, with occasional bursts of 1–1.8 cores.
-        s["demand"] = np.clip(s["demand"] + rng.normal(0.0, DEMAND_STEP * root, n), *DEMAND_RANGE)
+        s["demand"] = np.clip(s["demand"] + rng.normal(0.0, self.demand_step * root, n), *DEMAND_RANGE)
         starts = (now >= s["burst_until"]) & (rng.random(n) < self.burst_p * dt)
         if starts.any():
             s["burst_until"] = np.where(starts, now + rng.uniform(*BURST_S, n), s["burst_until"])
@@ -234,11 +240,11 @@ def _cpu_cap(limits: ContainerLimits) -> float:
     return math.inf if cap in (-1, 0) else float(cap)
 
 
-def simulated_backend(host: SimulatedHost, burst_probability_per_s: float = 0.01,
-                      clock: Callable[[], float] = time.monotonic) -> SyntheticBackend:
+def simulated_backend(host: SimulatedHost, clock: Callable[[], float] = time.monotonic) -> SyntheticBackend:
     """A backend for one simulated host, its containers created with their first limits."""
     b = SyntheticBackend(seed=host.name, cores=host.cores, mem_mib=host.mem_mib,
-                         burst_probability_per_s=burst_probability_per_s, clock=clock)
+                         burst_probability_per_s=host.burst_probability_per_s, clock=clock,
+                         demand_step=host.demand_step)
     for c in host.containers:
         b.create(c.name, demand=c.demand, mem_use=c.mem_use, mem_cap=c.mem_cap)
         b.write_limits(c.name, LimitChange(cpu_allowance_limit=c.cpu, cpu_num=c.cpu_num, mem_limit=c.mem))

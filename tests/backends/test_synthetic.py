@@ -220,3 +220,12 @@ def test_take_reorders_and_or_else_fills_what_is_missing():
     assert list(h.cpu_ns) == [3, 9, 1]
     with pytest.raises(ValueError):
         g.or_else(f)
+
+
+def test_a_simulated_hosts_walk_and_burst_rate_reach_its_backend():
+    h = SimulatedHost("calm", cores=8, mem_mib=8 * 4096, demand_step=0.0, burst_probability_per_s=0.0, containers=(
+        SimulatedContainer("calm-c0", cpu=100, cpu_num="0", mem=512, demand=42, mem_use=100),))
+    b = simulated_backend(h, clock=Clock())
+    assert (b.demand_step, b.burst_p) == (0.0, 0.0)
+    run(b, 30.0)
+    assert b._state["demand"][0] == 42.0 and b._state["burst_until"][0] == 0.0  # no walk, no burst
