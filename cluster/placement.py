@@ -23,7 +23,7 @@ from sc_actors.policy.membership import NodeDefaults
 from sc_actors.rebalancer import ReBalancer
 from sc_actors.scaler import Scaler
 from sc_actors.snapshoters import StructuresSnapshoter
-from sc_actors.statedb import MAX_CONCURRENCY as STATEDB_CONCURRENCY
+from sc_actors.statedb import ACTOR_OPTIONS as STATEDB_OPTIONS
 from sc_actors.statedb import StateDB
 
 _COMMON: dict[str, Any] = dict(
@@ -39,7 +39,7 @@ HEAD = names.HEAD_RESOURCES
 
 
 def statedb_actor(state_dir: str, fsync: bool = True) -> Any:
-    return ray.remote(StateDB).options(name=names.STATEDB_NAME, resources=HEAD, max_concurrency=STATEDB_CONCURRENCY,
+    return ray.remote(StateDB).options(name=names.STATEDB_NAME, resources=HEAD, **STATEDB_OPTIONS,
                                        **_COMMON).remote(state_dir, fsync)
 
 

@@ -43,6 +43,14 @@ from .store.views import (
 
 MAX_CONCURRENCY = 128
 """Calls the actor runs at once (threads): what can share one fsync. More wait in Ray's queue."""
+ACTOR_OPTIONS = {"max_concurrency": MAX_CONCURRENCY, "enable_task_events": False}
+"""Ray options of the StateDB actor beyond the control plane's common ones (cluster/placement.py).
+
+`enable_task_events=False`: its calls are not reported to the GCS as task events, which
+saves about 70 µs of the actor's CPU per call (of ~380 µs for an empty call, measured
+here); what it turns off is the StateDB's calls in the dashboard's task list, `ray list
+tasks` and the timeline (the actor itself is still listed, with its state and restarts).
+"""
 
 _C = TypeVar("_C", bound=type)
 

@@ -1,7 +1,9 @@
 """The StateDB's state without Ray: the documents, their validation and CRUD, and the volatile rest.
 
 Documents (structures, limits, rules, services, users) are durable: every write goes
-through `DocumentStore.commit` (journal, fsync) before it returns. Each write validates
+through `DocumentStore.commit` (journal, fsync) before it returns; inside the actor's
+`DocumentStore.run` the change is applied at once and the call returns after the group
+commit's fsync that covers it (documents.py). Each write validates
 the whole document by its collection's model (`model.py`), keeping unknown keys.
 Usages of the last windows, the event and request logs and the heartbeats are volatile:
 a restarted StateDB rebuilds them within a window. `instance` changes at every start, so
