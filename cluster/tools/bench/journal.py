@@ -165,6 +165,127 @@ def crash_run(base: Path, kills: int, seed: int = 2026) -> dict[str, Any]:
             "half_applied": half_applied, "wall_s": round(time.perf_counter() - t0, 1)}
 
 
+# ---------------------------------------------------------------------------- through a real StateDB actor
+
+ACTOR_KINDS = {"put": 1, "patch": 1, "transact16": 16}
+"""What each call of the actor measurement writes, and how many changes that is."""
+
+
+class _Caller:
+    """A client of the StateDB in its own process, keeping `inflight` calls outstanding."""
+
+    def __init__(self, db: Any) -> None:
+        self.db = db
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    async def run(self, kind: str, calls: int, inflight: int, seed: int) -> dict[str, Any]:
+        import asyncio
+
+        lat_ms: list[float] = []
+        sem = asyncio.Semaphore(inflight)
+
+        async def one(i: int) -> None:
+            async with sem:
+                t = time.perf_counter()
+                await _call(self.db, kind, seed + i)
+                lat_ms.append((time.perf_counter() - t) * 1000)
+        t0 = time.perf_counter()
+        await asyncio.gather(*(one(i) for i in range(calls)))
+        return {"calls": calls, "wall_s": time.perf_counter() - t0, "lat_ms": lat_ms}
+
+
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) process `pid` has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _limits(i: int) -> dict[str, Any]:
+    """A container's limits document as the StateDB validates it (about 200 bytes of JSON)."""
+    return {"name": f"c{i % 64}", "resources": {r: {"boundary": 10 + i % 7, "boundary_type": "percentage_of_max",
+                                                      "upper": 150.0 + i % 50, "lower": 100.0 + i % 30}
+                                                for r in ("cpu", "mem")}}
+
+
+def _call(db: Any, kind: str, i: int) -> Any:
+    """One call of `kind` (ACTOR_KINDS) on the StateDB handle `db`; returns its ObjectRef."""
+    if kind == "put":
+        return db.put.remote("limits", _limits(i))
+    if kind == "patch":
+        return db.patch.remote("limits", f"c{i % 64}", {"resources.cpu.upper": 150.0 + i % 997})
+    if kind == "transact16":
+        return db.transact.remote([("limits", _limits(i * 16 + k)) for k in range(16)])
+    raise ValueError(f"unknown kind {kind!r}")
+
+
+def actor_run(base: Path, calls: int, inflight: int, callers: int, sequential: int,
+              kinds: tuple[str, ...] = tuple(ACTOR_KINDS), concurrency: int | None = None) -> dict[str, Any]:
+    """Acknowledged changes/s through a real StateDB actor (fsync on) on a private local Ray.
+
+    `callers` caller actors share `inflight` outstanding calls; each call returns once
+    the StateDB acknowledged it. Also one caller, one put after another (`sequential`
+    calls): the latency a lone writer sees.
+    """
+    import ray
+
+    from sc_actors.statedb import ACTOR_OPTIONS, MAX_CONCURRENCY, StateDB
+
+    concurrency = concurrency or MAX_CONCURRENCY
+    state_dir = base / "actor_state"
+    shutil.rmtree(state_dir, ignore_errors=True)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=100 * 1024**2,
+             log_to_driver=False, logging_level=logging.ERROR)
+    try:
+        # As cluster/placement.py makes it (without the name and the head pin: this Ray is private).
+        class StateDBCounted(StateDB):
+            """The StateDB, which also says how many journal writes (fsyncs) it made."""
+
+            def fsyncs(self) -> int:
+                return self.store.batches
+
+        db: Any = ray.remote(StateDBCounted).options(**{**ACTOR_OPTIONS, "max_concurrency": concurrency},
+                                                     max_restarts=-1, max_task_retries=-1,
+                                                     num_cpus=0).remote(str(state_dir), True)
+        ray.get([db.put.remote("limits", _limits(i)) for i in range(64)])
+        rows: list[dict[str, Any]] = []
+        lat: list[float] = []
+        for i in range(sequential):
+            t = time.perf_counter()
+            ray.get(_call(db, "put", i))
+            lat.append((time.perf_counter() - t) * 1000)
+        rows.append({"what": "actor put, one caller", "calls": sequential, "changes_per_s":
+                     round(sequential / (sum(lat) / 1000), 1), "call_ms": percentiles(lat)})
+        pool: list[Any] = [ray.remote(_Caller).options(num_cpus=0).remote(db) for _ in range(callers)]
+        ray.get([c.run.remote("put", 4, 4, 0) for c in pool])  # warm: each caller's worker and its handle
+        per = max(1, inflight // callers)
+        db_pid = ray.get(db.ping.remote())["pid"]
+        caller_pids = ray.get([c.pid.remote() for c in pool])
+        for kind in kinds:
+            seq0: int = ray.get(db.seq.remote())
+            fsyncs0: int = ray.get(db.fsyncs.remote())
+            cpu0, callers0 = _cpu_s(db_pid), sum(_cpu_s(p) for p in caller_pids)
+            t0 = time.perf_counter()
+            got: list[dict[str, Any]] = ray.get([c.run.remote(kind, calls // callers, per, k * calls) for k, c in enumerate(pool)])
+            wall = time.perf_counter() - t0
+            cpu, callers_cpu = _cpu_s(db_pid) - cpu0, sum(_cpu_s(p) for p in caller_pids) - callers0
+            n = sum(g["calls"] for g in got)
+            changes = n * ACTOR_KINDS[kind]
+            seq1, fsyncs1 = ray.get([db.seq.remote(), db.fsyncs.remote()])
+            rows.append({"what": f"actor {kind}, {per * callers} in flight", "calls": n, "changes": changes,
+                         "records": seq1 - seq0, "fsyncs": fsyncs1 - fsyncs0, "wall_s": round(wall, 3),
+                         "changes_per_s": round(changes / wall, 1),
+                         "statedb_cores": round(cpu / wall, 2), "statedb_cpu_us_per_call": round(cpu / n * 1e6),
+                         "callers_cores": round(callers_cpu / wall, 2),
+                         "call_ms": percentiles([x for g in got for x in g["lat_ms"]])})
+        status = ray.get(db.ping.remote())
+    finally:
+        ray.shutdown()
+    return {"inflight": inflight, "callers": callers, "max_concurrency": concurrency, "rows": rows,
+            "status": dict(status)}
+
+
 def command(
     changes: int = typer.Option(2000, min=1, help="changes per measurement"),
     batch: str = typer.Option("8,64", help="group-commit sizes (changes per fsync), comma-separated"),
@@ -173,9 +294,16 @@ def command(
     dir: Path = typer.Option(None, help="directory to write in (default: a temp dir under ~/.sc); "
                                         "put it on the state dir's disk"),
     kills: int = typer.Option(0, min=0, help="also SIGKILL a writer this many times and count what is lost"),
+    actor: bool = typer.Option(False, "--actor", help="also through a real StateDB actor (private local Ray): "
+                                                     "acknowledged changes/s with many callers, and one caller's latency"),
+    actor_calls: int = typer.Option(20000, min=1, help="--actor: calls per measurement"),
+    inflight: int = typer.Option(64, min=1, help="--actor: calls in flight, shared by the callers"),
+    callers: int = typer.Option(2, min=1, help="--actor: caller actors (each in its own process)"),
+    sequential: int = typer.Option(1000, min=1, help="--actor: puts one after another, for one caller's latency"),
     out: Path = typer.Option(Path("bench-out"), help="where journal.json goes"),
 ) -> None:
-    """Changes per second with fsync: one per change, and group commit; the old journal beside."""
+    """Changes per second with fsync: one per change, and group commit; the old journal beside;
+    with --actor, through the StateDB actor itself."""
     try:
         batches = tuple(int(x) for x in batch.split(",") if x)
     except ValueError:
@@ -191,6 +319,8 @@ def command(
             crash_dir = base / "crash"
             crash_dir.mkdir()
             r["crash"] = crash_run(crash_dir, kills)
+        if actor:
+            r["actor"] = actor_run(base, actor_calls, inflight, callers, sequential)
     finally:
         shutil.rmtree(base, ignore_errors=True)
     t = Table(title=f"journal: changes/s with fsync ({r['dir']})")
@@ -205,6 +335,22 @@ def command(
         c = r["crash"]
         console.print(f"crash: {c['kills']} SIGKILLs, {c['acknowledged']} acknowledged changes, "
                       f"{c['acknowledged_lost']} lost, {c['half_applied']} half-applied ({c['wall_s']} s)")
+    if "actor" in r:
+        a = r["actor"]
+        t = Table(title=f"through the StateDB actor: acknowledged changes/s with fsync "
+                        f"({a['callers']} callers, max_concurrency {a['max_concurrency']})")
+        for col in ("what", "changes/s", "changes/call", "records/fsync", "call p50 ms", "call p99 ms",
+                    "StateDB cores", "StateDB µs/call", "callers cores"):
+            t.add_column(col, justify="left" if col == "what" else "right")
+        for row in a["rows"]:
+            ms = row["call_ms"]
+            per_call = row.get("changes", row["calls"]) / row["calls"]
+            fsyncs = row.get("fsyncs")
+            t.add_row(row["what"], f"{row['changes_per_s']:.0f}", f"{per_call:g}",
+                      f"{row['records'] / fsyncs:.1f}" if fsyncs else "", f"{ms['p50']:.2f}", f"{ms['p99']:.2f}",
+                      str(row.get("statedb_cores", "")), str(row.get("statedb_cpu_us_per_call", "")),
+                      str(row.get("callers_cores", "")))
+        console.print(t)
     console.print(f"machine: {r['machine']}; load average after: {r['loadavg']}")
     path = Path(out_dir(out)) / "journal.json"
     path.write_text(json.dumps(r, indent=1))
