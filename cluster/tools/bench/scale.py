@@ -13,6 +13,7 @@ accounting and windows.
 """
 from __future__ import annotations
 
+import collections
 import inspect
 import json
 import logging
@@ -134,16 +135,17 @@ class HostSize:
 
 
 def container_size(rng: random.Random, name: str) -> ContainerSize:
-    """A container sized like a real one: max 2–4 cores, current a little above its demand
-    (the adaptive profile's fit, demand / 0.94), min 10–25 shares; memory 256 MiB–2 GiB,
-    max twice that, using 40–80 % of it."""
+    """A container sized like a real one: max 2–4 cores, min 10–25 shares, and its current
+    limits where the adaptive profile would fit them: CPU demand / 0.94, memory use / 0.85
+    (README "Fit"), so a run starts near its steady state; memory 200 MiB–1.7 GiB in use,
+    max twice the limit."""
     demand = rng.uniform(5, 60)
     cpu_max = float(rng.choice((200, 300, 400)))
     cpu_min = float(rng.choice((10, 20, 25)))
     cpu = float(min(max(math.ceil(demand / 0.94), cpu_min), cpu_max))
-    mem = float(rng.choice((256, 512, 768, 1024, 1536, 2048)))
-    return ContainerSize(name, (cpu_min, cpu, cpu_max), (64.0, mem, 2 * mem), round(demand, 1),
-                         round(mem * rng.uniform(0.4, 0.8), 1))
+    mem_use = round(rng.uniform(200, 1700), 1)
+    mem = float(math.ceil(mem_use / 0.85))
+    return ContainerSize(name, (cpu_min, cpu, cpu_max), (64.0, mem, 2 * mem), round(demand, 1), mem_use)
 
 
 def realistic_hosts(containers: int, seed: int = 16, hosts: int | None = None, prefix: str = "sim") -> list[HostSize]:
@@ -375,6 +377,8 @@ def measure(db: Any, agents: list[str], hosts: int, containers: int, window_s: f
     reqs = ray.get(db.recent_requests.remote(None, 100_000), timeout=120)
     lat = [r["applied_at"] - r["timestamp"] for r in reqs
            if r.get("outcome") in ("applied", "trimmed") and r["applied_at"] >= wall_start]
+    refused = collections.Counter(str(r.get("reason", ""))[:70] for r in reqs
+                                  if r.get("outcome") == "refused" and r.get("applied_at", 0) >= wall_start)
     windows = sum(g["windows"] for g in g1) - sum(g0)
     source = "window_lag_s" if all("window_lag_s" in g for g in g1) else "epoch_s"
     lags: list[float] = []
@@ -410,6 +414,7 @@ def measure(db: Any, agents: list[str], hosts: int, containers: int, window_s: f
         "node_agent_rss_mib": round(sum(usage1[a][1] for a in usage1 if a in agent_names)),
         "cores_by_actor": dict(sorted(cores.items())),
         "scaler_outcomes": outcomes,
+        "refused_reasons": dict(refused.most_common(5)),
         "node_lagged_windows": sum(_node_ping(container_scaler_name(a))["lagged_windows"] for a in agents),
     }
     run["keeps_up"] = bool(run["windows_per_host_per_s"] >= 0.95 / window_s
