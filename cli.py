@@ -955,6 +955,9 @@ def up(
         # Recorded at once: if what follows fails, `sc down` still stops this head (and its Redis).
         record = {"address": address, "started_head": True, "head_pgid": pgid, "head_port": port, **redis}
         _write_record(record)
+    elif (gcs_redis or redis_address) and not _recorded().get("redis_address"):
+        err.print("[yellow]warning:[/] a Ray head answers already, not one `sc up` started with a Redis: it is used "
+                  "as it is (--gcs-redis and --redis-address apply to a head `sc up` starts)", highlight=False)
     addr = address if address and address != "auto" else current_cluster_address()
     if not addr:
         fail("no Ray cluster answers; give --address host:port")
