@@ -19,7 +19,7 @@ def extra_nodes(stack):
         nodes.cleanup()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def netns_cluster():
     """Three hosts in network namespaces (tests/cluster/netns.py), one Ray cluster, `sc up`.
 

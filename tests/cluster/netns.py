@@ -256,6 +256,21 @@ class Lab:
         """`ip link set eth0 up|down` inside host `name`: its only way to the others."""
         _ip("-n", self.hosts[name].netns, "link", "set", "eth0", state)
 
+    # ------------------------------------------------------------------ containers of a host
+
+    def quota_us(self, name: str, container: str) -> int:
+        """The CFS quota of a plain-cgroup container of host `name`, read from its file."""
+        return int((self.hosts[name].cgroup_dir("cpu", container) / "cpu.cfs_quota_us").read_text())
+
+    def busy_loop(self, name: str, container: str) -> subprocess.Popen[Any]:
+        """A CPU loop inside `container` of host `name`: started on that host, in the container's cgroups.
+
+        NOTE: the shell writes its own pid, which the kernel reads in the writer's PID namespace.
+        """
+        dirs = " ".join(str(self.hosts[name].cgroup_dir(c, container)) for c in CONTROLLERS)
+        return self.popen(name, ["sh", "-c", f'for d in {dirs}; do echo $$ > "$d/cgroup.procs"; done; '
+                                             "exec python3 -c 'while True: pass'"])
+
     # ------------------------------------------------------------------ SSH into a host
 
     def start_sshd(self, name: str, authorized_keys: str) -> None:
@@ -495,6 +510,9 @@ class NetnsCluster:
 # ---------------------------------------------------------------------- the driver
 
 
+_ANSWER = "@sc-driver@ "
+
+
 class Driver:
     """A Ray driver inside a host of the lab; `driver("expr")` evaluates there, returns JSON.
 
@@ -511,10 +529,13 @@ class Driver:
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.proc.stdin.write(json.dumps({"expr": expr, "timeout_s": timeout_s}) + "\n")
         self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"the driver exited ({self.proc.poll()}) on {expr!r}")
-        out = json.loads(line)
+        # NOTE: Ray may print to the driver's stdout too (a node's death, say): answers carry a mark.
+        line = ""
+        while not line.startswith(_ANSWER):
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError(f"the driver exited ({self.proc.poll()}) on {expr!r}")
+        out = json.loads(line[len(_ANSWER):])
         if "error" in out:
             raise RuntimeError(f"{expr}: {out['error']}")
         return out["value"]
@@ -550,9 +571,9 @@ def _driver_main(address: str) -> None:
         msg = json.loads(line)
         try:
             value = eval(msg["expr"], scope)  # a test's own expression, in a test-only process
-            print(json.dumps({"value": value}, default=str), flush=True)
+            print(_ANSWER + json.dumps({"value": value}, default=str), flush=True)
         except Exception as e:  # the test sees it, with its type
-            print(json.dumps({"error": f"{type(e).__name__}: {e}"}), flush=True)
+            print(_ANSWER + json.dumps({"error": f"{type(e).__name__}: {e}"}), flush=True)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,6 @@ import pytest
 import yaml
 
 from tests.cluster.netns import REPO, VENV_BIN, Driver, Lab, host_env, wait_for
-from tests.cluster.test_netns_cluster import read_quota, start_loop
 
 pytestmark = [pytest.mark.ray, pytest.mark.cgroup, pytest.mark.cluster_long]
 
@@ -126,10 +125,10 @@ def test_ray_up_deploys_over_ssh_sc_up_scales_a_container_on_the_worker_and_ray_
     finally:
         driver.close()
     sc("container", "subscribe", "web", "--host", "w1", "--cpu", "25,50,200", "--mem", "64,256,512", "--guard")
-    assert read_quota(_Lab(lab), "w1", "web") == 50_000
-    loop = start_loop(_Lab(lab), "w1", "web")
+    assert lab.quota_us("w1", "web") == 50_000
+    loop = lab.busy_loop("w1", "web")
     t2 = time.monotonic()
-    raised = wait_for(lambda: (q := read_quota(_Lab(lab), "w1", "web")) > 50_000 and q, 60,
+    raised = wait_for(lambda: (q := lab.quota_us("w1", "web")) > 50_000 and q, 60,
                       what="the quota of web on w1 raised")
     timings["loop → quota raised"] = time.monotonic() - t2
     lab.kill(loop)
@@ -150,9 +149,3 @@ def test_ray_up_deploys_over_ssh_sc_up_scales_a_container_on_the_worker_and_ray_
     print(f"\n[timing] launcher: " + "; ".join(f"{k} {v:.1f} s" for k, v in timings.items())
           + f" (quota 50 000 → {raised} µs)")
 
-
-class _Lab:
-    """What read_quota/start_loop need of a NetnsCluster: its lab."""
-
-    def __init__(self, lab: Lab) -> None:
-        self.lab = lab

@@ -1,10 +1,20 @@
-"""Three hosts in network namespaces join one Ray cluster over their own addresses (issue 17).
+"""Three hosts in network namespaces: one Ray cluster over their own addresses, and a host
+whose link goes down (issue 17).
 
 Each host (tests/cluster/netns.py) has its own network, process table, /tmp and /root
 and cgroup parent; Ray runs on each with cluster/configs/ray-start.sh, the workers
 joining the head over the bridge. `sc up --address` deploys from the head, and a
-container on a worker host is subscribed with the CLI and scaled by a CPU loop inside
-it. Timings: `pytest -s tests/cluster/test_netns_cluster.py | grep timing`.
+container on a worker host is subscribed with the CLI and scaled by a CPU loop inside it.
+
+Then `ip link set eth0 down` inside w2's namespace cuts it off from every other host, as a
+pulled cable would. The Membership marks w2 unreachable when its ContainerScaler has not
+answered for `MembershipSettings.silence_s` (3 s); the GCS keeps the node alive meanwhile,
+because each of its health checks of a silent node waits `RAY_health_check_timeout_ms`
+(Ray's default 10 s) before it counts as a miss. Once the link is back, the same raylet and
+ContainerScaler answer again (after TCP's retransmission back-off, which grows with the
+outage) and the host is reachable again: nothing to restart.
+
+Timings: `pytest -s tests/cluster/test_netns_cluster.py | grep timing`.
 """
 from __future__ import annotations
 
@@ -13,22 +23,11 @@ import time
 import pytest
 
 from tests.cluster.netns import wait_for
+from tests.cluster.nodes import request
 
 pytestmark = [pytest.mark.ray, pytest.mark.cgroup]
 
-
-def read_quota(cluster, host: str, name: str) -> int:
-    return int((cluster.lab[host].cgroup_dir("cpu", name) / "cpu.cfs_quota_us").read_text())
-
-
-def start_loop(cluster, host: str, name: str):
-    """A CPU loop inside container `name` of `host`: started on that host, in the container's cgroups.
-
-    NOTE: the shell writes its own pid, which the kernel reads in the writer's PID namespace.
-    """
-    dirs = " ".join(str(cluster.lab[host].cgroup_dir(c, name)) for c in ("cpu", "cpuacct", "cpuset", "memory"))
-    return cluster.lab.popen(host, ["sh", "-c", f'for d in {dirs}; do echo $$ > "$d/cgroup.procs"; done; '
-                                                "exec python3 -c 'while True: pass'"])
+ACCOUNTED = ("cpu", "mem")
 
 
 def test_three_namespace_hosts_join_one_cluster_over_their_own_addresses(netns_cluster):
@@ -55,10 +54,10 @@ def test_a_container_on_a_worker_host_is_subscribed_and_scaled(netns_cluster):
     c.driver("get(node_of('w1').create_container.remote('web'))")
     try:
         c.sc("container", "subscribe", "web", "--host", "w1", "--cpu", "25,50,200", "--mem", "64,256,512", "--guard")
-        assert read_quota(c, "w1", "web") == 50_000  # 50 shares = 1000 µs × 50 on the 100 000 µs period
-        loop = start_loop(c, "w1", "web")
+        assert c.lab.quota_us("w1", "web") == 50_000  # 50 shares = 1000 µs × 50 on the 100 000 µs period
+        loop = c.lab.busy_loop("w1", "web")
         t0 = time.monotonic()
-        raised = wait_for(lambda: (q := read_quota(c, "w1", "web")) > 50_000 and q, 30,
+        raised = wait_for(lambda: (q := c.lab.quota_us("w1", "web")) > 50_000 and q, 60,
                           what="the quota of web on w1 to be raised")
         print(f"\n[timing] CPU loop inside a container on namespace host w1 → quota raised "
               f"50 000 → {raised} µs in {time.monotonic() - t0:.2f} s")
@@ -67,3 +66,89 @@ def test_a_container_on_a_worker_host_is_subscribed_and_scaled(netns_cluster):
         c.lab.kill(loop)
     finally:
         c.sc("container", "desubscribe", "web", check=False)
+
+
+def host_accounting(c, host: str) -> dict:
+    """What a host lends its containers: free and max cpu/mem and the core map."""
+    doc = c.driver(f"get(statedb().get.remote('structures', {host!r}))")
+    return {r: doc["resources"][r] for r in ACCOUNTED}
+
+
+def limits_files(c, host: str, name: str) -> dict[str, str]:
+    h = c.lab[host]
+    return {f"{ctl}/{f}": (h.cgroup_dir(ctl, name) / f).read_text().strip()
+            for ctl, f in (("cpu", "cpu.cfs_quota_us"), ("cpu", "cpu.cfs_period_us"),
+                           ("cpuset", "cpuset.cpus"), ("memory", "memory.limit_in_bytes"))}
+
+
+def outcomes(c, name: str, outcome: str) -> list[dict]:
+    return [r for r in c.driver(f"get(statedb().recent_requests.remote({name!r}))") if r.get("outcome") == outcome]
+
+
+def submit(c, name: str, amount: int) -> None:
+    c.driver(f"get(scaler().submit.remote([{request(name, amount)!r}]))")
+
+
+def test_a_host_whose_link_goes_down_is_unreachable_the_others_scale_and_it_comes_back_intact(netns_cluster):
+    c = netns_cluster
+    created = []
+    try:
+        for host, name in (("w2", "lost"), ("w1", "busy"), ("w1", "probe")):
+            c.driver(f"get(node_of({host!r}).create_container.remote({name!r}))")
+            created.append(name)
+            c.sc("container", "subscribe", name, "--host", host, "--cpu", "25,50,200", "--mem", "64,256,512",
+                 *(["--guard"] if name == "busy" else []))
+        before = host_accounting(c, "w2")
+        lost_before = limits_files(c, "w2", "lost")
+        lost_doc = c.sc_json("structure", "get", "lost")["resources"]
+
+        c.lab.link("w2", "down")
+        t_down = time.monotonic()
+        doc = wait_for(lambda: (d := c.driver("get(statedb().get.remote('structures', 'w2'))"))["reachable"]
+                       is False and d, 30, interval_s=0.1, what="w2 to be marked unreachable")
+        t_unreachable = time.monotonic()
+        assert doc["unreachable_reason"], doc
+        hosts = {h["name"]: h for h in c.sc_json("host", "list")}
+        assert hosts["w2"]["reachable"] is False and hosts["w1"]["reachable"] is True, hosts
+
+        # Its requests are dropped at once, saying why.
+        submit(c, "lost", 25)
+        dropped = wait_for(lambda: outcomes(c, "lost", "dropped"), 10, what="the request of lost dropped")
+        assert "host 'w2' unreachable" in dropped[-1]["reason"], dropped
+        assert doc["unreachable_reason"] in dropped[-1]["reason"], dropped
+        # The other hosts keep scaling: a request on w1, and a CPU loop started there now.
+        t_loop = time.monotonic()
+        loop = c.lab.busy_loop("w1", "busy")
+        submit(c, "probe", 25)
+        wait_for(lambda: outcomes(c, "probe", "applied"), 15, what="the request of probe on w1 applied")
+        assert c.lab.quota_us("w1", "probe") == 75_000
+        raised = wait_for(lambda: (q := c.lab.quota_us("w1", "busy")) > 50_000 and q, 60,
+                          what="the quota of busy on w1 raised while w2 is down")
+        t_raised = time.monotonic()
+        c.lab.kill(loop)
+        outage_s = time.monotonic() - t_down
+
+        c.lab.link("w2", "up")
+        t_up = time.monotonic()
+        wait_for(lambda: c.driver("get(statedb().get.remote('structures', 'w2'))")["reachable"], 60,
+                 interval_s=0.1, what="w2 reachable again")
+        t_back = time.monotonic()
+        # The same Ray node came back: nothing was restarted.
+        assert c.driver("[n['Alive'] for n in ray.nodes() if n['Labels'].get('sc_host') == 'w2']") == [True]
+        # Its accounting is as it was, and so are its container's limits (files and document).
+        assert host_accounting(c, "w2") == before
+        assert limits_files(c, "w2", "lost") == lost_before
+        assert c.sc_json("structure", "get", "lost")["resources"] == lost_doc
+        # And it is served again: a request for its container is applied on it.
+        submit(c, "lost", 30)
+        wait_for(lambda: outcomes(c, "lost", "applied"), 15, what="the request of lost applied after the rejoin")
+        assert c.lab.quota_us("w2", "lost") == 80_000
+        print(f"\n[timing] link down → w2 unreachable {t_unreachable - t_down:.2f} s "
+              f"(reason: {doc['unreachable_reason']}); a CPU loop started on w1 meanwhile → quota "
+              f"50 000 → {raised} µs in {t_raised - t_loop:.2f} s")
+        print(f"[timing] link up after {outage_s:.1f} s down → w2 reachable again {t_back - t_up:.2f} s "
+              f"(same Ray node; TCP retransmission back-off)")
+    finally:
+        c.lab.link("w2", "up")
+        for name in created:
+            c.sc("container", "desubscribe", name, check=False)
