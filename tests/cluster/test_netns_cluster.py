@@ -81,6 +81,12 @@ def limits_files(c, host: str, name: str) -> dict[str, str]:
                            ("cpuset", "cpuset.cpus"), ("memory", "memory.limit_in_bytes"))}
 
 
+def limits_doc(c, name: str) -> dict:
+    """The container's limits as its document has them (read through the API)."""
+    res = c.sc_json("structure", "get", name)["resources"]
+    return {r: {k: res[r][k] for k in ("min", "current", "max")} for r in ACCOUNTED}
+
+
 def outcomes(c, name: str, outcome: str) -> list[dict]:
     return [r for r in c.driver(f"get(statedb().recent_requests.remote({name!r}))") if r.get("outcome") == outcome]
 
@@ -100,10 +106,12 @@ def test_a_host_whose_link_goes_down_is_unreachable_the_others_scale_and_it_come
                  *(["--guard"] if name == "busy" else []))
         before = host_accounting(c, "w2")
         lost_before = limits_files(c, "w2", "lost")
-        lost_doc = c.sc_json("structure", "get", "lost")["resources"]
+        lost_doc = limits_doc(c, "lost")
 
         c.lab.link("w2", "down")
         t_down = time.monotonic()
+        # The other hosts keep scaling: a CPU loop started on w1 now (checked below, while w2 is down).
+        loop = c.lab.busy_loop("w1", "busy")
         doc = wait_for(lambda: (d := c.driver("get(statedb().get.remote('structures', 'w2'))"))["reachable"]
                        is False and d, 30, interval_s=0.1, what="w2 to be marked unreachable")
         t_unreachable = time.monotonic()
@@ -116,13 +124,13 @@ def test_a_host_whose_link_goes_down_is_unreachable_the_others_scale_and_it_come
         dropped = wait_for(lambda: outcomes(c, "lost", "dropped"), 10, what="the request of lost dropped")
         assert "host 'w2' unreachable" in dropped[-1]["reason"], dropped
         assert doc["unreachable_reason"] in dropped[-1]["reason"], dropped
-        # The other hosts keep scaling: a request on w1, and a CPU loop started there now.
-        t_loop = time.monotonic()
-        loop = c.lab.busy_loop("w1", "busy")
+        # ... and a request on w1.
         submit(c, "probe", 25)
         wait_for(lambda: outcomes(c, "probe", "applied"), 15, what="the request of probe on w1 applied")
         assert c.lab.quota_us("w1", "probe") == 75_000
-        raised = wait_for(lambda: (q := c.lab.quota_us("w1", "busy")) > 50_000 and q, 60,
+        # NOTE: the outage stays short (the GCS declares a silent node dead after about 55 s,
+        # the long test below): the loop on w1 has had the whole time since the link went down.
+        raised = wait_for(lambda: (q := c.lab.quota_us("w1", "busy")) > 50_000 and q, 30,
                           what="the quota of busy on w1 raised while w2 is down")
         t_raised = time.monotonic()
         c.lab.kill(loop)
@@ -130,25 +138,69 @@ def test_a_host_whose_link_goes_down_is_unreachable_the_others_scale_and_it_come
 
         c.lab.link("w2", "up")
         t_up = time.monotonic()
-        wait_for(lambda: c.driver("get(statedb().get.remote('structures', 'w2'))")["reachable"], 60,
-                 interval_s=0.1, what="w2 reachable again")
+        wait_for(lambda: c.driver("get(statedb().get.remote('structures', 'w2'))")["reachable"], 120,
+                 interval_s=0.1, what=f"w2 reachable again (down for {outage_s:.1f} s)")
         t_back = time.monotonic()
         # The same Ray node came back: nothing was restarted.
         assert c.driver("[n['Alive'] for n in ray.nodes() if n['Labels'].get('sc_host') == 'w2']") == [True]
         # Its accounting is as it was, and so are its container's limits (files and document).
         assert host_accounting(c, "w2") == before
         assert limits_files(c, "w2", "lost") == lost_before
-        assert c.sc_json("structure", "get", "lost")["resources"] == lost_doc
+        assert limits_doc(c, "lost") == lost_doc
         # And it is served again: a request for its container is applied on it.
         submit(c, "lost", 30)
         wait_for(lambda: outcomes(c, "lost", "applied"), 15, what="the request of lost applied after the rejoin")
         assert c.lab.quota_us("w2", "lost") == 80_000
         print(f"\n[timing] link down → w2 unreachable {t_unreachable - t_down:.2f} s "
-              f"(reason: {doc['unreachable_reason']}); a CPU loop started on w1 meanwhile → quota "
-              f"50 000 → {raised} µs in {t_raised - t_loop:.2f} s")
+              f"(reason: {doc['unreachable_reason']}); a CPU loop started on w1 at the link's loss → quota "
+              f"50 000 → {raised} µs in {t_raised - t_down:.2f} s")
         print(f"[timing] link up after {outage_s:.1f} s down → w2 reachable again {t_back - t_up:.2f} s "
               f"(same Ray node; TCP retransmission back-off)")
     finally:
         c.lab.link("w2", "up")
         for name in created:
             c.sc("container", "desubscribe", name, check=False)
+
+
+@pytest.mark.cluster_long
+def test_a_host_cut_off_until_declared_dead_is_served_again_once_its_ray_is_started_again(netns_cluster):
+    """The long outage: the GCS declares w2 dead (about 55 s: 5 health checks that each wait
+    RAY_health_check_timeout_ms = 10 s); when the link is back, w2's raylet learns it and exits,
+    and the host's service manager starts Ray again, here `ray-start.sh worker` as the test."""
+    c = netns_cluster
+    c.driver("get(node_of('w2').create_container.remote('far'))")
+    try:
+        c.sc("container", "subscribe", "far", "--host", "w2", "--cpu", "25,50,200", "--mem", "64,256,512")
+        before = host_accounting(c, "w2")
+        far_before = limits_files(c, "w2", "far")
+        far_doc = limits_doc(c, "far")
+        old_node = c.driver("[n['NodeID'] for n in ray.nodes() if n['Alive'] and n['Labels'].get('sc_host') == 'w2']")
+        assert len(old_node) == 1
+
+        c.lab.link("w2", "down")
+        t_down = time.monotonic()
+        wait_for(lambda: c.driver(f"[n['Alive'] for n in ray.nodes() if n['NodeID'] == {old_node[0]!r}]") == [False],
+                 150, interval_s=0.5, what="the GCS to declare w2's node dead")
+        t_dead = time.monotonic()
+        c.lab.link("w2", "up")
+        t_up = time.monotonic()
+        wait_for(lambda: not c.lab.processes("w2", "raylet"), 120, interval_s=0.5,
+                 what="w2's raylet to exit once it learns it was declared dead")
+        t_exit = time.monotonic()
+        c.lab.ray_start("w2", "worker", head="head")
+        t_start = time.monotonic()
+        st = wait_for(lambda: (s := c.driver("get(membership().status.remote())")["w2"])["reachable"]
+                      and s["node_id"] != old_node[0] and s, 90, interval_s=0.2, what="w2 back on a new node")
+        t_back = time.monotonic()
+        assert host_accounting(c, "w2") == before
+        assert limits_files(c, "w2", "far") == far_before
+        assert limits_doc(c, "far") == far_doc
+        submit(c, "far", 30)
+        wait_for(lambda: outcomes(c, "far", "applied"), 15, what="the request of far applied after the restart")
+        assert c.lab.quota_us("w2", "far") == 80_000
+        print(f"\n[timing] link down → GCS declares w2's node dead {t_dead - t_down:.1f} s; link up → its raylet "
+              f"exits by itself {t_exit - t_up:.1f} s; ray-start.sh worker again → w2 reachable on the new node "
+              f"{t_back - t_exit:.1f} s (ray start {t_start - t_exit:.1f} s, Membership {st['join_to_ready_s']} s)")
+    finally:
+        c.lab.link("w2", "up")
+        c.sc("container", "desubscribe", "far", check=False)
