@@ -87,6 +87,9 @@ class Guardian:
         # and each host's window as columns (HostColumns, in the order of its last window).
         self._prepared: dict[str, Prepared] = {}
         self._stored_bounds: dict[str, dict[str, tuple[Optional[float], Optional[float]]]] = {}
+        self._sources: dict[str, tuple[Document, Optional[Document]]] = {}
+        """The documents each container was prepared from, limits without upper/lower: the limit
+        chain recomputes those from `current`, so the Guardian's own bounds writes change nothing."""
         self._dirty: set[str] = set()
         """Containers prepared again since their boundaries were last compared with the stored ones."""
         self._instance = ""
@@ -241,8 +244,13 @@ class Guardian:
             self._forget(name)
             changed.add(name)
         for name, doc in changes["structures"].items():
-            changed.add(name)
             ldoc = changes["limits"].get(name)
+            source = (doc, _without_bounds(ldoc))
+            if (name in self._prepared and self._sources.get(name) == source
+                    and _bounds_of(ldoc) == self._stored_bounds.get(name)):
+                continue  # only the upper/lower this Guardian wrote moved: prepared as it is
+            self._sources[name] = source
+            changed.add(name)
             try:
                 limits = Limits.model_validate(ldoc) if ldoc else None
                 structure = _STRUCTURE.validate_python(doc)
@@ -253,8 +261,7 @@ class Guardian:
                 log.exception("guardian: %s cannot be evaluated until its documents change", name)
                 self._forget(name)
                 continue
-            self._stored_bounds[name] = {res: (r.get("upper"), r.get("lower"))
-                                         for res, r in ((ldoc or {}).get("resources") or {}).items()}
+            self._stored_bounds[name] = _bounds_of(ldoc)
             self._dirty.add(name)
         for w in windows:
             hc = self._hosts.get(w.host)
@@ -274,12 +281,14 @@ class Guardian:
 
     def _forget(self, name: str) -> None:
         self._prepared.pop(name, None)
+        self._sources.pop(name, None)
         self._stored_bounds.pop(name, None)
         self._dirty.discard(name)
         self.events.pop(name, None)
 
     def _forget_all(self) -> None:
         self._prepared.clear()
+        self._sources.clear()
         self._stored_bounds.clear()
         self._dirty.clear()
         self._seen_seq.clear()
@@ -412,6 +421,20 @@ class Guardian:
         self._ruleset = RuleSet.of(self._rules)
         self._rules_key = docs
         return True
+
+
+def _bounds_of(ldoc: Optional[Document]) -> dict[str, tuple[Optional[float], Optional[float]]]:
+    """(upper, lower) of each resource of a limits document, as stored."""
+    return {res: (r.get("upper"), r.get("lower")) for res, r in ((ldoc or {}).get("resources") or {}).items()}
+
+
+def _without_bounds(ldoc: Optional[Document]) -> Optional[Document]:
+    """A limits document without each resource's upper and lower."""
+    if not ldoc:
+        return ldoc
+    resources = ldoc.get("resources") or {}
+    return {**ldoc, "resources": {res: {k: v for k, v in r.items() if k not in ("upper", "lower")}
+                                  if isinstance(r, dict) else r for res, r in resources.items()}}
 
 
 def _event_entry(e: Event) -> EventEntry:

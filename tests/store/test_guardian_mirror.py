@@ -62,6 +62,19 @@ def test_the_mirror_re_prepares_only_what_the_statedb_changed(tmp_path):
     assert g._prepared["c1"].bounds == {"cpu": (130, 110)}  # 150 − 20, 150 − 40
 
 
+def test_the_guardians_own_boundaries_prepare_nothing_again_but_an_edit_of_them_does(tmp_path):
+    db, g = _db(tmp_path), Guardian()
+    _refresh(g, db, ["c0", "c1"])
+    first = dict(g._prepared)
+    g._stored_bounds["c0"]["cpu"] = (80, 60)  # as the Guardian records what it reports
+    db.guardian_report({}, {"c0": {"cpu": (80, 60)}}, [], 1.0)
+    _refresh(g, db, ["c0", "c1"])
+    assert g._prepared["c0"] is first["c0"]  # its limits changed only by the bounds it wrote
+    db.patch("limits", "c0", {"resources.cpu.upper": 95})  # someone else's edit of upper
+    _refresh(g, db, ["c0", "c1"])
+    assert g._prepared["c0"] is not first["c0"] and "c0" in g._dirty  # prepared again, bounds compared again
+
+
 def test_a_container_no_longer_in_the_statedb_leaves_the_mirror_with_its_events(tmp_path):
     db, g = _db(tmp_path), Guardian()
     _refresh(g, db, ["c0", "c1"])
