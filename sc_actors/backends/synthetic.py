@@ -12,7 +12,9 @@ a few array operations whatever its size, so a node agent simulating many hosts
 costs in proportion to their containers. One clock per host: a write advances the
 whole host to now (the usage so far ran under the old limit), then changes the limit.
 
-The statistics, per container: demand walks with σ = 8 shares/√s (`demand_step`) within [2, 180];
+The statistics, per container: demand walks with σ = 8 shares/√s (`demand_step`) within [2, 180],
+pulled back to the demand it started with at `REVERSION_PER_S` (an Ornstein–Uhlenbeck walk: a real
+container's load varies around its own level; a free walk drifts every host into saturation);
 a burst starts with probability `burst_probability_per_s` per second and lasts
 5–30 s, during which the container wants 100–180 shares (redrawn at each advance);
 what it uses is the demand capped by its quota, the excess counts as throttled
@@ -39,6 +41,8 @@ PERIOD_S = 0.1
 DEMAND_RANGE = (2.0, 180.0)
 DEMAND_STEP = 8.0
 """σ of the demand's walk, shares per √s."""
+REVERSION_PER_S = 1 / 60
+"""How fast the demand returns to its base: about a minute (stationary σ = step / √(2·rate) ≈ 44 shares)."""
 BURST_WANT = (100.0, 180.0)
 BURST_S = (5.0, 30.0)
 MEM_FLOOR_MIB = 32.0
@@ -46,7 +50,8 @@ MEM_CAP_MIB = 2048.0
 MEM_STEP = 4.0
 """σ of the memory's walk, MiB per √s."""
 
-_STATE = ("demand", "burst_until", "cpu_ns", "mem_mib", "mem_cap", "periods", "throttled", "throttled_ns", "limit")
+_STATE = ("demand", "base", "burst_until", "cpu_ns", "mem_mib", "mem_cap", "periods", "throttled", "throttled_ns",
+          "limit")
 
 
 @dataclass(frozen=True)
@@ -120,7 +125,8 @@ class SyntheticBackend:
         self._advance(self.clock())  # the others' usage so far, before the arrays grow
         if demand is None:
             demand = float(self._rng.uniform(5, 60))
-        row = {"demand": demand, "burst_until": 0.0, "cpu_ns": 0.0, "mem_mib": mem_use, "mem_cap": mem_cap,
+        row = {"demand": demand, "base": demand, "burst_until": 0.0, "cpu_ns": 0.0, "mem_mib": mem_use,
+               "mem_cap": mem_cap,
                "periods": 0.0, "throttled": 0.0, "throttled_ns": 0.0, "limit": math.inf}
         limits = ContainerLimits(cpu_num=cpu_num or "0")
         self._index[name] = len(self._names)
@@ -199,7 +205,8 @@ class SyntheticBackend:
         s, rng = self._state, self._rng
         root = math.sqrt(dt)
         # Random walk of the demand, with occasional bursts of 1–1.8 cores.
-        s["demand"] = np.clip(s["demand"] + rng.normal(0.0, self.demand_step * root, n), *DEMAND_RANGE)
+        pull = (s["base"] - s["demand"]) * min(REVERSION_PER_S * dt, 1.0)
+        s["demand"] = np.clip(s["demand"] + pull + rng.normal(0.0, self.demand_step * root, n), *DEMAND_RANGE)
         starts = (now >= s["burst_until"]) & (rng.random(n) < self.burst_p * dt)
         if starts.any():
             s["burst_until"] = np.where(starts, now + rng.uniform(*BURST_S, n), s["burst_until"])
