@@ -21,7 +21,6 @@ Timings: `pytest -s tests/cluster/test_launcher.py | grep timing`.
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import time
 
@@ -87,8 +86,6 @@ def test_ray_up_deploys_over_ssh_sc_up_scales_a_container_on_the_worker_and_ray_
     up = lab.run("ops", [ray, "up", "-y", "--no-config-cache", "/tmp/cluster.yaml"], env=on_ops, timeout_s=300,
                  check=False)
     timings["ray up"] = time.monotonic() - t0
-    (lab.dir / "ray-up.log").write_text(up.stdout + up.stderr)
-    shutil.copy(lab.dir / "ray-up.log", "/tmp/h6-ray-up.log")
     assert up.returncode == 0, up.stdout[-4000:] + up.stderr[-4000:]
     # Every host got the operator's token through file_mounts.
     token = (lab["ops"].home / ".ray" / "auth_token").read_text()
