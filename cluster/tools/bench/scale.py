@@ -379,6 +379,8 @@ def measure(db: Any, agents: list[str], hosts: int, containers: int, window_s: f
            if r.get("outcome") in ("applied", "trimmed") and r["applied_at"] >= wall_start]
     refused = collections.Counter(str(r.get("reason", ""))[:70] for r in reqs
                                   if r.get("outcome") == "refused" and r.get("applied_at", 0) >= wall_start)
+    by_rule = collections.Counter(f'{r.get("rule") or r.get("action")}:{r.get("outcome")}' for r in reqs
+                                  if r.get("timestamp", 0) >= wall_start)
     windows = sum(g["windows"] for g in g1) - sum(g0)
     source = "window_lag_s" if all("window_lag_s" in g for g in g1) else "epoch_s"
     lags: list[float] = []
@@ -415,6 +417,7 @@ def measure(db: Any, agents: list[str], hosts: int, containers: int, window_s: f
         "cores_by_actor": dict(sorted(cores.items())),
         "scaler_outcomes": outcomes,
         "refused_reasons": dict(refused.most_common(5)),
+        "decisions_by_rule": dict(by_rule.most_common(10)),
         "node_lagged_windows": sum(_node_ping(container_scaler_name(a))["lagged_windows"] for a in agents),
     }
     run["keeps_up"] = bool(run["windows_per_host_per_s"] >= 0.95 / window_s
