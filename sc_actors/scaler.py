@@ -35,7 +35,8 @@ coordinator, against the StateDB's view, and applied host by host through the ow
 `apply_part`: the owner takes the host's lock, checks the accounting is still what was
 planned against (`policy.shards.part_still_fits`), writes the node, records, answers, and
 holds the lock until the coordinator's `release_part`, which keeps the part or puts it
-back exactly. A part refused puts back every part applied before it, so the request is
+back exactly. A part refused (or not answered within FORWARD_TIMEOUT_S: it is put back
+if it is applied later) puts back every part applied before it, so the request is
 applied on every host or on none. If the coordinator dies between parts, each owner
 keeps its part after PART_HOLD_S (every host's accounting stays true to its node; the
 request may then be applied on some hosts only, which the owner's log says).
@@ -94,6 +95,9 @@ seconds: the default REQUEST_TIMEOUT, after which the owner would drop it as exp
 PART_HOLD_S = 10.0
 """How long an owner holds a host's lock for a part the coordinator neither kept nor put
 back, seconds; then the part is kept (it is written and recorded) and the lock released."""
+PART_LOCK_S = 5.0
+"""How long a part waits for its host's lock before it is refused, seconds: under
+FORWARD_TIMEOUT_S, so the owner answers before the coordinator gives up on it."""
 
 T = TypeVar("T")
 Currents = dict[str, dict[ResourceName, float]]
@@ -179,6 +183,8 @@ class Scaler:
         self.name = scaler_name(shard)
         self._held: dict[str, _Held] = {}
         """Parts of requests that span hosts, applied here and held until released (txid → part)."""
+        self._given_up: collections.deque[str] = collections.deque(maxlen=1000)
+        """Parts put back before they were applied here (the coordinator gave up waiting)."""
         self.pending: list[Request] = []
         self._wake = asyncio.Event()
         # NOTE: one lock per host's accounting, taken in name order. Requests are
@@ -772,8 +778,10 @@ class Scaler:
                 refused = cast(str, await self._on_shard(owner, "apply_part", txid, part))
             except Exception as e:
                 refused = _reason(e)
+                # No answer: the part may still be applied there; it is put back when it is.
+                parts.held.append((owner, txid, part.host))
             if refused:
-                done = sorted({h for _, _, h in parts.held})
+                done = sorted({h for _, t, h in parts.held if t != txid})
                 await self._release_parts(parts, put_back=True)
                 return (f"host {part.host} (scaler shard {owner}): {refused}"
                         + (f"; put back on {', '.join(done)}" if done else ""))
@@ -803,11 +811,15 @@ class Scaler:
         and `max` and the host's accounting are recorded in one StateDB call.
         """
         lock = self._host_locks[part.host]
-        await lock.acquire()
+        try:
+            await asyncio.wait_for(lock.acquire(), timeout=PART_LOCK_S)
+        except asyncio.TimeoutError:
+            return f"the host's accounting stayed locked for {PART_LOCK_S:g} s"
         try:
             db = self._db()
             names = [w.name for w in part.writes]
             view: ScalerView = await db.scaler_view.remote(names)
+            self._handles.serve_hosts(view["hosts"].values())  # a simulated host's node is its agent's
             host_doc = view["hosts"].get(part.host)
             host = Host.model_validate(host_doc) if host_doc else None
             docs = {n: d for n, d in view["structures"].items() if d.get("host") == part.host}
@@ -845,6 +857,9 @@ class Scaler:
             raise
         timer = asyncio.get_running_loop().create_task(self._hold_expires(txid))
         self._held[txid] = _Held(part, host, before, timer)
+        if txid in self._given_up:  # the coordinator put it back while it was being applied
+            await self.release_part(txid, put_back=True)
+            return "put back: the coordinator gave up waiting for it"
         return ""
 
     async def _hold_expires(self, txid: str) -> None:
@@ -861,6 +876,8 @@ class Scaler:
         the part was no longer held (released after PART_HOLD_S, or this shard restarted)."""
         held = self._held.pop(txid, None)
         if held is None:
+            if put_back:
+                self._given_up.append(txid)  # if it is still being applied, it is put back then
             return False
         held.timer.cancel()
         try:
