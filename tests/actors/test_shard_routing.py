@@ -13,7 +13,7 @@ import ray.exceptions
 
 from sc_actors import shards as shards_module
 from sc_actors.errors import Unavailable
-from sc_actors.model import Request
+from sc_actors.model import Applied, Request
 from sc_actors.policy.shards import shard_of
 from sc_actors.scaler import Scaler
 from sc_actors.shards import ShardCount
@@ -243,3 +243,109 @@ def test_a_desubscription_goes_to_the_owner_and_an_unknown_container_to_shard_0(
     asyncio.run(api.subscribe_container({"name": "c10", "host": h2}, None))
     assert calls == [("scaler-2", "desubscribe_container"), ("scaler", "desubscribe_container"),
                      ("scaler-2", "subscribe_container")]
+
+
+# --------------------------------------------------------------------------- an owner's parts
+
+
+class _PartDB:
+    """The StateDB calls of `apply_part`/`release_part`: one host `h0` with container `c1`."""
+
+    def __init__(self, host_doc: dict, container_doc: dict) -> None:
+        self.host_doc, self.container_doc = host_doc, container_doc
+        self.records: list[tuple] = []
+        self.scaler_view = _Method(lambda names: {
+            "structures": {"c1": self.container_doc}, "hosts": {"h0": self.host_doc}, "limits": {}, "usages": {},
+            "config": {}})
+        self.record_scaling = _Method(lambda currents, hosts, entries, maxes=None: self.records.append(
+            (currents, hosts)))
+
+
+class _PartHandles:
+    def __init__(self, db: _PartDB) -> None:
+        self.statedb = db
+        self.writes: list[list] = []
+        handles = self
+
+        class _Node:
+            apply_many = _Method(lambda items: handles.writes.append(items) or [
+                Applied(name=n, ok=True) for n, _, _ in items])
+
+        self._node = _Node()
+
+    def node(self, host: str) -> Any:
+        return self._node
+
+    def serve_hosts(self, docs: Any) -> None:
+        pass
+
+
+def _owner_part():
+    from sc_actors.model import Container, LimitChange
+    from sc_actors.policy.shards import ContainerWrite, HostPart
+    from tests.builders import host
+
+    before = host("h0", cores=2)
+    after = host("h0", core_map={"0": {"free": 90, "c1": 10}, "1": {"free": 100}})
+    c = Container.model_validate({"name": "c1", "host": "h0", "resources": {
+        "cpu": {"min": 10, "current": 50, "max": 200}, "mem": {"min": 64, "current": 256, "max": 512}}})
+    part = HostPart(host="h0", before=before, after=after, writes=(ContainerWrite(
+        name="c1", resource="cpu", before=50.0, change=LimitChange(cpu_allowance_limit=60), bounds=None,
+        new_current=60.0),))
+    db = _PartDB(before.model_dump(mode="json", exclude_none=True), c.model_dump(mode="json", exclude_none=True))
+    return part, db
+
+
+def _owner_run(steps: Callable[[Scaler], Any]) -> Any:
+    async def run() -> Any:
+        s = Scaler(1)
+        s._task.cancel()
+        return await steps(s)
+    return asyncio.run(run())
+
+
+def test_an_owner_applies_a_part_holds_its_host_and_puts_it_back_exactly():
+    part, db = _owner_part()
+    handles = _PartHandles(db)
+
+    async def steps(s: Scaler) -> tuple:
+        s._handles = handles  # type: ignore[assignment]
+        applied = await s.apply_part("t1", part)
+        locked = s._host_locks["h0"].locked()
+        released = await s.release_part("t1", put_back=True)
+        return applied, locked, released, s._host_locks["h0"].locked()
+
+    assert _owner_run(steps) == ("", True, True, False)
+    # Recorded as planned, then as before: current 60 → 50, core 0's 10 shares given back.
+    (cur1, hosts1), (cur2, hosts2) = db.records
+    assert cur1 == {"c1": {"cpu": 60.0}} and hosts1["h0"]["cpu"]["core_usage_mapping"]["0"] == {"free": 90, "c1": 10}
+    assert cur2 == {"c1": {"cpu": 50.0}} and hosts2["h0"]["cpu"]["free"] == 200
+    assert len(handles.writes) == 2  # the limit, then the put-back
+
+
+def test_a_part_planned_against_other_accounting_is_refused_and_writes_nothing():
+    part, db = _owner_part()
+    db.container_doc["resources"]["cpu"]["current"] = 70  # applied meanwhile by the host's own lane
+    handles = _PartHandles(db)
+
+    async def steps(s: Scaler) -> tuple:
+        s._handles = handles  # type: ignore[assignment]
+        return await s.apply_part("t1", part), s._host_locks["h0"].locked()
+
+    refused, locked = _owner_run(steps)
+    assert "cpu current of 'c1' changed" in refused and not locked
+    assert db.records == [] and handles.writes == []
+
+
+def test_a_part_the_coordinator_gave_up_on_is_put_back_when_it_is_applied():
+    part, db = _owner_part()
+    handles = _PartHandles(db)
+
+    async def steps(s: Scaler) -> tuple:
+        s._handles = handles  # type: ignore[assignment]
+        held_before = await s.release_part("t1", put_back=True)  # it had not arrived yet
+        return held_before, await s.apply_part("t1", part), s._host_locks["h0"].locked()
+
+    held_before, answer, locked = _owner_run(steps)
+    assert held_before is False and answer.startswith("put back") and not locked
+    assert [c for c, _ in db.records] == [{"c1": {"cpu": 60.0}}, {"c1": {"cpu": 50.0}}]
