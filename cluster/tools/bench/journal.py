@@ -167,7 +167,9 @@ def crash_run(base: Path, kills: int, seed: int = 2026) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------- through a real StateDB actor
 
-ACTOR_KINDS = {"put": 1, "patch": 1, "transact16": 16}
+ACTOR_KINDS = {"put": 1, "patch": 1, "transact16": 16, "transact64": 64}
+"""Calls measured through the actor and the changes each carries (a Guardian report or a Scaler
+record of a busy window carries tens of changes in one call, as transact64 does)."""
 """What each call of the actor measurement writes, and how many changes that is."""
 
 
@@ -215,8 +217,9 @@ def _call(db: Any, kind: str, i: int) -> Any:
         return db.put.remote("limits", _limits(i))
     if kind == "patch":
         return db.patch.remote("limits", f"c{i % 64}", {"resources.cpu.upper": 150.0 + i % 997})
-    if kind == "transact16":
-        return db.transact.remote([("limits", _limits(i * 16 + k)) for k in range(16)])
+    if kind.startswith("transact"):
+        n = ACTOR_KINDS[kind]
+        return db.transact.remote([("limits", _limits(i * n + k)) for k in range(n)])
     raise ValueError(f"unknown kind {kind!r}")
 
 
