@@ -80,6 +80,11 @@ def deploy(
         "rebalancer": placement.rebalancer_actor(),
     }
     ray.get([a.ping.remote() for a in actors.values()], timeout=timeout_s)
+    # NOTE: Scaler shards that ran before (shard 0 at least) read the count again now: with
+    # an old one they would write the accounting of hosts another shard owns now.
+    seen = ray.get([actors[scaler_name(i)].read_shards.remote() for i in range(shards)], timeout=timeout_s)
+    if seen != [shards] * shards:
+        raise RuntimeError(f"the scaler shards read {seen} shards, not {shards}")
     progress("guardian, scaler, structures_snapshoter, database_snapshoter, rebalancer ready"
              + (f" ({shards} shards of the guardian and the scaler)" if shards > 1 else ""))
     # One ContainerScaler and one host structure per controlled node, now and for

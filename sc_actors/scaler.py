@@ -233,6 +233,12 @@ class Scaler:
         return {"pending": len(self.pending), "outcomes": dict(self.outcomes), "apply_s": list(self.apply_s)[-100:],
                 "batches": dict(self.batches), "shard": self.shard, "shards": self._shards.cached()}
 
+    async def read_shards(self) -> int:
+        """Read the shard count now; `cluster.deploy` calls it on every Scaler shard after it
+        wrote a new count, so that none still routes with the old one (each host's accounting
+        has one writer) when the deployment returns."""
+        return await self._shards.read_now()
+
     # ------------------------------------------------------------------ requests
 
     async def submit(self, requests: Sequence[Union[Request, RequestEntry]]) -> int:

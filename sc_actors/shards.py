@@ -60,6 +60,10 @@ class ShardCount:
         plane was deployed again with fewer shards)."""
         self._read_at = float("-inf")
 
+    async def read_now(self) -> int:
+        """The count, read now (a deployment just wrote a new one)."""
+        return await self._read()
+
     def cached(self) -> int:
         """The count now, without waiting: a stale one starts a read in the background."""
         if self._stale() and (self._reading is None or self._reading.done()):

@@ -62,12 +62,14 @@ def test_a_container_request_sent_to_another_shard_is_applied_by_the_owner(shard
     applied_before = ray.get(owner.ping.remote())["outcomes"].get("applied", 0)
     coordinator = ray.get_actor(scaler_name(0), namespace=NAMESPACE)
     ray.get(coordinator.submit.remote([sharded.request(name, 10)]))
-    wait_for(lambda: sharded.current(name) == before + 10, 15, what="the request applied by the owner")
-    assert sharded.quota(name) == quota + 10
-    assert ray.get(owner.ping.remote())["outcomes"].get("applied", 0) == applied_before + 1
-    assert ray.get(coordinator.ping.remote())["outcomes"].get("forwarded", 0) >= 1
-    ray.get(owner.submit.remote([sharded.request(name, -10)]))
-    wait_for(lambda: sharded.current(name) == before, 15, what="the request put back")
+    try:
+        wait_for(lambda: sharded.current(name) == before + 10, 15, what="the request applied by the owner")
+        assert sharded.quota(name) == quota + 10
+        assert ray.get(owner.ping.remote())["outcomes"].get("applied", 0) == applied_before + 1
+        assert ray.get(coordinator.ping.remote())["outcomes"].get("forwarded", 0) >= 1
+    finally:
+        ray.get(owner.submit.remote([sharded.request(name, -10)]))
+        wait_for(lambda: sharded.current(name) == before, 15, what="the request put back")
 
 
 def _group_entry(sharded, app, since):
