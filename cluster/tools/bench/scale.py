@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import os
+import sys
 import random
 import tempfile
 import time
@@ -564,10 +565,17 @@ def command(
     """Control-plane cost for N simulated containers on realistic simulated hosts (synthetic backend)."""
     ns = positive_ints("--sizes", sizes)
     say = Console(stderr=True) if as_json else console
+    lines = sys.stdout
+    if as_json:
+        # Only the JSON lines on stdout: Ray prints its workers' and raylets' messages (a task of
+        # an actor taken down between sizes) to this process's stdout, so they go to stderr.
+        sys.stdout.flush()
+        lines = os.fdopen(os.dup(1), "w", buffering=1)
+        os.dup2(2, 1)
 
     def on_run(run: dict[str, Any]) -> None:
         if as_json:
-            print(json_line(run), flush=True)
+            print(json_line(run), file=lines, flush=True)
 
     r = scale(sizes=ns, nodes=nodes, window_s=window, duration_s=duration, warmup_s=warmup, out_dir=out_dir(out),
               progress=lambda m: say.print(f"  {m}"), hosts_per_node=hosts_per_node or None, seed=seed,
