@@ -68,7 +68,6 @@ def _report_bounds(state: State, bounds: dict[str, dict[str, Bound]], events: li
             ops.append(put("limits", name, doc))
     state.commit(ops)
     state.events.extend(events)
-    state.beat("guardian")
 
 
 def record_scaling(state: State, currents: dict[str, dict[str, float]], hosts: dict[str, dict[str, HostFields]],
@@ -98,7 +97,6 @@ def record_scaling(state: State, currents: dict[str, dict[str, float]], hosts: d
         ops.append(put("structures", name, doc))
     seq = state.commit(ops)
     state.requests.extend(log_entries)
-    state.beat("scaler")
     return seq
 
 
