@@ -84,8 +84,12 @@ case "$verb" in
     .venv/bin/lint-imports
     log "mypy (pyproject.toml [tool.mypy])"
     .venv/bin/mypy
-    log "pytest"
-    exec .venv/bin/python -m pytest -q "$@"
+    log "pytest (the multi-host tests over ~2 min, marked cluster_long, run with: test-long)"
+    exec .venv/bin/python -m pytest -q -m "not cluster_long" "$@"
     ;;
-  *) log "unknown verb $verb (demo | test | setup)"; exit 2 ;;
+  test-long)
+    log "pytest -m cluster_long (launcher, long network outage, head crash without Redis: ~5 min)"
+    exec .venv/bin/python -m pytest -q -m cluster_long "$@"
+    ;;
+  *) log "unknown verb $verb (demo | test | test-long | setup)"; exit 2 ;;
 esac
