@@ -39,6 +39,8 @@ from typing import Any, Callable, Sequence
 
 import psutil
 
+from cluster.deploy import wait_for  # noqa: F401  (the tests of this package wait with it)
+
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = REPO / ".venv" / "bin"
 REGISTRY = Path("/run/sc-netns")
@@ -76,18 +78,6 @@ def _carried_root_dirs() -> list[str]:
     """
     base = Path(os.path.realpath(sys.base_prefix))
     return [base.relative_to("/root").parts[0]] if base.is_relative_to("/root") else []
-
-
-def wait_for(predicate: Callable[[], Any], timeout_s: float, interval_s: float = 0.1, what: str = "") -> Any:
-    """The first truthy value of `predicate`, polled until the deadline."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout_s:g} s waiting for {what or predicate}")
-        time.sleep(interval_s)
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
