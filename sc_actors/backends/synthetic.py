@@ -12,14 +12,20 @@ a few array operations whatever its size, so a node agent simulating many hosts
 costs in proportion to their containers. One clock per host: a write advances the
 whole host to now (the usage so far ran under the old limit), then changes the limit.
 
-The statistics, per container: demand walks with σ = 8 shares/√s (`demand_step`) within [2, 180],
-pulled back to the demand it started with at `REVERSION_PER_S` (an Ornstein–Uhlenbeck walk: a real
-container's load varies around its own level; a free walk drifts every host into saturation);
-a burst starts with probability `burst_probability_per_s` per second and lasts
-5–30 s, during which the container wants 100–180 shares (redrawn at each advance);
-what it uses is the demand capped by its quota, the excess counts as throttled
-(CFS periods of 100 ms and held-back time); memory walks with σ = 4 MiB/√s within
-[32, `mem_cap`] MiB.
+The statistics, per container (`demand_noise`, `phase_s`, `burst_probability_per_s`):
+- its demand holds a level through a phase, then jumps to a new one: phases end at random
+  (exponential, mean `phase_s`, 60 s by default: a job's stage, a batch of invocations), and a
+  new level is the container's own base level × e^N(0, 0.5), within [2, 180] shares;
+- within a phase it jitters around the level: relative noise of σ `demand_noise` (3 %), correlated
+  over about JITTER_TAU_S (an Ornstein–Uhlenbeck process, so its size does not depend on how often
+  the host is advanced);
+- a burst starts with probability `burst_probability_per_s` per second and lasts 5–30 s, during
+  which the container wants 100–180 shares (redrawn at each advance);
+- what it uses is the demand capped by its quota, the excess counts as throttled (CFS periods of
+  100 ms and held-back time); memory walks with σ = 4 MiB/√s within [32, `mem_cap`] MiB.
+This replaced a free walk of the demand (σ 8 shares/√s): it made a container's demand move by a
+quarter of its level every second, and the adaptive profile fit it every ~3 s (0.37 decisions per
+container per second), 3–5× what `sc bench efficiency` sees on real phased loads.
 """
 from __future__ import annotations
 
@@ -39,10 +45,14 @@ from .frames import CounterFrame
 PERIOD_S = 0.1
 """The CFS period the simulated quota is enforced over, seconds."""
 DEMAND_RANGE = (2.0, 180.0)
-DEMAND_STEP = 8.0
-"""σ of the demand's walk, shares per √s."""
-REVERSION_PER_S = 1 / 60
-"""How fast the demand returns to its base: about a minute (stationary σ = step / √(2·rate) ≈ 44 shares)."""
+DEMAND_NOISE = 0.03
+"""σ of the demand's jitter around its phase's level, relative."""
+PHASE_S = 60.0
+"""Mean length of a demand phase, seconds (0: one phase for ever)."""
+LEVEL_SPREAD = 0.5
+"""σ of log(level / base) of a new phase."""
+JITTER_TAU_S = 5.0
+"""How long the jitter stays correlated, seconds."""
 BURST_WANT = (100.0, 180.0)
 BURST_S = (5.0, 30.0)
 MEM_FLOOR_MIB = 32.0
@@ -50,7 +60,7 @@ MEM_CAP_MIB = 2048.0
 MEM_STEP = 4.0
 """σ of the memory's walk, MiB per √s."""
 
-_STATE = ("demand", "base", "burst_until", "cpu_ns", "mem_mib", "mem_cap", "periods", "throttled", "throttled_ns",
+_STATE = ("demand", "base", "level", "jitter", "burst_until", "cpu_ns", "mem_mib", "mem_cap", "periods", "throttled", "throttled_ns",
           "limit")
 
 
@@ -81,8 +91,10 @@ class SimulatedHost:
     cores: int
     mem_mib: int
     containers: tuple[SimulatedContainer, ...] = ()
-    demand_step: float = DEMAND_STEP
-    """σ of its containers' demand walk, shares per √s."""
+    demand_noise: float = DEMAND_NOISE
+    """σ of its containers' jitter around their level, relative."""
+    phase_s: float = PHASE_S
+    """Mean length of its containers' demand phases, seconds (0: no phases)."""
     burst_probability_per_s: float = 0.01
     """How likely a container starts a burst in a second."""
 
@@ -92,9 +104,10 @@ class SyntheticBackend:
 
     def __init__(self, seed: str = "sim", cores: int = 64, mem_mib: int = 262_144,
                  burst_probability_per_s: float = 0.01, clock: Callable[[], float] = time.monotonic,
-                 demand_step: float = DEMAND_STEP):
+                 demand_noise: float = DEMAND_NOISE, phase_s: float = PHASE_S):
         self.seed = seed
-        self.demand_step = demand_step
+        self.demand_noise = demand_noise
+        self.phase_s = phase_s
         self.clock = clock
         """Where the simulation reads the time (tests pass their own)."""
         self.cores = cores
@@ -125,7 +138,7 @@ class SyntheticBackend:
         self._advance(self.clock())  # the others' usage so far, before the arrays grow
         if demand is None:
             demand = float(self._rng.uniform(5, 60))
-        row = {"demand": demand, "base": demand, "burst_until": 0.0, "cpu_ns": 0.0, "mem_mib": mem_use,
+        row = {"demand": demand, "base": demand, "level": demand, "jitter": 0.0, "burst_until": 0.0, "cpu_ns": 0.0, "mem_mib": mem_use,
                "mem_cap": mem_cap,
                "periods": 0.0, "throttled": 0.0, "throttled_ns": 0.0, "limit": math.inf}
         limits = ContainerLimits(cpu_num=cpu_num or "0")
@@ -204,9 +217,16 @@ class SyntheticBackend:
             return
         s, rng = self._state, self._rng
         root = math.sqrt(dt)
-        # Random walk of the demand, with occasional bursts of 1–1.8 cores.
-        pull = (s["base"] - s["demand"]) * min(REVERSION_PER_S * dt, 1.0)
-        s["demand"] = np.clip(s["demand"] + pull + rng.normal(0.0, self.demand_step * root, n), *DEMAND_RANGE)
+        # Phases of a level, jitter around it, and occasional bursts of 1–1.8 cores.
+        if self.phase_s > 0:
+            ends = rng.random(n) < -math.expm1(-dt / self.phase_s)
+            if ends.any():
+                drawn = s["base"] * np.exp(rng.normal(0.0, LEVEL_SPREAD, n))
+                s["level"] = np.where(ends, np.clip(drawn, *DEMAND_RANGE), s["level"])
+        if self.demand_noise > 0:
+            keep = math.exp(-dt / JITTER_TAU_S)
+            s["jitter"] = s["jitter"] * keep + rng.normal(0.0, self.demand_noise * math.sqrt(1 - keep * keep), n)
+        s["demand"] = np.clip(s["level"] * (1.0 + s["jitter"]), *DEMAND_RANGE)
         starts = (now >= s["burst_until"]) & (rng.random(n) < self.burst_p * dt)
         if starts.any():
             s["burst_until"] = np.where(starts, now + rng.uniform(*BURST_S, n), s["burst_until"])
@@ -251,7 +271,7 @@ def simulated_backend(host: SimulatedHost, clock: Callable[[], float] = time.mon
     """A backend for one simulated host, its containers created with their first limits."""
     b = SyntheticBackend(seed=host.name, cores=host.cores, mem_mib=host.mem_mib,
                          burst_probability_per_s=host.burst_probability_per_s, clock=clock,
-                         demand_step=host.demand_step)
+                         demand_noise=host.demand_noise, phase_s=host.phase_s)
     for c in host.containers:
         b.create(c.name, demand=c.demand, mem_use=c.mem_use, mem_cap=c.mem_cap)
         b.write_limits(c.name, LimitChange(cpu_allowance_limit=c.cpu, cpu_num=c.cpu_num, mem_limit=c.mem))

@@ -42,9 +42,9 @@ def run(b: SyntheticBackend, seconds: float, step_s: float = 0.2) -> None:
         b._advance(clock.t)
 
 
-def host(n: int = 100, cores: int = 64, burst: float = 0.01) -> SyntheticBackend:
+def host(n: int = 100, cores: int = 64, burst: float = 0.01, **kwargs: float) -> SyntheticBackend:
     b = SyntheticBackend("test-host", cores=cores, mem_mib=cores * 4096, burst_probability_per_s=burst,
-                         clock=Clock())
+                         clock=Clock(), **kwargs)
     for i in range(n):
         b.create(f"c{i}", cpu_num="0-3")
     return b
@@ -79,7 +79,7 @@ def test_a_write_returns_the_limits_read_back_with_the_cpuset_canonical():
 def test_a_burst_is_throttled_at_the_quota_and_the_excess_counted():
     b = host(1, burst=0.0)
     b.write_limits("c0", LimitChange(cpu_allowance_limit=30, cpu_num="0-3"))
-    b._state["demand"][0] = 150.0
+    b._state["level"][0] = 150.0
     b._state["burst_until"][0] = b._t + 100  # bursting: wants 100–180 shares
     f0 = b.read_frame()
     run(b, 10.0)
@@ -103,20 +103,31 @@ def test_an_unlimited_container_uses_its_demand_and_is_never_throttled():
     assert f1.throttled_ns[0] == f0.throttled_ns[0] and f1.throttled_periods[0] == f0.throttled_periods[0]
 
 
-def test_statistics_demand_and_memory_stay_in_range_and_walk_as_documented():
-    b = host(200, burst=0.0)
+def test_statistics_demand_jitters_around_its_level_and_memory_walks_as_documented():
+    b = host(400, burst=0.0, demand_noise=0.05, phase_s=0.0)
     b.write_limits("c0", LimitChange(cpu_allowance_limit=-1))
-    d0 = b._state["demand"].copy()
     m0 = b._state["mem_mib"].copy()
     run(b, 1.0, step_s=0.01)
-    d1, m1 = b._state["demand"], b._state["mem_mib"]
-    assert d1.min() >= DEMAND_RANGE[0] and d1.max() <= DEMAND_RANGE[1]
+    m1 = b._state["mem_mib"]
     assert m1.min() >= MEM_FLOOR_MIB
-    # σ 8 shares and 4 MiB per √s: over 1 s, the spread of the steps of 200 containers
-    # (clipping aside: they start in 5–60, far from the bounds, and at 100 MiB).
-    assert 6.0 < np.std(d1 - d0) < 10.0
-    assert 3.0 < np.std(m1 - m0) < 5.0
-    assert abs(np.mean(d1 - d0)) < 2.0
+    assert 3.0 < np.std(m1 - m0) < 5.0  # 4 MiB per √s over 1 s
+    run(b, 60.0, step_s=0.5)  # the jitter's stationary spread, whatever the step
+    d, level = b._state["demand"], b._state["level"]
+    assert d.min() >= DEMAND_RANGE[0] and d.max() <= DEMAND_RANGE[1]
+    assert np.array_equal(level, b._state["base"])  # no phases: the level holds
+    rel = d / level - 1.0
+    assert 0.04 < np.std(rel) < 0.06 and abs(np.mean(rel)) < 0.01
+
+
+def test_phases_end_at_the_documented_rate_and_draw_a_level_near_the_containers_own():
+    b = host(500, burst=0.0, demand_noise=0.0, phase_s=10.0)
+    run(b, 10.0, step_s=0.5)
+    changed = b._state["level"] != b._state["base"]
+    # a phase ends with probability 1 − e^(−10/10) = 63 % within 10 s: 316 of 500 expected
+    assert 260 < np.count_nonzero(changed) < 370
+    ratio = b._state["level"][changed] / b._state["base"][changed]
+    assert 0.5 < float(np.exp(np.median(np.log(ratio)))) < 1.5  # around the container's own level
+    assert np.array_equal(b._state["demand"], np.clip(b._state["level"], *DEMAND_RANGE))  # no jitter
 
 
 def test_bursts_start_at_the_documented_rate():
@@ -195,7 +206,8 @@ def test_advancing_a_host_of_150_containers_is_a_few_array_operations():
     b._rng = Counting(b._rng)  # type: ignore[assignment]
     b._state["burst_until"][:] = b._t + 100  # all bursting: the burst draw happens too
     run(b, 0.2)
-    assert draws == [150, 150, 150, 150]  # demand, burst starts, burst want, memory: one array each
+    # phase ends, (a new level if one ended), jitter, burst starts, burst want, memory: one array each
+    assert len(draws) in (5, 6) and set(draws) == {150}
 
 
 # --------------------------------------------------------------------------- frames
@@ -222,10 +234,10 @@ def test_take_reorders_and_or_else_fills_what_is_missing():
         g.or_else(f)
 
 
-def test_a_simulated_hosts_walk_and_burst_rate_reach_its_backend():
-    h = SimulatedHost("calm", cores=8, mem_mib=8 * 4096, demand_step=0.0, burst_probability_per_s=0.0, containers=(
-        SimulatedContainer("calm-c0", cpu=100, cpu_num="0", mem=512, demand=42, mem_use=100),))
+def test_a_simulated_hosts_noise_phases_and_burst_rate_reach_its_backend():
+    h = SimulatedHost("calm", cores=8, mem_mib=8 * 4096, demand_noise=0.0, phase_s=0.0, burst_probability_per_s=0.0,
+                      containers=(SimulatedContainer("calm-c0", cpu=100, cpu_num="0", mem=512, demand=42, mem_use=100),))
     b = simulated_backend(h, clock=Clock())
-    assert (b.demand_step, b.burst_p) == (0.0, 0.0)
+    assert (b.demand_noise, b.phase_s, b.burst_p) == (0.0, 0.0, 0.0)
     run(b, 30.0)
-    assert b._state["demand"][0] == 42.0 and b._state["burst_until"][0] == 0.0  # no walk, no burst
+    assert b._state["demand"][0] == 42.0 and b._state["burst_until"][0] == 0.0  # no jitter, no phase, no burst

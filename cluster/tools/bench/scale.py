@@ -178,8 +178,20 @@ def realistic_hosts(containers: int, seed: int = 16, hosts: int | None = None, p
     return out
 
 
-def plan_hosts(sizes: list[HostSize], agent: str, demand_step: float = 8.0,
-               burst_per_s: float = 0.01) -> tuple[list[Any], list[tuple[str, dict[str, Any]]]]:
+@dataclass(frozen=True)
+class Demand:
+    """How the simulated containers' CPU demand moves (`backends.synthetic`)."""
+
+    noise: float = 0.03
+    """σ of the jitter around a phase's level, relative."""
+    phase_s: float = 60.0
+    """Mean length of a phase, seconds (0: one phase)."""
+    burst_per_s: float = 0.01
+    """Chance a container starts a burst in a second."""
+
+
+def plan_hosts(sizes: list[HostSize], agent: str,
+               demand: Demand = Demand()) -> tuple[list[Any], list[tuple[str, dict[str, Any]]]]:
     """What a node agent simulates for these hosts (`SimulatedHost`s, cores placed as the
     Scaler's subscription would: Group_PP_LL), and the documents that subscribe them: each
     host (with `agent`, its free CPU, memory and core map), each container and its limits."""
@@ -213,12 +225,12 @@ def plan_hosts(sizes: list[HostSize], agent: str, demand_step: float = 8.0,
         host.resources["cpu"].free -= sum(c.cpu[1] for c in hs.containers)
         host.resources["mem"].free -= sum(c.mem[1] for c in hs.containers)
         docs.insert(0, ("structures", host.model_dump(mode="json", exclude_none=True)))
-        sims.append(SimulatedHost(hs.name, hs.cores, hs.mem_mib, tuple(containers), demand_step, burst_per_s))
+        sims.append(SimulatedHost(hs.name, hs.cores, hs.mem_mib, tuple(containers), demand_noise=demand.noise,
+                                  phase_s=demand.phase_s, burst_probability_per_s=demand.burst_per_s))
     return sims, docs
 
 
-def simulate(db: Any, agents: list[str], sizes: list[HostSize], demand_step: float = 8.0,
-             burst_per_s: float = 0.01) -> dict[str, list[str]]:
+def simulate(db: Any, agents: list[str], sizes: list[HostSize], demand: Demand = Demand()) -> dict[str, list[str]]:
     """Give each agent its share of the hosts (round robin) and subscribe their containers
     in bulk (the per-container path asks the node for its list each time); the hosts by agent."""
     import ray
@@ -231,7 +243,7 @@ def simulate(db: Any, agents: list[str], sizes: list[HostSize], demand_step: flo
     for agent, mine in by_agent.items():
         if not mine:
             continue
-        sims, docs = plan_hosts(mine, agent, demand_step, burst_per_s)
+        sims, docs = plan_hosts(mine, agent, demand)
         node = ray.get_actor(container_scaler_name(agent), namespace=NAMESPACE)
         ray.get(node.simulate_hosts.remote(sims), timeout=120)
         hosts = [d for d in docs if d[1].get("subtype") == "host"]
@@ -365,7 +377,8 @@ def measure(db: Any, agents: list[str], hosts: int, containers: int, window_s: f
     guardians = _guardians(actors)
     pids = {a.name: a.pid for a in actors}
     agent_names = {a.name for a in actors if a.class_name == AGENT_CLASS}
-    g0 = [g["windows"] for g in _guardian_counts(guardians)]
+    c0 = _guardian_counts(guardians)
+    g0 = [g["windows"] for g in c0]
     seq0 = ray.get(db.ping.remote())["seq"]
     usage0 = _cpu_rss(pids)
     t_start, wall_start = time.monotonic(), time.time()
@@ -412,12 +425,16 @@ def measure(db: Any, agents: list[str], hosts: int, containers: int, window_s: f
         "epoch_p50_s": epoch["p50"],
         "request_applied_p50_s": applied["p50"],
         "requests_applied": len(lat),
+        "guardian_per_s": {k: round((sum(g.get(k, 0) for g in g1) - sum(g.get(k, 0) for g in c0)) / elapsed, 1)
+                           for k in ("decided", "prepares", "requests_sent", "requests_dropped")},
         "guardian_eval_s": percentiles([x for g in g1 for x in g.get("epoch_s", [])]),
         "control_plane_rss_mib": round(sum(usage1[a][1] for a in usage1 if a not in agent_names)),
         "node_agent_rss_mib": round(sum(usage1[a][1] for a in usage1 if a in agent_names)),
         "cores_by_actor": dict(sorted(cores.items())),
         "scaler_outcomes": outcomes,
         "refused_reasons": dict(refused.most_common(5)),
+        "decisions_per_s": round(sum(by_rule.values()) / elapsed, 1),
+        "decisions_per_container_per_s": round(sum(by_rule.values()) / elapsed / containers, 4),
         "decisions_by_rule": dict(by_rule.most_common(10)),
         "node_lagged_windows": sum(_node_ping(container_scaler_name(a))["lagged_windows"] for a in agents),
     }
@@ -430,7 +447,7 @@ def scale(sizes: tuple[int, ...] = (100, 1000, 10000), nodes: int = 3, window_s:
           duration_s: float = 30.0, warmup_s: float = 5.0, out_dir: str = "bench-out",
           progress: Callable[[str], None] = print, hosts_per_node: int | None = None, seed: int = 16,
           shards: int | None = None, on_run: Callable[[dict[str, Any]], None] = lambda run: None,
-          demand_step: float = 8.0, burst_per_s: float = 0.01) -> dict[str, Any]:
+          demand: Demand = Demand()) -> dict[str, Any]:
     """N simulated containers on realistic simulated hosts served by `nodes` node agents;
     the control plane's cost per window. `on_run` gets each size's figures as they come.
 
@@ -446,8 +463,8 @@ def scale(sizes: tuple[int, ...] = (100, 1000, 10000), nodes: int = 3, window_s:
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"machine": machine(), "config": {
         "nodes": nodes, "window_s": window_s, "duration_s": duration_s, "warmup_s": warmup_s,
-        "hosts_per_node": hosts_per_node, "seed": seed, "shards": shards, "demand_step": demand_step,
-        "burst_per_s": burst_per_s}, "runs": {}}
+        "hosts_per_node": hosts_per_node, "seed": seed, "shards": shards, "demand_noise": demand.noise,
+        "phase_s": demand.phase_s, "burst_per_s": demand.burst_per_s}, "runs": {}}
     for n in sizes:
         agents = [f"sim{i}" for i in range(nodes)]
         sizes_n = realistic_hosts(n, seed, None if hosts_per_node is None else hosts_per_node * nodes)
@@ -458,7 +475,7 @@ def scale(sizes: tuple[int, ...] = (100, 1000, 10000), nodes: int = 3, window_s:
             ray.get(db.patch.remote("services", "guardian", {"config.WINDOW_TIMELAPSE": window_s,
                                                              "config.EVENT_TIMEOUT": max(10 * window_s, 4)}))
             t0 = time.monotonic()
-            simulate(db, agents, sizes_n, demand_step, burst_per_s)
+            simulate(db, agents, sizes_n, demand)
             progress(f"N={n}: {n} containers on {len(sizes_n)} hosts "
                      f"({min(h.cores for h in sizes_n)}–{max(h.cores for h in sizes_n)} cores) over {nodes} agents, "
                      f"subscribed in {time.monotonic() - t0:.1f}s; running {duration_s:g}s")
@@ -556,7 +573,10 @@ def command(
     duration: float = typer.Option(30.0, min=5, help="measured seconds per size"),
     warmup: float = typer.Option(5.0, min=0, help="seconds after subscribing before measuring"),
     seed: int = typer.Option(16, help="seed of the hosts' and containers' sizes"),
-    demand_step: float = typer.Option(8.0, min=0, help="σ of each container's demand walk, shares per √s"),
+    demand_noise: float = typer.Option(Demand.noise, min=0, max=1,
+                                       help="σ of each container's demand jitter around its level, relative"),
+    phase_s: float = typer.Option(Demand.phase_s, "--phase-s", min=0,
+                                  help="mean length of a demand phase, seconds (0: one level for ever)"),
     burst_per_s: float = typer.Option(0.01, min=0, max=1, help="chance a container starts a burst in a second"),
     shards: int = typer.Option(0, min=0, help="Guardian and Scaler shards (passed to deploy); 0: deploy's default"),
     as_json: bool = typer.Option(False, "--json", help="one JSON object per size on stdout; progress on stderr"),
@@ -579,7 +599,8 @@ def command(
 
     r = scale(sizes=ns, nodes=nodes, window_s=window, duration_s=duration, warmup_s=warmup, out_dir=out_dir(out),
               progress=lambda m: say.print(f"  {m}"), hosts_per_node=hosts_per_node or None, seed=seed,
-              shards=shards or None, on_run=on_run, demand_step=demand_step, burst_per_s=burst_per_s)
+              shards=shards or None, on_run=on_run,
+              demand=Demand(demand_noise, phase_s, burst_per_s))
     say.print(f"machine: {r['machine']}  config: {r['config']}")
     for t in scale_tables(r["runs"]):
         print_table(say, t)
