@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import math
 import time
 from collections.abc import Mapping
 from typing import Any, Optional, Union, cast
@@ -32,7 +33,7 @@ from .loops import every
 from .model import Application, Container, Document, Event, Limits, Request, Rule, Structure, UsageBatch, User
 from .policy.health import HEARTBEAT_S
 from .policy.columnar import HostColumns, fire_host, to_decide, usage_of
-from .policy.serverless import Prepared, RuleSet, evaluate_prepared, fire_window, prepare
+from .policy.serverless import Prepared, RuleSet, evaluate_prepared, fire_window, prepare, quiet_until
 from .settings import DATABASE_SNAPSHOTER_NAME, REBALANCER_NAME, GuardianSettings, guardian_name, scaler_name
 from .store.views import Bound, EventEntry, GroupGuardianView, GuardianChanges, Usage, WindowQuery
 
@@ -58,6 +59,7 @@ class GuardianStatus(TypedDict):
     pending_events: int
     prepared: int
     decided: int
+    prepares: int
     epoch_s: list[float]
     window_lag_s: list[float]
 
@@ -70,6 +72,9 @@ class Guardian:
         self.name = guardian_name(shard)
         self._scaler_name = scaler_name(shard)
         self.events: dict[str, list[Event]] = {}
+        self._quiet: dict[str, float] = {}
+        """Until when each structure with pending events has nothing to decide unless a rule
+        fires or its documents change (`policy.serverless.quiet_until`)."""
         self.last_window_end: dict[str, float] = {}
         self.settings = GuardianSettings()
         self.epoch_s: collections.deque[float] = collections.deque(maxlen=1000)
@@ -79,6 +84,8 @@ class Guardian:
         self.requests_dropped = 0
         self.decided = 0
         """Containers evaluated one at a time (a rule fired, events pending, boundaries moved)."""
+        self.prepares = 0
+        """Containers prepared (again) from their documents."""
         self._submits: set[asyncio.Task[None]] = set()
         self._rules_key: Optional[list[Document]] = None
         self._rules: list[Rule] = []
@@ -123,6 +130,7 @@ class Guardian:
             "pending_events": sum(len(v) for v in self.events.values()),
             "prepared": len(self._prepared),
             "decided": self.decided,
+            "prepares": self.prepares,
             "epoch_s": list(self.epoch_s)[-last:] if last > 0 else [],
             "window_lag_s": list(self.window_lag_s)[-last:] if last > 0 else [],
         }
@@ -229,8 +237,10 @@ class Guardian:
             self._seen_seq[w.host] = changes["seq"]
         if changes["config"] is not None:
             self.settings = GuardianSettings.from_config(changes["config"])
+            self._quiet.clear()  # computed with the event timeout of the old settings
         if changes["rules"] is not None and self._parse_rules(changes["rules"]):
             self._hosts.clear()  # the rules read other values: every host's columns again
+            self._quiet.clear()
         if tuple(self.settings.guardable_resources) != self._guardable:
             # What is guarded changed: every prepared container is re-prepared from its documents.
             self._guardable = tuple(self.settings.guardable_resources)
@@ -257,6 +267,7 @@ class Guardian:
                 if not isinstance(structure, (Container, Application)):
                     raise ValueError(f"a {structure.subtype} is not guarded")
                 self._prepared[name] = prepare(structure, limits, self._guardable)
+                self.prepares += 1
             except Exception:
                 log.exception("guardian: %s cannot be evaluated until its documents change", name)
                 self._forget(name)
@@ -285,8 +296,10 @@ class Guardian:
         self._stored_bounds.pop(name, None)
         self._dirty.discard(name)
         self.events.pop(name, None)
+        self._quiet.pop(name, None)
 
     def _forget_all(self) -> None:
+        self._quiet.clear()
         self._prepared.clear()
         self._sources.clear()
         self._stored_bounds.clear()
@@ -303,8 +316,12 @@ class Guardian:
         except Exception:
             log.exception("guardian: the window of %s is evaluated one container at a time", w.host)
             fired = {i: None for i in range(len(hc.names))}
-        events, dirty = self.events, self._dirty
-        for i in to_decide(hc, fired, events.__contains__, dirty.__contains__):
+        events, dirty, quiet, now = self.events, self._dirty, self._quiet, w.window_end
+
+        def pending(name: str) -> bool:
+            return name in events and now > quiet.get(name, -math.inf)
+
+        for i in to_decide(hc, fired, pending, dirty.__contains__):
             p = hc.prepared[i]
             assert p is not None  # to_decide skips containers with nothing prepared
             self._decide(hc.names[i], p, usage_of(w, i), w.window_end, fired.get(i, []), bounds, new_events,
@@ -322,8 +339,10 @@ class Guardian:
             return
         if step.pending_events:
             self.events[name] = step.pending_events
+            self._quiet[name] = quiet_until(step.pending_events, self._ruleset, self.settings.event_timeout_s)
         else:
             self.events.pop(name, None)
+            self._quiet.pop(name, None)
         self._dirty.discard(name)
         stored = self._stored_bounds.setdefault(name, {})
         moved = {res: ul for res, ul in step.bounds.items() if stored.get(res) != ul}

@@ -18,7 +18,7 @@ from sc_actors.columns import HostWindow
 from sc_actors.defaults import default_rules
 from sc_actors.model import Rule
 from sc_actors.policy.columnar import HostColumns, fire_host, to_decide, usage_of
-from sc_actors.policy.serverless import RuleSet, evaluate_prepared, prepare
+from sc_actors.policy.serverless import RuleSet, evaluate_prepared, prepare, quiet_until
 from sc_actors.settings import GuardianSettings
 from tests.builders import container, limits
 
@@ -39,7 +39,7 @@ def hosts(draw):
         lim = limits(f"c{i}", cpu=(draw(st.sampled_from((5, 10, 20))), POM), mem=(10, POM))
         prepared.append(prepare(c, lim if draw(st.integers(0, 9)) else None, ("cpu", "mem")))
     windows = draw(st.lists(st.lists(st.tuples(st.floats(0, 450), st.floats(0, 5000)), min_size=n, max_size=n),
-                            min_size=1, max_size=6))
+                            min_size=1, max_size=8))
     skip = draw(st.lists(st.integers(0, n - 1), max_size=2))  # containers not reported in some window
     return prepared, windows, set(skip)
 
@@ -54,12 +54,13 @@ def _rules_with_random():
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(hosts(), _rules_with_random())
-def test_columns_decide_what_each_container_decides(host, rules):
+@given(hosts(), _rules_with_random(), st.sampled_from((1.5, 2.0, 3.0, 100.0)))
+def test_columns_decide_what_each_container_decides(host, rules, timeout):
     prepared, windows, skip = host
     ruleset = RuleSet.of(rules)
-    cfg = GuardianSettings()
+    cfg = GuardianSettings(EVENT_TIMEOUT=timeout)  # short ones: events expire within the windows
     names = tuple(p.structure.name for p in prepared)
+    quiet: dict[str, float] = {}
     ref_events: dict[str, list] = {}
     col_events: dict[str, list] = {}
     stored = {n: None for n in names}  # bounds compared once after (re)preparing: every container dirty at first
@@ -79,13 +80,15 @@ def test_columns_decide_what_each_container_decides(host, rules):
             ref[name] = step
         # Over columns.
         fired = fire_host(hc, ruleset, w)
-        chosen = to_decide(hc, fired, lambda n: bool(col_events.get(n)), dirty.__contains__)
+        chosen = to_decide(hc, fired, lambda n: bool(col_events.get(n)) and now > quiet.get(n, -math.inf),
+                           dirty.__contains__)
         got = {}
         for j in chosen:
             name = hc.names[j]
             step = evaluate_prepared(hc.prepared[j], ruleset, usage_of(w, j), col_events.get(name, []), now, cfg,
                                      fired=fired.get(j, []))
             col_events[name] = step.pending_events
+            quiet[name] = quiet_until(step.pending_events, ruleset, cfg.event_timeout_s)
             got[name] = step
             dirty.discard(name)
         for name, step in ref.items():
