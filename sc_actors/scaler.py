@@ -192,9 +192,14 @@ class Scaler:
         # its own host (the original let one dead NodeRescaler stop all, §11.2).
         self._host_locks: collections.defaultdict[str, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
         self._lanes: dict[str, asyncio.Task[None]] = {}
+        """One lane per serving node (the host whose ContainerScaler answers), "" for requests
+        that span hosts (applications, users, swaps) or name no known container."""
         self._forwards: set[asyncio.Task[None]] = set()
-        self._backlog: dict[str, list[Request]] = {}
+        self._backlog: dict[str, list[tuple[Request, str]]] = {}
+        """Per lane, the requests waiting, each with the host `_dispatch` found for it ("" for none)."""
         self._handles = Handles()
+        self._agents: dict[str, str] = {}
+        """Host → the host whose ContainerScaler serves it, where the host documents read say another."""
         self._shards = ShardCount(lambda: self._handles.statedb)
         self.outcomes: collections.Counter[str] = collections.Counter()
         self.batches: collections.Counter[str] = collections.Counter()
@@ -271,9 +276,26 @@ class Scaler:
             except Exception:
                 log.exception("scaler batch failed")
 
+    def _serve_hosts(self, docs: Iterable[Document]) -> None:
+        """Remember which node serves each of these hosts (`Handles.serve_hosts`), for the handles
+        and for the lanes (`_node_of`)."""
+        docs = list(docs)
+        self._handles.serve_hosts(docs)
+        for d in docs:
+            agent, name = d.get("agent"), str(d.get("name", ""))
+            if isinstance(agent, str) and agent and agent != name:
+                self._agents[name] = agent
+            else:
+                self._agents.pop(name, None)
+
+    def _node_of(self, host: str) -> str:
+        """The host whose ContainerScaler serves `host`: its own unless a host document read said
+        another (a simulated host's agent); a host not read yet has a lane of its own meanwhile."""
+        return self._agents.get(host, host)
+
     async def _dispatch(self, batch: list[Request]) -> None:
-        """Hand each container request to its host's lane; application and user
-        requests (and unknown names) share one lane of their own.
+        """Hand each container request to the lane of the node serving its host; application
+        and user requests (and unknown names) share one lane of their own.
 
         With shards, a container request of a host another shard owns goes to that
         shard, and a request that spans hosts to shard 0, which plans them."""
@@ -288,10 +310,11 @@ class Scaler:
             if owner != self.shard and (key or shards > 1):
                 elsewhere.setdefault(owner, []).append(r)
                 continue
-            self._backlog.setdefault(key, []).append(r)
-            lane = self._lanes.get(key)
+            node = self._node_of(key) if key else ""
+            self._backlog.setdefault(node, []).append((r, key))
+            lane = self._lanes.get(node)
             if lane is None or lane.done():
-                self._lanes[key] = asyncio.get_event_loop().create_task(self._lane(key))
+                self._lanes[node] = asyncio.get_event_loop().create_task(self._lane(node))
         for owner, requests in elsewhere.items():
             task = asyncio.get_event_loop().create_task(self._forward(owner, requests, host_of))
             self._forwards.add(task)
@@ -328,9 +351,12 @@ class Scaler:
     async def _lane(self, key: str) -> None:
         """Apply the requests queued for one lane, a batch at a time, until none are left."""
         while self._backlog.get(key):
-            batch = self._backlog.pop(key)
+            queued = self._backlog.pop(key)
             try:
-                await self._process(batch)
+                if key:
+                    await self._process_node(queued)
+                else:
+                    await self._process([r for r, _ in queued])
             except Exception:
                 log.exception("scaler batch of lane %r failed", key)
 
@@ -356,8 +382,38 @@ class Scaler:
             view["limits"].update(extra["limits"])
             view["usages"].update(extra["usages"])
             view["users"] = extra["users"]
-        self._handles.serve_hosts(view["hosts"].values())  # a simulated host's node is its agent's
+        self._serve_hosts(view["hosts"].values())  # a simulated host's node is its agent's
         return view
+
+    async def _process_node(self, queued: list[tuple[Request, str]]) -> None:
+        """A node lane's batch: container requests of hosts that one ContainerScaler serves,
+        each with the host `_dispatch` found for it.
+
+        Their hosts' locks are taken first and the view is read once, under them. A batch
+        this cannot take as it stands goes through `_process`, which reads again: an inactive
+        Scaler or aligned polling (they wait outside the locks), a container on a host not
+        locked (subscribed again elsewhere since), a host another shard owns now.
+        """
+        db = self._db()
+        batch = [r for r, _ in queued]
+        locked = {h for _, h in queued}
+        async with self._hosts_locked(locked):
+            view = await self._view(batch)
+            settings = ScalerSettings.from_config(view["config"])
+            shards = await self._shards.read()
+            if (settings.active and not settings.aligned_polling and locked.issuperset(view["hosts"])
+                    and all(shard_of(h, shards) == self.shard for h in view["hosts"])):
+                now = time.time()
+                kept, purged = filter_requests(batch, now, settings.request_timeout_s)
+                entries = [self._entry(r, "expired" if now - r.timestamp > settings.request_timeout_s
+                                       else "superseded", "") for r in purged]
+                if kept:
+                    # Superseded and expired requests go to the decision log first, in the same record.
+                    await self._apply_all(sort_requests(kept), view, entries)
+                elif entries:
+                    await db.log_requests.remote(entries)
+                return
+        await self._process(batch)
 
     async def _process(self, batch: list[Request]) -> None:
         db = self._db()
@@ -390,9 +446,13 @@ class Scaler:
             view = await self._view(kept)
             entries += await self._apply_all(sort_requests(kept), view)
 
-    async def _apply_all(self, requests: list[Request], view: BatchView) -> list[DecisionEntry]:
+    async def _apply_all(self, requests: list[Request], view: BatchView,
+                         logged_first: Sequence[DecisionEntry] = ()) -> list[DecisionEntry]:
+        """Apply these requests against the view's accounting and record what changed in one
+        StateDB call (`logged_first`: decision-log entries of the batch that go before)."""
         db = self._db()
         hosts = {n: Host.model_validate(d) for n, d in view["hosts"].items()}
+        read = dict(hosts)
         currents: Currents = {}
         maxes: Currents = {}
         entries: Optional[list[DecisionEntry]] = None
@@ -409,11 +469,15 @@ class Scaler:
                     entries += await self._apply_group(req, view, hosts, currents, maxes)
                 else:
                     entries.append(await self._apply_one(req, view, hosts, currents))
+        # NOTE: a plan never changes a Host in place (it returns a new one), so the hosts
+        # whose accounting changed are those no longer the object parsed from the view.
         host_updates: dict[str, dict[str, HostFields]] = {
             n: {r: h.resources[r].model_dump(exclude_none=True) for r in ("cpu", "mem")}
             for n, h in hosts.items()
-            if h.model_dump() != view["hosts"].get(n)
+            if h is not read.get(n)
         }
+        if logged_first:
+            entries = [*logged_first, *entries]
         if maxes:
             await db.record_group_scaling.remote(currents, maxes, host_updates, entries)
         elif currents or host_updates or entries:
@@ -484,58 +548,75 @@ class Scaler:
     async def _apply_batched(
         self, requests: list[Request], view: BatchView, hosts: dict[str, Host], currents: Currents,
     ) -> Optional[list[DecisionEntry]]:
-        """Container requests of one host: planned one after the other, written in one
-        call to its node, accounted when every write succeeded.
+        """Container requests of the hosts of one node: planned one after the other, written
+        in one call to the node, accounted host by host.
 
-        If the node refuses any write, every write of the batch is put back and None
-        is returned, for the caller to apply the batch one request at a time (which
-        finds the culprit). `hosts` and `currents` change only on success.
+        A host whose writes the node all took is accounted. If the node refuses a write of a
+        host, that host's writes are put back and its requests applied one at a time (which
+        finds the culprit; a host with one request fails it, as `_apply_one` does); the other
+        hosts' writes stand. None (nothing written) when the requests' hosts have different
+        nodes, for the caller to apply them one at a time. `hosts` and `currents` change only
+        for hosts whose writes were all taken.
         """
         t0 = time.perf_counter()
         work_hosts = dict(hosts)
         work_currents = {n: dict(v) for n, v in currents.items()}
-        not_planned: list[tuple[Request, str, str]] = []
-        planned: list[tuple[Request, Container, Plan]] = []
+        rows: list[tuple[Request, str, Union[tuple[Container, Plan], tuple[str, str]]]] = []
+        """Each request with its container's host ("" for none) and its plan or why none."""
         for i, req in enumerate(requests):
             if i % YIELD_EVERY == YIELD_EVERY - 1:
                 await asyncio.sleep(0)  # let submit and ping through during a long batch
             p = self._plan(req, view, work_hosts, work_currents)
             if isinstance(p[0], str):
-                not_planned.append((req, p[0], p[1]))
+                rows.append((req, str(view["structures"].get(req.structure, {}).get("host") or ""), p))
                 continue
-            container, plan = p
+            container, plan = cast(tuple[Container, Plan], p)
             work_hosts[container.host] = plan.host
             work_currents.setdefault(container.name, {})[req.resource] = plan.new_current
-            planned.append((req, container, plan))
-        node_hosts = {c.host for _, c, _ in planned}
-        if len(node_hosts) > 1:
-            return None  # not one lane's batch: one request at a time
-        if planned:
-            host = node_hosts.pop()
-            items: list[Write] = [(c.name, plan.change, bounds_of(c)) for _, c, plan in planned
-                                  if plan.change is not None]
+            rows.append((req, container.host, p))
+        planned = [(req, host, cast(tuple[Container, Plan], p)) for req, host, p in rows if not isinstance(p[0], str)]
+        if len({self._node_of(host) for _, host, _ in planned}) > 1:
+            return None  # not one node's batch: one request at a time
+        refused: dict[str, str] = {}
+        """Host → what its node refused first."""
+        items: list[Write] = [(c.name, plan.change, bounds_of(c)) for _, _, (c, plan) in planned
+                              if plan.change is not None]
+        if items:
+            node_host = planned[0][1]
             try:
-                results = await self._write_many(host, items)
+                results = await self._write_many(node_host, items)
             except Unavailable as e:
-                return ([self._entry(req, outcome, reason) for req, outcome, reason in not_planned]
+                return ([self._entry(req, *cast(tuple[str, str], p)) for req, _, p in rows if isinstance(p[0], str)]
                         + [self._entry(req, "failed", _reason(e)) for req, _, _ in planned])
-            refused = [r for r in results if not r.ok]
-            if refused:
-                self.batches["put_back"] += 1
-                log.warning("a batch of %d writes on %s was put back: %s: %s", len(items), host,
-                            refused[0].name, refused[0].error)
-                await self._put_back([(self._container(view["structures"][c.name], currents), hosts[host])
-                                      for _, c, _ in planned])
-                return None
-        self.batches["written"] += 1
-        hosts.update(work_hosts)
-        currents.update(work_currents)
-        entries = [self._entry(req, outcome, reason) for req, outcome, reason in not_planned]
+            host_of = {c.name: c.host for _, _, (c, _) in planned}
+            for r in results:
+                if not r.ok:
+                    refused.setdefault(host_of.get(r.name, ""), f"{r.name}: {r.error}")
+        if refused:
+            await self._put_back([(self._container(view["structures"][c.name], currents), hosts[host])
+                                  for _, host, (c, _) in planned if host in refused])
+        entries = [self._entry(req, *cast(tuple[str, str], p)) for req, host, p in rows
+                   if isinstance(p[0], str) and host not in refused]
+        good = [(req, host, cp) for req, host, cp in planned if host not in refused]
+        for host in {host for _, host, _ in rows if host in work_hosts and host not in refused}:
+            self.batches["written"] += 1
+            hosts[host] = work_hosts[host]
         per_request = (time.perf_counter() - t0) / max(len(planned), 1)
-        for req, c, plan in planned:
+        for req, _, (c, plan) in good:
+            currents.setdefault(c.name, {})[req.resource] = plan.new_current
             self.apply_s.append(per_request)
             metrics.scaler_apply(per_request)
             entries.append(self._entry(req, plan.outcome, plan.reason, plan.amount, plan.new_current))
+        for host, what in sorted(refused.items()):
+            mine = [req for req, h, _ in rows if h == host]
+            if len(mine) == 1:
+                # One request: its write was refused and put back, as `_apply_one` does.
+                entries.append(self._entry(mine[0], "failed", what.removeprefix(f"{mine[0].structure}: ")))
+                continue
+            self.batches["put_back"] += 1
+            log.warning("a batch of %d requests on %s was put back: %s", len(mine), host, what)
+            for req in mine:
+                entries.append(await self._apply_one(req, view, hosts, currents))
         return entries
 
     async def _apply_group(
@@ -825,7 +906,7 @@ class Scaler:
             db = self._db()
             names = [w.name for w in part.writes]
             view: ScalerView = await db.scaler_view.remote(names)
-            self._handles.serve_hosts(view["hosts"].values())  # a simulated host's node is its agent's
+            self._serve_hosts(view["hosts"].values())  # a simulated host's node is its agent's
             host_doc = view["hosts"].get(part.host)
             host = Host.model_validate(host_doc) if host_doc else None
             docs = {n: d for n, d in view["structures"].items() if d.get("host") == part.host}
@@ -938,11 +1019,12 @@ class Scaler:
         A put-back that fails is logged: the StructuresSnapshoter finds the drift and
         has the recorded limits written again (`reapply`).
         """
-        by_host: dict[str, list[Write]] = {}
+        by_node: dict[str, tuple[str, list[Write]]] = {}
         for c, host in containers:
             before = physical_of(c, host)
-            by_host.setdefault(c.host, []).append((c.name, LimitChange.model_validate(before.model_dump()), None))
-        for host_name, items in by_host.items():
+            _, items = by_node.setdefault(self._node_of(c.host), (c.host, []))
+            items.append((c.name, LimitChange.model_validate(before.model_dump()), None))
+        for host_name, items in by_node.values():
             try:
                 results = await self._write_many(host_name, items)
             except Exception as e:
@@ -987,7 +1069,7 @@ class Scaler:
         host_of = {n: host_of[n] for n in names}
         async with self._hosts_locked(host_of.values()):
             view: ScalerView = await db.scaler_view.remote(names)
-            self._handles.serve_hosts(view["hosts"].values())
+            self._serve_hosts(view["hosts"].values())
             for name in names:
                 doc = view["structures"].get(name)
                 if doc is None or doc.get("subtype") != "container":
@@ -1041,7 +1123,7 @@ class Scaler:
                 raise Invalid(f"{c.host!r} is not a host") from None
             if not host.reachable:
                 raise Unavailable(f"host {c.host!r} is unreachable: {_unreachable(host)}")
-            self._handles.serve(host.name, host.agent)
+            self._serve_hosts([{"name": host.name, "agent": host.agent}])
             if c.name not in await self._listed(c.host):
                 raise NotFound(f"container {c.name!r} not found on host {c.host!r}")
             plan = subscribe(c, host, distribution_of(host))
