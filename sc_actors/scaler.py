@@ -72,7 +72,7 @@ from .model import (
     check_name,
 )
 from .policy.applications import Placement, plan_application_request, plan_user_request
-from .policy.cores import core_distribution
+from .policy.cores import CoreOrder, core_distribution, core_order
 from .policy.health import HEARTBEAT_S
 from .policy.planning import Plan, plan_container_request
 from .policy.requests import filter_requests, sort_requests
@@ -204,7 +204,7 @@ class Scaler:
         self.outcomes: collections.Counter[str] = collections.Counter()
         self.batches: collections.Counter[str] = collections.Counter()
         """Batches of one host written in one call ("written"), or put back after a refusal ("put_back")."""
-        self._distributions: dict[str, tuple[Any, list[str]]] = {}
+        self._distributions: dict[str, tuple[Any, CoreOrder]] = {}
         self.apply_s: collections.deque[float] = collections.deque(maxlen=1000)
         self._task = asyncio.get_event_loop().create_task(self._loop())
 
@@ -515,7 +515,8 @@ class Scaler:
             host,
             physical_of(container, host),
             view["usages"].get(container.name, {}).get("mem"),
-            mem_margin_of(container, _limits_of(view["limits"].get(container.name))),
+            # Only a memory request has a floor of usage + margin: a CPU one reads no limits.
+            mem_margin_of(container, _limits_of(view["limits"].get(container.name))) if req.resource == "mem" else 0.0,
             self._distribution(host) if req.resource == "cpu" else [],
         )
         if plan.outcome == "refused":
@@ -759,13 +760,15 @@ class Scaler:
             distributions={h: self._distribution(host) for h, host in hosts.items()},
         )
 
-    def _distribution(self, host: Host) -> list[str]:
-        """The host's core order (§4.6), computed again only when its topology changes."""
+    def _distribution(self, host: Host) -> CoreOrder:
+        """The host's cores in the order they are handed out (§4.6), ordered again only when
+        its topology or its cores change (`policy.cores.CoreOrder`)."""
         topology = getattr(host, "topology", None)
-        key = topology or len(host.resources["cpu"].core_usage_mapping or {})
+        core_map = host.resources["cpu"].core_usage_mapping or {}
+        key = topology or len(core_map)
         cached = self._distributions.get(host.name)
-        if cached is None or cached[0] != key:
-            cached = self._distributions[host.name] = (key, distribution_of(host))
+        if cached is None or cached[0] != key or cached[1].cores != core_map.keys():
+            cached = self._distributions[host.name] = (key, core_order(core_map, distribution_of(host)))
         return cached[1]
 
     # ------------------------------------------------------------------ requests that span shards

@@ -130,7 +130,26 @@ def _copy(core_map: CoreMap) -> CoreMap:
     return dict(core_map)
 
 
-def _order(core_map: CoreMap, distribution: Sequence[str]) -> list[str]:
+class CoreOrder(tuple[str, ...]):
+    """Every core of a host's map once, in the order its distribution hands them out
+    (`core_order`). `scale_cpu` takes it as its distribution without ordering the map
+    again, as long as the map still has exactly these cores: a planner working through
+    many requests of one host orders its cores once."""
+
+    cores: frozenset[str]
+
+
+def core_order(core_map: Mapping[str, object], distribution: Sequence[str]) -> CoreOrder:
+    """The cores of `core_map` in distribution order, those it does not list after them in
+    numeric order (what `scale_cpu` walks)."""
+    order = CoreOrder(_order(core_map, distribution))
+    order.cores = frozenset(order)
+    return order
+
+
+def _order(core_map: Mapping[str, object], distribution: Sequence[str]) -> list[str]:
+    if isinstance(distribution, CoreOrder) and core_map.keys() == distribution.cores:
+        return list(distribution)
     listed = list(dict.fromkeys(core for core in distribution if core in core_map))
     seen = set(listed)
     return listed + sorted((core for core in core_map if core not in seen), key=_core_key)
@@ -138,10 +157,6 @@ def _order(core_map: CoreMap, distribution: Sequence[str]) -> list[str]:
 
 def _core_key(core: str) -> tuple[int, str]:
     return (int(core), core) if core.isdigit() else (1 << 30, core)
-
-
-def _held(core_map: CoreMap, container: str, core: str) -> float:
-    return core_map[core].get(container, 0.0)
 
 
 def _free(core_map: CoreMap, core: str) -> float:
@@ -181,14 +196,19 @@ def container_cores(core_map: Mapping[str, Mapping[str, float]], container: str)
 
 def _scale_up(core_map: CoreMap, container: str, amount: float, order: list[str]) -> float:
     # 1) free shares on the cores the container already uses,
-    used = [c for c in order if _held(core_map, container, c) > 0]
+    used = [c for c in order if core_map[c].get(container, 0.0) > 0]
     got = _take(core_map, used, FREE, container, amount)
     # 2) then completely free cores, 3) then the other partially free cores,
-    # all in distribution order.
-    empty = [c for c in order if c not in used and _free(core_map, c) >= SHARES_PER_CORE]
-    got += _take(core_map, empty, FREE, container, amount - got)
-    partial = [c for c in order if _held(core_map, container, c) <= 0 and _free(core_map, c) > 0]
-    got += _take(core_map, partial, FREE, container, amount - got)
+    # all in distribution order (a step is skipped once the amount is reached:
+    # `_take` would take nothing).
+    if amount - got > _EPS:
+        in_use = set(used)
+        empty = [c for c in order if c not in in_use and core_map[c].get(FREE, 0.0) >= SHARES_PER_CORE]
+        got += _take(core_map, empty, FREE, container, amount - got)
+    if amount - got > _EPS:
+        partial = [c for c in order
+                   if core_map[c].get(container, 0.0) <= 0 and core_map[c].get(FREE, 0.0) > 0]
+        got += _take(core_map, partial, FREE, container, amount - got)
     return got
 
 
@@ -198,18 +218,27 @@ def _scale_down(core_map: CoreMap, container: str, amount: float, order: list[st
         raise ValueError(f"{container} holds {held:g} shares on this host, cannot release {amount:g}")
     # Reverse distribution order, the cores where it holds the fewest shares first,
     # so whole cores leave the cpuset as soon as possible.
-    cores = [c for c in reversed(order) if _held(core_map, container, c) > 0]
-    cores.sort(key=lambda c: _held(core_map, container, c))
+    cores = [c for c in reversed(order) if core_map[c].get(container, 0.0) > 0]
+    cores.sort(key=lambda c: core_map[c][container])
     return _take(core_map, cores, container, FREE, amount)
 
 
 def _result(core_map: CoreMap, container: str, shares: float) -> CpuScaling:
+    # `container_cores` and `held_shares` in one walk over the cores.
+    held = 0.0
+    cores: list[str] = []
+    for core, entry in core_map.items():
+        v = entry.get(container, 0.0)
+        held += v
+        if v > 0:
+            cores.append(core)
+    cores.sort(key=_core_key)
     return CpuScaling(
         core_map=core_map,
-        cpu_num=format_cpu_list(container_cores(core_map, container)),
+        cpu_num=format_cpu_list(cores),
         shares=shares,
         host_free_delta=-shares,
-        held=held_shares(core_map, container),
+        held=held,
     )
 
 

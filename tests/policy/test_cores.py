@@ -5,7 +5,7 @@ import copy
 
 import pytest
 
-from sc_actors.policy.cores import allocate_cores, core_distribution, new_core_map, scale_cpu
+from sc_actors.policy.cores import allocate_cores, core_distribution, core_order, new_core_map, scale_cpu
 from sc_actors.units import parse_cpu_list
 
 TOPOLOGY = {"0": {"0": [0, 4], "1": [1, 5]}, "1": {"0": [2, 6], "1": [3, 7]}}
@@ -137,6 +137,29 @@ def test_a_scale_down_takes_from_the_least_used_cores_in_reverse_order():
 def test_a_zero_scaling_changes_nothing():
     result = scale_cpu(dante(), "node0", 0, PP_LL)
     assert (result.shares, result.cpu_num, result.core_map) == (0, "0,2", dante())
+
+
+def test_a_core_order_lists_the_cores_the_distribution_lacks_last_in_numeric_order():
+    core_map = {"10": {"free": 100}, "3": {"free": 100}, "1": {"free": 100}, "0": {"free": 100}}
+    assert core_order(core_map, ["1", "0", "7"]) == ("1", "0", "3", "10")  # 7 is not a core of the map
+
+
+@pytest.mark.parametrize("container, amount", [
+    pytest.param("node1", -150, id="scale-down"),
+    pytest.param("node0", 0, id="zero"),
+    pytest.param("c", 30, id="scale-up on a full host"),
+])
+def test_scaling_with_the_core_order_is_scaling_with_its_distribution(container, amount):
+    order = core_order(dante(), PP_LL)
+    assert scale_cpu(dante(), container, amount, order) == scale_cpu(dante(), container, amount, PP_LL)
+
+
+def test_a_scale_up_with_a_core_order_of_other_cores_still_walks_every_core():
+    order = core_order({"0": {"free": 100}, "1": {"free": 100}, "2": {"free": 100}}, PP_LL)
+    grown = {**{c: {"free": 100} for c in order}, "3": {"free": 100}}  # a fourth core since
+    result = scale_cpu(grown, "c", 400, order)
+    # Trusted as it is, the order would hand out 3 cores (300 shares); ordered again, all 4.
+    assert (result.shares, result.cpu_num) == (400, "0,1,2,3")
 
 
 # --------------------------------------------------------------------------- subscription (§1.2, §6)
