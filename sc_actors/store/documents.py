@@ -22,8 +22,14 @@ on is durable (no reader acts on a change a crash could still take back). Checkp
 are written by the committer, with the lock held and nothing pending, so none
 interleaves with a half-written batch. `open()` loads the last checkpoint and replays
 the journal after it; damage stops it (`JournalCorrupt`, `CheckpointCorrupt`, see
-statedir.py for the repair). Ops are absolute (`put`, `delete`), never deltas, so
-replaying a record twice changes nothing.
+statedir.py for the repair). Ops are absolute (`put`, `patch`, `delete`), never deltas,
+so replaying a record twice changes nothing.
+
+Patches. A writer that changes a few fields of a large document (the Scaler's `current`
+of a container, a host's free shares and the cores that moved, the Guardian's
+upper/lower) commits a `patch` op naming only those fields. It is applied by the same
+function (`patched`) at commit and at replay, so the document a replay rebuilds is the
+one that was acknowledged; the journal holds the fields, not the whole document.
 """
 from __future__ import annotations
 
@@ -32,12 +38,12 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Iterable, MutableMapping, Optional, TypeVar, cast
+from typing import Any, Callable, Iterable, MutableMapping, Optional, TypeVar, cast
 
 from ..errors import StorageFailed
 from ..model import Document
 from .checkpoint import Docs, read_checkpoint, tmp_path, write_checkpoint
-from .journal import Journal, Op, Ops, frame
+from .journal import FieldPath, Journal, Op, Ops, frame
 from .statedir import CHECKPOINT_FILE, JOURNAL_FILE, check_follows_checkpoint, migrate_jsonl
 
 log = logging.getLogger(__name__)
@@ -79,6 +85,60 @@ def put(collection: str, name: str, doc: Document) -> Op:
 
 def delete(collection: str, name: str) -> Op:
     return {"op": "delete", "c": collection, "name": name}
+
+
+def patch(collection: str, name: str, sets: list[tuple[FieldPath, Any]], unsets: Iterable[FieldPath] = ()) -> Op:
+    """Set (and remove) fields of an existing document: `[(["resources", "cpu", "current"], 150.0)]`."""
+    op: Op = {"op": "patch", "c": collection, "name": name, "set": sets}
+    unset = list(unsets)
+    if unset:
+        op["unset"] = unset
+    return op
+
+
+def patched(doc: Document, sets: Iterable[tuple[FieldPath, Any]], unsets: Iterable[FieldPath] = ()) -> Document:
+    """A new document: `doc` with each (path, value) of `sets` set, then each path of `unsets` removed.
+
+    `doc` is not changed: only the dicts on the paths are copied (each once), the rest is
+    shared with it. A dict missing on the way (or a value that is no dict) becomes a new
+    dict, as `State.patch` does; a path to remove that is not there is left alone.
+    """
+    out = dict(doc)
+    copies: dict[tuple[str, ...], dict[str, Any]] = {(): out}
+    """Each dict copied so far, by its path: written in place from then on."""
+    for path, value in sets:
+        _parent(out, copies, path, True)[path[-1]] = value  # type: ignore[index]
+    for path in unsets:
+        at = _parent(out, copies, path, False)
+        if at is not None:
+            at.pop(path[-1], None)
+    return out
+
+
+def _parent(out: Document, copies: dict[tuple[str, ...], dict[str, Any]], path: FieldPath,
+            make: bool) -> Optional[dict[str, Any]]:
+    """The (copied) dict that holds the last key of `path`; None if missing and not `make`."""
+    key = tuple(path[:-1])
+    cur = copies.get(key)
+    if cur is not None:
+        return cur
+    cur = out
+    for i, k in enumerate(path[:-1]):
+        mine = copies.get(key[:i + 1])
+        if mine is not None:
+            cur = mine
+            continue
+        nxt = cur.get(k)
+        if not isinstance(nxt, dict):
+            if not make:
+                return None
+            nxt = {}
+        else:
+            nxt = dict(nxt)
+        cur[k] = nxt
+        copies[key[:i + 1]] = nxt
+        cur = nxt
+    return cur
 
 
 def shallow_resources(doc: Document) -> Document:
@@ -192,6 +252,7 @@ class DocumentStore:
         for ops in batches:
             _check_ops(ops)
         with self.lock:
+            self._check_patched_exist(batches)
             # Framed first (JSON that cannot be written raises here), so all or none is applied.
             seq, seqs, framed = self.seq, [], []
             for ops in batches:
@@ -207,6 +268,16 @@ class DocumentStore:
         if last is not None:
             self.wait(last)
         return seqs
+
+    def _check_patched_exist(self, batches: list[Ops]) -> None:
+        """Refuse (before anything is applied) a patch of a document that will not exist then."""
+        exists: dict[tuple[str, str], bool] = {}
+        for ops in batches:
+            for op in ops:
+                key = (op["c"], op["name"])
+                if op["op"] == "patch" and not exists.get(key, op["name"] in self.docs[op["c"]]):
+                    raise ValueError(f"patch of {op['c']}/{op['name']}, which does not exist")
+                exists[key] = op["op"] != "delete"
 
     def run(self, fn: Callable[[], T]) -> T:
         """`fn()` under the lock, returned once every change it saw or made is durable.
@@ -316,6 +387,11 @@ class DocumentStore:
             c, name = op["c"], op["name"]
             if op["op"] == "put":
                 self.docs[c][name] = op["doc"]
+            elif op["op"] == "patch":
+                doc = self.docs[c].get(name)
+                if doc is None:
+                    raise ValueError(f"journal seq {seq}: patch of {c}/{name}, which does not exist")
+                self.docs[c][name] = patched(doc, op["set"], op.get("unset", ()))
             elif op["op"] == "delete":
                 self.docs[c].pop(name, None)
             else:
@@ -397,9 +473,32 @@ def _as_storage_error(e: Exception) -> StorageFailed:
 def _check_ops(ops: Ops) -> None:
     """Refuse, before anything is written, ops that replay could not apply."""
     for op in ops:
-        if not isinstance(op, dict) or op.get("op") not in ("put", "delete"):
+        if not isinstance(op, dict) or op.get("op") not in ("put", "patch", "delete"):
             raise ValueError(f"unknown journal op {op!r}")
         if op.get("c") not in COLLECTIONS or not isinstance(op.get("name"), str):
             raise ValueError(f"journal op on unknown collection or name: {op.get('c')!r}/{op.get('name')!r}")
         if op["op"] == "put" and not isinstance(op.get("doc"), dict):
             raise ValueError(f"put {op['c']}/{op['name']} without a document")
+        if op["op"] == "patch" and not _fields_ok(op):
+            raise ValueError(f"patch {op['c']}/{op['name']} without a list of (path, value) to set, "
+                             "each path a non-empty list of keys")
+
+
+def _fields_ok(op: Op) -> bool:
+    """A patch's `set` is a list of (path, value) and its `unset` a list of paths (non-empty lists of str)."""
+    sets, unsets = op.get("set"), op.get("unset", [])
+    if type(sets) is not list or type(unsets) is not list:
+        return False
+    for pair in sets:
+        if type(pair) not in (list, tuple) or len(pair) != 2 or not _path_ok(pair[0]):
+            return False
+    return all(_path_ok(p) for p in unsets)
+
+
+def _path_ok(path: object) -> bool:
+    if type(path) is not list or not path:
+        return False
+    for k in path:
+        if type(k) is not str:
+            return False
+    return True

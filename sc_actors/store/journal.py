@@ -17,7 +17,7 @@ One record (all integers little-endian)::
     seq     i64   the change's sequence number; the next record's is seq + 1
     crc     u32   CRC-32 of the payload
     hcrc    u32   CRC-32 of the 20 bytes above, so a damaged length is never trusted
-    payload       `{"ops": [...]}` as JSON
+    payload       `{"ops": [...]}` as JSON (`Op`: put, patch or delete)
 
 A record's ops are applied together or not at all. What is found at open:
 
@@ -66,15 +66,28 @@ MAX_ZERO_TAIL_BYTES = 16 << 20
 
 
 
-class Op(TypedDict):
-    """One change of a record: `put` a whole document, or `delete` one (never a delta)."""
+FieldPath = list[str]
+"""Keys from a document's top down to one field: `["resources", "cpu", "current"]`."""
 
-    op: Literal["put", "delete"]
+
+class Op(TypedDict):
+    """One change of a record: `put` a whole document, `patch` some fields of one, or `delete` one.
+
+    A `patch` sets absolute values (never a delta), so replaying it twice changes nothing;
+    it names only what changed, so a scaling of one container among a host's 128 cores
+    journals the few cores that moved, not the host's document.
+    """
+
+    op: Literal["put", "patch", "delete"]
     c: str
     """The collection."""
     name: str
     doc: NotRequired[Document]
     """The whole document, for a `put`."""
+    set: NotRequired[list[tuple[FieldPath, Any]]]
+    """For a `patch`: (path, value) of each field set; dicts missing on the way are made."""
+    unset: NotRequired[list[FieldPath]]
+    """For a `patch`: the path of each field removed (after `set`)."""
 
 
 Ops = list[Op]

@@ -17,16 +17,19 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from typing import Optional
+from typing import Any, Optional
 
 from ..columns import HostWindow
 from ..errors import Conflict, NotFound
 from ..model import Document
-from .documents import delete, put
+from .documents import delete, patch, put
 from .entries import EventEntry, RequestEntry, lifecycle_entry
-from .journal import Ops
+from .journal import FieldPath, Ops
 from .state import State, validate
 from .views import Bound, HostEnsured, HostFields, Usage
+
+_NONE = object()
+"""A field a document does not have (differs from every value, None too)."""
 
 # --------------------------------------------------------------------------- Guardian, Scaler, snapshoter
 
@@ -53,19 +56,20 @@ def guardian_report_windows(state: State, windows: Sequence[HostWindow], bounds:
 
 
 def _report_bounds(state: State, bounds: dict[str, dict[str, Bound]], events: list[EventEntry]) -> None:
+    """The upper/lower that moved, each limits document patched in those two fields only."""
     ops: Ops = []
     for name, per_res in bounds.items():
-        doc = state.docs.copy_resources("limits", name)
+        doc = state.docs.get("limits", name)
         if doc is None:
             continue
-        changed = False
+        resources = doc.get("resources")
+        sets: list[tuple[FieldPath, Any]] = []
         for res, (upper, lower) in per_res.items():
-            r = doc.setdefault("resources", {}).setdefault(res, {})
-            if r.get("upper") != upper or r.get("lower") != lower:
-                r["upper"], r["lower"] = upper, lower
-                changed = True
-        if changed:
-            ops.append(put("limits", name, doc))
+            r = resources.get(res) if isinstance(resources, dict) else None
+            if not isinstance(r, dict) or r.get("upper") != upper or r.get("lower") != lower:
+                sets += [(["resources", res, "upper"], upper), (["resources", res, "lower"], lower)]
+        if sets:
+            ops.append(patch("limits", name, sets))
     state.commit(ops)
     state.events.extend(events)
 
@@ -74,27 +78,40 @@ def record_scaling(state: State, currents: dict[str, dict[str, float]], hosts: d
                    log_entries: list[RequestEntry], maxes: Optional[dict[str, dict[str, float]]] = None) -> int:
     """New `current` (and `max`) of structures or users and the new host accounting, in one record.
 
-    Values are absolute (not deltas), so a retried call changes nothing more.
+    Values are absolute (not deltas), so a retried call changes nothing more. Each
+    document is patched in the fields whose value changed, and one where none did is
+    not written.
     """
     maxes = maxes or {}
     ops: Ops = []
     for name in sorted(set(currents) | set(maxes)):
         collection = "structures" if state.docs.get("structures", name) is not None else "users"
-        doc = state.docs.copy_resources(collection, name)
+        doc = state.docs.get(collection, name)
         if doc is None:
             continue
-        for res, value in currents.get(name, {}).items():
-            doc["resources"][res]["current"] = value
-        for res, value in maxes.get(name, {}).items():
-            doc["resources"][res]["max"] = value
-        ops.append(put(collection, name, doc))
+        sets: list[tuple[FieldPath, Any]] = []
+        for field, values in (("current", currents.get(name, {})), ("max", maxes.get(name, {}))):
+            for res, number in values.items():
+                if doc["resources"][res].get(field, _NONE) != number:
+                    sets.append((["resources", res, field], number))
+        if sets:
+            ops.append(patch(collection, name, sets))
     for name, resources in hosts.items():
-        doc = state.docs.copy_resources("structures", name)
+        doc = state.docs.get("structures", name)
         if doc is None:
             continue
+        sets = []
         for res, fields in resources.items():
-            doc["resources"][res].update(fields)
-        ops.append(put("structures", name, doc))
+            stored = doc["resources"][res]
+            for field, value in fields.items():
+                old = stored.get(field, _NONE)
+                # NOTE: a host's core map is set whole when it changed. Per core it is hardly
+                # smaller (a scaled container spans many cores), and comparing 128 cores in
+                # Python costs more than the JSON it saves.
+                if old != value:
+                    sets.append((["resources", res, field], value))
+        if sets:
+            ops.append(patch("structures", name, sets))
     seq = state.commit(ops)
     state.requests.extend(log_entries)
     return seq

@@ -164,3 +164,41 @@ def test_set_host_reachable_says_whether_it_changed(state, clock):
     assert ops.set_host_reachable(state, "c0", False) is False  # not a host: left alone
     assert ops.set_host_reachable(state, "h0", True) is True
     assert "unreachable_since" not in state.docs.get("structures", "h0")
+
+
+def _last_record(state) -> list[dict[str, Any]]:
+    from sc_actors.store.journal import read_records
+
+    return list(read_records(state.docs.journal.path))[-1][1]
+
+
+def test_record_scaling_journals_only_the_fields_that_changed_and_a_reopen_gives_the_same_documents(state, tmp_path):
+    _setup(state)
+    core_map = copy.deepcopy(state.docs.get("structures", "h0")["resources"]["cpu"]["core_usage_mapping"])
+    core_map["0"] = {"free": 50.0, "c0": 50.0}
+    seq = ops.record_scaling(state, {"c0": {"cpu": 150, "mem": state.docs.get("structures", "c0")["resources"]["mem"]["current"]}},
+                             {"h0": {"cpu": {"free": 350.0, "core_usage_mapping": core_map}}}, [])
+    # c0's mem current was already that: only its cpu current; the host's free and core map.
+    assert sorted((op["op"], op["name"], tuple(tuple(p) for p, _ in op["set"])) for op in _last_record(state)) == [
+        ("patch", "c0", (("resources", "cpu", "current"),)),
+        ("patch", "h0", (("resources", "cpu", "free"), ("resources", "cpu", "core_usage_mapping")))]
+    # Nothing changed: nothing written, the same seq.
+    assert ops.record_scaling(state, {"c0": {"cpu": 150}}, {"h0": {"cpu": {"free": 350.0}}}, []) == seq
+    from sc_actors.store.state import State
+
+    written = copy.deepcopy(state.docs.docs)
+    state.docs.close()
+    again = State.open(tmp_path, fsync=False)
+    assert again.docs.docs == written and again.docs.seq == seq
+    again.docs.close()
+
+
+def test_guardian_bounds_journal_upper_and_lower_only_and_keep_an_edit_of_boundary(state):
+    _setup(state)
+    state.put("limits", {"name": "c0", "resources": {"cpu": {"boundary": 10, "upper": 100.0, "lower": 50.0}}})
+    ops.guardian_report(state, {}, {"c0": {"cpu": (120.0, 60.0)}, "nosuch": {"cpu": (1.0, 0.0)}}, [], 1.0)
+    (op,) = _last_record(state)
+    assert op == {"op": "patch", "c": "limits", "name": "c0",
+                  "set": [[["resources", "cpu", "upper"], 120.0], [["resources", "cpu", "lower"], 60.0]]}
+    assert state.docs.get("limits", "c0")["resources"]["cpu"] == {
+        "boundary": 10, "boundary_type": "percentage_of_max", "upper": 120.0, "lower": 60.0}
