@@ -7,7 +7,8 @@ boundaries that moved in one StateDB call and sends the requests to the Scaler a
 one message. It keeps each container prepared (parsed, limit chain computed) in a
 mirror until the StateDB says its documents changed: the StateDB stays the one
 place of every fact, the mirror is a cache keyed by the StateDB's write seq. Events live here, in memory (volatile by
-design, as in ARCHITECTURE "StateDB"). With `STRUCTURE_GUARDED` `application` (or
+design, as in ARCHITECTURE "StateDB"): a host's containers' as arrays (`policy.event_columns`), so a window is a few
+array operations and only the containers a request rule may act on are evaluated one at a time. With `STRUCTURE_GUARDED` `application` (or
 `user`) the applications (users) anchored at the node are evaluated instead, on the
 Refeeder's sums, right after the window's usage is reported. Each window is then
 announced to the DatabaseSnapshoter and the ReBalancer, without waiting for them.
@@ -17,11 +18,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import math
 import time
 from collections.abc import Mapping
 from typing import Any, Optional, Union, cast
 
+import numpy as np
 from pydantic import TypeAdapter
 from typing_extensions import TypedDict
 
@@ -32,8 +33,9 @@ from .handles import ActorHandle, Handles
 from .loops import every
 from .model import Application, Container, Document, Event, Limits, Request, Rule, Structure, UsageBatch, User
 from .policy.health import HEARTBEAT_S
-from .policy.columnar import HostColumns, fire_host, to_decide, usage_of
-from .policy.serverless import Prepared, RuleSet, evaluate_prepared, fire_window, prepare, quiet_until
+from .policy.columnar import HostColumns, fire_host, host_inputs, usage_of
+from .policy.event_columns import HostEvents, RequestGate, event_entries, may_request, shapes_of
+from .policy.serverless import Prepared, RuleSet, evaluate_prepared, fire_window, prepare
 from .settings import DATABASE_SNAPSHOTER_NAME, REBALANCER_NAME, GuardianSettings, guardian_name, scaler_name
 from .store.views import Bound, EventEntry, GroupGuardianView, GuardianChanges, Usage, WindowQuery
 
@@ -72,9 +74,9 @@ class Guardian:
         self.name = guardian_name(shard)
         self._scaler_name = scaler_name(shard)
         self.events: dict[str, list[Event]] = {}
-        self._quiet: dict[str, float] = {}
-        """Until when each structure with pending events has nothing to decide unless a rule
-        fires or its documents change (`policy.serverless.quiet_until`)."""
+        """Pending events of applications and users; a host's containers' are in `_events`."""
+        self._events: dict[str, HostEvents] = {}
+        """Each host's containers' pending events, as arrays (`policy.event_columns`)."""
         self.last_window_end: dict[str, float] = {}
         self.settings = GuardianSettings()
         self.epoch_s: collections.deque[float] = collections.deque(maxlen=1000)
@@ -90,6 +92,8 @@ class Guardian:
         self._rules_key: Optional[list[Document]] = None
         self._rules: list[Rule] = []
         self._ruleset = RuleSet.of([])
+        self._shapes = shapes_of(self._ruleset)
+        self._gate = RequestGate.of(self._ruleset)
         # The mirror: prepared containers, the StateDB instance and seq each host's view is at,
         # and each host's window as columns (HostColumns, in the order of its last window).
         self._prepared: dict[str, Prepared] = {}
@@ -127,7 +131,7 @@ class Guardian:
             "windows": self.windows,
             "requests_sent": self.requests_sent,
             "requests_dropped": self.requests_dropped,
-            "pending_events": sum(len(v) for v in self.events.values()),
+            "pending_events": sum(len(v) for v in self.events.values()) + sum(he.total() for he in self._events.values()),
             "prepared": len(self._prepared),
             "decided": self.decided,
             "prepares": self.prepares,
@@ -237,10 +241,8 @@ class Guardian:
             self._seen_seq[w.host] = changes["seq"]
         if changes["config"] is not None:
             self.settings = GuardianSettings.from_config(changes["config"])
-            self._quiet.clear()  # computed with the event timeout of the old settings
         if changes["rules"] is not None and self._parse_rules(changes["rules"]):
             self._hosts.clear()  # the rules read other values: every host's columns again
-            self._quiet.clear()
         if tuple(self.settings.guardable_resources) != self._guardable:
             # What is guarded changed: every prepared container is re-prepared from its documents.
             self._guardable = tuple(self.settings.guardable_resources)
@@ -296,10 +298,12 @@ class Guardian:
         self._stored_bounds.pop(name, None)
         self._dirty.discard(name)
         self.events.pop(name, None)
-        self._quiet.pop(name, None)
+        for he in self._events.values():
+            i = he.index.get(name)
+            if i is not None:
+                he.clear(i)
 
     def _forget_all(self) -> None:
-        self._quiet.clear()
         self._prepared.clear()
         self._sources.clear()
         self._stored_bounds.clear()
@@ -309,40 +313,62 @@ class Guardian:
 
     def _step_host(self, w: HostWindow, hc: HostColumns, bounds: Bounds, new_events: list[EventEntry],
                    requests: list[Request]) -> None:
-        """One host's window: the rules over its columns, then each container with something
-        to decide one at a time (`policy.columnar`); what moved goes into the accumulators."""
+        """One host's window: the rules over its columns, the pending events as arrays
+        (`policy.event_columns`), then one at a time only the containers on whose events a
+        request rule may hold, whose boundaries may have moved, or that the columns cannot
+        decide; what moved goes into the accumulators."""
         try:
             fired: Mapping[int, Optional[list[Rule]]] = fire_host(hc, self._ruleset, w)
         except Exception:
             log.exception("guardian: the window of %s is evaluated one container at a time", w.host)
             fired = {i: None for i in range(len(hc.names))}
-        events, dirty, quiet, now = self.events, self._dirty, self._quiet, w.window_end
-
-        def pending(name: str) -> bool:
-            return name in events and now > quiet.get(name, -math.inf)
-
-        for i in to_decide(hc, fired, pending, dirty.__contains__):
+        he = self._host_events(w.host, hc)
+        before = he.copy()
+        now, timeout = w.window_end, self.settings.event_timeout_s
+        currents, usages, usable, cpu_idle = host_inputs(hc, w)
+        he.step(usable, {i: f for i, f in fired.items() if f}, currents, usages, now, timeout)
+        must, removes = may_request(self._gate, he.counts(now, timeout, currents), hc.boundary_types, cpu_idle,
+                                    len(hc.names))
+        dirty = self._dirty
+        chosen = [i for i, name in enumerate(hc.names)
+                  if hc.prepared[i] is not None and (must[i] or fired.get(i, []) is None or name in dirty)]
+        alone = set(chosen)
+        for name, counts in removes.items():
+            he.remove_oldest(name, np.where(usable & ~must, counts, 0))
+        for i, rules in fired.items():
+            if rules and i not in alone and usable[i]:
+                new_events += cast(list[EventEntry], event_entries(hc.names[i], rules, he.shapes, now, currents,
+                                                                   usages, i))
+        for i in chosen:
             p = hc.prepared[i]
-            assert p is not None  # to_decide skips containers with nothing prepared
-            self._decide(hc.names[i], p, usage_of(w, i), w.window_end, fired.get(i, []), bounds, new_events,
-                         requests)
+            assert p is not None
+            pending = self._decide(hc.names[i], p, usage_of(w, i), now, fired.get(i, []), before.events(i), bounds,
+                                   new_events, requests)
+            if not he.put(i, pending):
+                log.warning("guardian: pending events of %s dropped: their rules changed", hc.names[i])
+
+    def _host_events(self, host: str, hc: HostColumns) -> HostEvents:
+        """The pending events of this host's containers, in the window's order."""
+        he = self._events.get(host)
+        if he is None:
+            he = self._events[host] = HostEvents(hc.names, self._shapes)
+        elif he.shapes != self._shapes:
+            he = self._events[host] = he.reshaped(hc.names, self._shapes)  # the rules changed
+        elif he.names != hc.names:
+            he = self._events[host] = he.regrid(hc.names)
+        return he
 
     def _decide(self, name: str, p: Prepared, usage: Mapping[str, float], now: float, fired: Optional[list[Rule]],
-                bounds: Bounds, new_events: list[EventEntry], requests: list[Request]) -> None:
-        """One structure's window (`evaluate_prepared`); what moved goes into the accumulators."""
+                events: list[Event], bounds: Bounds, new_events: list[EventEntry], requests: list[Request]
+                ) -> list[Event]:
+        """One structure's window (`evaluate_prepared`) on its pending `events`; what moved goes
+        into the accumulators; returns its pending events after the window."""
         self.decided += 1
         try:
-            step = evaluate_prepared(p, self._ruleset, usage, self.events.get(name, []), now, self.settings,
-                                     fired=fired)
+            step = evaluate_prepared(p, self._ruleset, usage, events, now, self.settings, fired=fired)
         except Exception:
             log.exception("guardian: %s skipped this window", name)
-            return
-        if step.pending_events:
-            self.events[name] = step.pending_events
-            self._quiet[name] = quiet_until(step.pending_events, self._ruleset, self.settings.event_timeout_s)
-        else:
-            self.events.pop(name, None)
-            self._quiet.pop(name, None)
+            return events
         self._dirty.discard(name)
         stored = self._stored_bounds.setdefault(name, {})
         moved = {res: ul for res, ul in step.bounds.items() if stored.get(res) != ul}
@@ -351,6 +377,7 @@ class Guardian:
             stored.update(moved)
         new_events += [_event_entry(e) for e in step.new_events]
         requests += step.requests
+        return step.pending_events
 
     def _step_prepared(
         self, prepared: dict[str, Prepared], usages: Mapping[str, Usage], now: float
@@ -368,7 +395,12 @@ class Guardian:
             log.exception("guardian: the window's rules are evaluated one structure at a time")
             fired = [None] * len(names)
         for name, p, f in zip(names, prepared.values(), fired):
-            self._decide(name, p, usages.get(name, {}), now, f, bounds, new_events, requests)
+            pending = self._decide(name, p, usages.get(name, {}), now, f, self.events.get(name, []), bounds,
+                                   new_events, requests)
+            if pending:
+                self.events[name] = pending
+            else:
+                self.events.pop(name, None)
         return bounds, new_events, requests
 
     async def _evaluate_groups(self, statedb: ActorHandle, host: str, window_end: float) -> list[Request]:
@@ -438,6 +470,8 @@ class Guardian:
             return False
         self._rules = [Rule.model_validate(d) for d in docs]
         self._ruleset = RuleSet.of(self._rules)
+        self._shapes = shapes_of(self._ruleset)
+        self._gate = RequestGate.of(self._ruleset)
         self._rules_key = docs
         return True
 

@@ -8,8 +8,8 @@ holds, for the containers of one host in the window's order, the values the even
 rules read that do not change from window to window (the limits' and structures'
 fields of each prepared container), so one window is a few array operations: the
 rules' columns (those values, and the window's usage arrays) → the rules that fire
-→ the containers with something to decide, which are the only ones evaluated one
-at a time. The result is exactly the per-container evaluation's (the property
+→ the containers with something to decide (with the pending events as arrays too,
+`policy.event_columns`), which are the only ones evaluated one at a time. The result is exactly the per-container evaluation's (the property
 test compares both on random windows).
 
 Pure: no Ray, no clock.
@@ -17,7 +17,7 @@ Pure: no Ray, no clock.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -27,6 +27,7 @@ from ..columns import HostWindow
 from ..model import JsonObject, Rule
 from .events import event_data_of_parts
 from .jsonlogic import evaluate
+from .requests import CPUSET_FULL
 from .serverless import Prepared, RuleSet
 from .vectorized import Compiled
 
@@ -60,6 +61,8 @@ class HostColumns:
     fixed: dict[str, np.ndarray] = field(default_factory=dict)
     series: dict[str, np.ndarray] = field(default_factory=dict)
     """"<res>.<field>" → the limit values the window's time series keep (NaN: none)."""
+    boundary_types: dict[str, list[Optional[str]]] = field(default_factory=dict)
+    """Per resource, each container's limits' `boundary_type` (None: no limits)."""
 
     @classmethod
     def build(cls, names: tuple[str, ...], prepared: Sequence[Optional[Prepared]], rules: RuleSet) -> "HostColumns":
@@ -69,6 +72,7 @@ class HostColumns:
         hc.guards = {res: np.zeros(n, bool) for res in WINDOW_RESOURCES}
         hc.fixed = {p: np.full(n, math.nan) for p in paths if not _is_usage(p)}
         hc.series = {f"{res}.{f}": np.full(n, math.nan) for res in WINDOW_RESOURCES for f in SERIES_FIELDS}
+        hc.boundary_types = {res: [None] * n for res in WINDOW_RESOURCES}
         for i, p in enumerate(prepared):
             hc._fill(i, p)
         return hc
@@ -80,6 +84,8 @@ class HostColumns:
             self.guards[res][i] = False
         for col in (*self.fixed.values(), *self.series.values()):
             col[i] = math.nan
+        for kinds in self.boundary_types.values():
+            kinds[i] = None
         self._fill(i, prepared)
 
     def _fill(self, i: int, p: Optional[Prepared]) -> None:
@@ -107,6 +113,7 @@ class HostColumns:
                 self.series[f"{res}.min"][i] = _number(r.min)
             lim = p.limits.resources.get(res) if p.limits is not None else None  # type: ignore[call-overload]
             if lim is not None:
+                self.boundary_types[res][i] = lim.boundary_type
                 self.series[f"{res}.upper"][i] = _number(lim.upper)
                 self.series[f"{res}.lower"][i] = _number(lim.lower)
                 self.series[f"{res}.boundary"][i] = _number(lim.boundary)
@@ -183,9 +190,27 @@ def fire_host(hc: HostColumns, rules: RuleSet, window: HostWindow) -> dict[int, 
     return out
 
 
-def to_decide(hc: HostColumns, fired: Mapping[int, object], pending: Callable[[str], bool],
-              dirty: Callable[[str], bool]) -> list[int]:
-    """Containers of the window with something to decide, in window order: a rule fired,
-    events are pending, or its boundaries may have moved since last reported."""
-    return [i for i, name in enumerate(hc.names)
-            if hc.prepared[i] is not None and (i in fired or pending(name) or dirty(name))]
+def host_inputs(hc: HostColumns, window: HostWindow
+                ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """Per resource, each container's `current` and usage as its events are measured
+    against them (NaN: not guarded, or no usage); which containers a window can
+    evaluate at all (prepared, not skipped, with some usage: else `evaluate_prepared`
+    leaves their events as they are); and those whose CPU the window shows not
+    throttled (measured, nothing held back, its cores not full: `cpuset_full`), where
+    a fit-up asks for nothing."""
+    n = len(hc.names)
+    currents, usages = {}, {}
+    usable = np.zeros(n, bool)
+    for res in WINDOW_RESOURCES:
+        guarded = hc.guards[res]
+        currents[res] = np.where(guarded, hc.series[f"{res}.current"], math.nan)
+        col = window.column(res)
+        with np.errstate(invalid="ignore"):
+            ok = guarded & (col >= 0)
+        usages[res] = np.where(ok, col, math.nan)
+        usable |= ok
+    cur, use = currents["cpu"], usages["cpu"]
+    with np.errstate(invalid="ignore"):
+        full = (cur > 0) & (use >= CPUSET_FULL * np.ceil(cur / 100) * 100)
+        idle = ~((window.cpu_throttled > 0) | (window.cpu_held_back > 0)) & ~full & ~np.isnan(use)
+    return currents, usages, usable, idle

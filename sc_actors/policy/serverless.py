@@ -13,7 +13,6 @@ is the per-window rest; `evaluate_window` is both in one call.
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Optional, Union
@@ -208,24 +207,6 @@ def evaluate_prepared(
         requests=requests,
         removed_events=to_remove,
     )
-
-
-def quiet_until(events: Sequence[Event], rules: RuleSet, timeout_s: float) -> float:
-    """Until when a structure with these pending events has nothing to decide in a window
-    where no event rule fires and its documents do not change: the first expiry of its
-    events (`split_events`: valid while `timestamp ≥ now − timeout_s`). −inf when a request
-    rule already holds on them (`evaluate_prepared` would look at them every window).
-
-    Such a window gives no new event and the same valid events, so the same reduced
-    counts; a request rule that did not hold on them after the last evaluation does not
-    hold now. Only an expiry changes the counts (and may make an "up ≤ 0" rule hold).
-    """
-    if not events:
-        return math.inf
-    reduced = reduce_events(events)
-    if any(r.resource in reduced and evaluate(r.rule, reduced[r.resource]) for r in rules.request_rules):
-        return -math.inf
-    return min(e.timestamp for e in events) + timeout_s
 
 
 def _down_peaks(events: Sequence[Event]) -> dict[str, float]:

@@ -1,7 +1,7 @@
 """A host's window over columns decides exactly what one container at a time decides.
 
-`fire_host` + `to_decide` pick the containers with something to decide; only they are
-evaluated. Hypothesis runs random hosts through several windows, both ways, with the
+`fire_host` finds the rules that fire; the containers where one fires, events are pending
+or boundaries moved are the only ones evaluated. Hypothesis runs random hosts through several windows, both ways, with the
 shipped rules and with random ones, and compares every window's events, requests,
 pending events and boundaries: a container left out must be one whose evaluation
 would have changed nothing.
@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 from sc_actors.columns import HostWindow
 from sc_actors.defaults import default_rules
 from sc_actors.model import Rule
-from sc_actors.policy.columnar import HostColumns, fire_host, to_decide, usage_of
-from sc_actors.policy.serverless import RuleSet, evaluate_prepared, prepare, quiet_until
+from sc_actors.policy.columnar import HostColumns, fire_host, usage_of
+from sc_actors.policy.serverless import RuleSet, evaluate_prepared, prepare
 from sc_actors.settings import GuardianSettings
 from tests.builders import container, limits
 
@@ -60,7 +60,6 @@ def test_columns_decide_what_each_container_decides(host, rules, timeout):
     ruleset = RuleSet.of(rules)
     cfg = GuardianSettings(EVENT_TIMEOUT=timeout)  # short ones: events expire within the windows
     names = tuple(p.structure.name for p in prepared)
-    quiet: dict[str, float] = {}
     ref_events: dict[str, list] = {}
     col_events: dict[str, list] = {}
     stored = {n: None for n in names}  # bounds compared once after (re)preparing: every container dirty at first
@@ -80,15 +79,14 @@ def test_columns_decide_what_each_container_decides(host, rules, timeout):
             ref[name] = step
         # Over columns.
         fired = fire_host(hc, ruleset, w)
-        chosen = to_decide(hc, fired, lambda n: bool(col_events.get(n)) and now > quiet.get(n, -math.inf),
-                           dirty.__contains__)
+        chosen = [i for i, n in enumerate(hc.names)
+                  if hc.prepared[i] is not None and (i in fired or col_events.get(n) or n in dirty)]
         got = {}
         for j in chosen:
             name = hc.names[j]
             step = evaluate_prepared(hc.prepared[j], ruleset, usage_of(w, j), col_events.get(name, []), now, cfg,
                                      fired=fired.get(j, []))
             col_events[name] = step.pending_events
-            quiet[name] = quiet_until(step.pending_events, ruleset, cfg.event_timeout_s)
             got[name] = step
             dirty.discard(name)
         for name, step in ref.items():
@@ -129,7 +127,6 @@ def test_a_quiet_host_decides_nothing():
     w = HostWindow.of("h0", 0, 1, hc.names, np.full(50, (upper + lower) / 2), np.full(50, (mem_u + mem_l) / 2))
     fired = fire_host(hc, ruleset, w)
     assert fired == {}
-    assert to_decide(hc, fired, lambda n: False, lambda n: False) == []
     w2 = HostWindow.of("h0", 1, 2, hc.names, np.r_[np.full(49, (upper + lower) / 2), upper + 1],
                        np.full(50, (mem_u + mem_l) / 2))
     fired = fire_host(hc, ruleset, w2)
