@@ -400,8 +400,12 @@ def connect(address: str) -> Any:
 MINIMAL_AGENT_ENV = "SC_RAY_MINIMAL_AGENT"
 """`1`: the node's Python processes see Ray's dashboard extras as missing (cluster/node_site)."""
 
+LAZY_IMPORTS_ENV = "SC_RAY_LAZY_IMPORTS"
+"""`1`: the node's Python processes import pyarrow (Ray's Arrow serializers), requests,
+jsonschema and yaml at their first use, not at start (cluster/node_site)."""
+
 NODE_SITE_DIR = Path(__file__).resolve().parent / "node_site"
-"""First on a controlled host's PYTHONPATH: its `sitecustomize` acts on MINIMAL_AGENT_ENV."""
+"""First on a controlled host's PYTHONPATH: its `sitecustomize` acts on MINIMAL_AGENT_ENV and LAZY_IMPORTS_ENV."""
 
 QUIET_NODE_ENV: dict[str, str] = {
     # The dashboard agent gathers this node's per-process stats every 60 s instead of 5 s:
@@ -429,6 +433,13 @@ QUIET_NODE_ENV: dict[str, str] = {
     # (/api/local_raylet_healthz) and job submission through this node's agent. The node still
     # registers, is listed, runs workers, and the head's dashboard and jobs are unchanged.
     MINIMAL_AGENT_ENV: "1",
+    # The node's Python processes import some of Ray's dependencies at their first use, not at
+    # start (cluster/node_site/sitecustomize.py): pyarrow, which Ray imports in every worker only to
+    # register Ray Data's Arrow serializers (~10 MB of the ContainerScaler's memory; registered
+    # right after a worker's first pyarrow import instead), and requests, jsonschema and yaml,
+    # which `import ray` loads for code that uses them only inside functions (~7 MB in each of
+    # the node's three Python processes). Nothing is turned off: the same code runs at first use.
+    LAZY_IMPORTS_ENV: "1",
 }
 """What a controlled host's `ray start` runs with (issue 16: its idle cost), each the
 Ray setting and what it turns off; `sc bench idle --ray-defaults` measures with and

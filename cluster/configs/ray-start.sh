@@ -80,7 +80,10 @@ case $role in
       export RAY_kill_idle_workers_interval_ms=${RAY_kill_idle_workers_interval_ms:-1000}
       export RAY_memory_monitor_refresh_ms=${RAY_memory_monitor_refresh_ms:-0}
       export SC_RAY_MINIMAL_AGENT=${SC_RAY_MINIMAL_AGENT:-1}
-      # The node's Python processes run cluster/node_site/sitecustomize.py first (minimal agent).
+      export SC_RAY_LAZY_IMPORTS=${SC_RAY_LAZY_IMPORTS:-1}
+      # The node's Python processes run cluster/node_site/sitecustomize.py first: the minimal
+      # agent; pyarrow (Ray's Arrow serializers), requests, jsonschema and yaml imported at
+      # their first use, not at start (nothing turned off).
       export PYTHONPATH="$PWD/cluster/node_site${PYTHONPATH:+:$PYTHONPATH}"
       quiet=(--include-log-monitor=False)
     fi

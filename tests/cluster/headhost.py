@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from cluster.deploy import wait_for
-from cluster.local import address_answers, free_port, worker_command
+from cluster.local import address_answers, free_port, quiet_node_env, worker_command
 from cluster.tools.bench.idle import _cmdline, _read_stats, members, role
 from sc_actors.backends import make_backend
 from serve.client import Client, app_body, container_body
@@ -182,15 +182,17 @@ class HeadCluster:
         return Client(self.record()["url"], timeout_s=30)
 
     def join_worker(self) -> float:
-        """The worker host joins (`ray start --address`, as `ray-start.sh worker`); seconds."""
+        """The worker host joins (`ray start --address`, as `ray-start.sh worker`: its flags and quiet
+        settings, `cluster.local.quiet_node_env`); seconds."""
         cmd = worker_command(self.address, self.worker_host, object_store_bytes=100 * 2**20)
         i = cmd.index("--labels")
         cmd[i + 1] += f",sc_cgroup_parent={self.worker_parent}"
         cmd += [f"--dashboard-agent-listen-port={free_port()}", f"--metrics-export-port={free_port()}",
                 "--num-cpus=1"]
         t0 = time.monotonic()
-        proc = subprocess.Popen(cmd, env=self.env(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, start_new_session=True)
+        env = self.env()
+        proc = subprocess.Popen(cmd, env={**env, **quiet_node_env(env)}, cwd=REPO, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
         self.worker_pgids.append(proc.pid)
         out, _ = proc.communicate(timeout=120)
         assert proc.returncode == 0, f"ray start --address failed:\n{out[-2000:]}"

@@ -6,16 +6,20 @@ and environment, so what a host gets is read, not assumed. No Ray starts.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
 import sys
+import types
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from cluster.local import (MINIMAL_AGENT_ENV, NODE_SITE_DIR, QUIET_NODE_ARGS, QUIET_NODE_ENV, quiet_node_env,
-                           worker_command)
+from cluster.local import (LAZY_IMPORTS_ENV, MINIMAL_AGENT_ENV, NODE_SITE_DIR, QUIET_NODE_ARGS, QUIET_NODE_ENV,
+                           quiet_node_env, worker_command)
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "cluster" / "configs" / "ray-start.sh"
@@ -152,3 +156,121 @@ def test_the_minimal_agent_process_walks_no_dashboard_module_other_processes_kee
     assert paths == 1
     paths, found = _agent_like(tmp_path / "dashboard" / "agent.py", "0")
     assert paths == 1 and found > 0  # the full agent: its modules, as Ray finds them
+
+
+# ---------------------------------------------------------------------------- lazy imports (SC_RAY_LAZY_IMPORTS)
+
+
+def _in_node_process(code: str, **env: str) -> list[str]:
+    """Run `code` in a fresh Python with the node's PYTHONPATH and `env`; its printed lines."""
+    base = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", MINIMAL_AGENT_ENV, LAZY_IMPORTS_ENV)}
+    proc = subprocess.run([sys.executable, "-c", code], env={**base, "PYTHONPATH": str(NODE_SITE_DIR), **env},
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.split("\n")[:-1]
+
+
+DEFERRED_USE = """import sys, ray
+print(sorted(n for n in ('requests', 'jsonschema', 'yaml') if type(sys.modules[n]).__name__ == '_DeferredModule'))
+import requests, yaml, jsonschema
+from requests.adapters import HTTPAdapter
+print(yaml.safe_load('a: 1'), jsonschema.Draft7Validator({'type': 'object'}).is_valid({}), HTTPAdapter.__name__)
+print(sorted(type(sys.modules[n]).__name__ for n in ('requests', 'jsonschema', 'yaml')))
+"""
+
+
+def test_import_ray_leaves_requests_jsonschema_and_yaml_unrun_until_their_first_use():
+    assert QUIET_NODE_ENV[LAZY_IMPORTS_ENV] == "1"
+    not_run, used, kinds = _in_node_process(DEFERRED_USE, **{LAZY_IMPORTS_ENV: "1"})
+    assert not_run == "['jsonschema', 'requests', 'yaml']"
+    assert used == "{'a': 1} True HTTPAdapter"
+    assert kinds == "['module', 'module', 'module']"  # plain modules once run
+    not_run, used, kinds = _in_node_process(DEFERRED_USE, **{LAZY_IMPORTS_ENV: "0"})
+    assert not_run == "[]" and used == "{'a': 1} True HTTPAdapter"
+
+
+ARROW_REGISTERED = """import sys
+from ray.util import serialization_addons
+registered = []
+class Context:  # what Ray's SerializationContext offers the add-ons
+    def _register_cloudpickle_reducer(self, cls, reducer):
+        registered.append(cls.__name__)
+    def _register_cloudpickle_serializer(self, cls, custom_serializer=None, custom_deserializer=None):
+        registered.append(cls.__name__)
+serialization_addons.apply(Context())
+print('pyarrow' in sys.modules, sorted(registered))
+import pyarrow
+print(sorted(registered))
+"""
+
+
+def test_a_node_worker_registers_rays_arrow_serializers_at_its_first_pyarrow_import_not_at_start():
+    """What a worker's serialization context runs at connect (`serialization_addons.apply`)."""
+    started, used = _in_node_process(ARROW_REGISTERED, **{LAZY_IMPORTS_ENV: "1"})
+    assert started == "False ['ModelField', 'State']"
+    rays_own, same = _in_node_process(ARROW_REGISTERED, **{LAZY_IMPORTS_ENV: "0"})
+    assert rays_own.startswith("True ") and {"Table", "Schema"} <= set(eval(rays_own[len("True "):]))
+    assert used == same == rays_own[len("True "):]
+
+
+def _node_site() -> Any:
+    """The node's sitecustomize as a module of its own name (nothing switched on: no env)."""
+    spec = importlib.util.spec_from_file_location("sc_node_site_under_test", NODE_SITE_DIR / "sitecustomize.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def deferring(tmp_path, monkeypatch):
+    """A package `scdeferpkg` (a submodule, a counter of runs) found through the node's deferring finder."""
+    pkg = tmp_path / "scdeferpkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("import builtins, time\nbuiltins.SC_DEFER_RUNS = getattr(builtins, "
+                                     "'SC_DEFER_RUNS', 0) + 1\ntime.sleep(0.2)\nVALUE = 42\n")
+    (pkg / "sub.py").write_text("from . import VALUE\nDOUBLE = 2 * VALUE\n")
+    (tmp_path / "scdeferbroken.py").write_text("raise RuntimeError('broken at run')\n")
+    finder = _node_site()._DeferImports(["scdeferpkg", "scdeferbroken"])
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(sys, "meta_path", [finder, *sys.meta_path])
+    import builtins
+    monkeypatch.setattr(builtins, "SC_DEFER_RUNS", 0, raising=False)
+    yield builtins
+    for name in ("scdeferpkg", "scdeferpkg.sub", "scdeferbroken"):
+        sys.modules.pop(name, None)
+
+
+def test_a_deferred_package_runs_once_at_its_first_attribute_also_from_threads_at_once(deferring):
+    import scdeferpkg  # type: ignore[import-not-found]
+
+    assert deferring.SC_DEFER_RUNS == 0
+    assert hasattr(scdeferpkg, "__path__")  # held back until run: asking for it runs the package
+    assert deferring.SC_DEFER_RUNS == 1
+    sys.modules.pop("scdeferpkg")
+    deferring.SC_DEFER_RUNS = 0
+    import scdeferpkg as again  # type: ignore[import-not-found]
+
+    with ThreadPoolExecutor(8) as pool:
+        assert list(pool.map(lambda _: again.VALUE, range(8))) == [42] * 8
+    assert deferring.SC_DEFER_RUNS == 1 and type(again) is types.ModuleType
+
+
+def test_a_submodule_of_a_deferred_package_runs_the_package_first(deferring):
+    from scdeferpkg.sub import DOUBLE  # type: ignore[import-not-found]
+
+    assert DOUBLE == 84 and deferring.SC_DEFER_RUNS == 1
+
+
+def test_a_deferred_module_that_fails_fails_at_its_first_use_and_is_not_left_imported(deferring):
+    import scdeferbroken  # type: ignore[import-not-found]
+
+    with pytest.raises(RuntimeError, match="broken at run"):
+        scdeferbroken.anything
+    assert "scdeferbroken" not in sys.modules
+
+
+def test_the_container_scaler_imports_neither_numpy_nor_pyarrow_until_a_window_has_containers():
+    out = _in_node_process("import sys, sc_actors.container_scaler\n"
+                           "print(sorted(m for m in ('numpy', 'pyarrow', 'pandas') if m in sys.modules))")
+    assert out == ["[]"]
