@@ -295,6 +295,10 @@ class ContainerScaler:
                     bounds: Union[Bounds, BoundsFields, None] = None) -> Applied:
         """Write limits and read them back; raises (LimitRefused, ContainerNotFound) instead of
         clamping, so a refused write never returns (`apply_many` returns it as not `ok`)."""
+        return self._write(name, change, bounds)
+
+    def _write(self, name: str, change: Union[LimitChange, ChangeFields],
+               bounds: Union[Bounds, BoundsFields, None]) -> Applied:
         limits = self._backend_for(name).write_limits(
             name, LimitChange.model_validate(change), Bounds.model_validate(bounds) if bounds else None
         )
@@ -305,12 +309,13 @@ class ContainerScaler:
     ) -> list[Applied]:
         """`apply` for several containers in order; what became of each, in order.
 
-        A refused write does not stop the others: the Scaler decides what to put back.
+        A refused write does not stop the others: the Scaler decides what to put back. The
+        containers may be of several hosts this agent serves (each is found by its name).
         """
         results = []
         for name, change, bounds in items:
             try:
-                results.append(await self.apply(name, change, bounds))
+                results.append(self._write(name, change, bounds))
             except Exception as e:
                 results.append(Applied(name=name, ok=False, error=str(e) or type(e).__name__))
         return results

@@ -77,7 +77,7 @@ from .policy.health import HEARTBEAT_S
 from .policy.planning import Plan, plan_container_request
 from .policy.requests import filter_requests, sort_requests
 from .policy.shards import ContainerWrite, HostPart, part_still_fits, shard_of
-from .policy.subscription import bounds_of, mem_margin_of, physical_of, release, subscribe
+from .policy.subscription import bounds_of, mem_margin_of, physical_of, quota_and_memory_of, release, subscribe
 from .profiles import subscription_limits
 from .settings import ScalerSettings, scaler_name
 from .shards import ShardCount
@@ -205,6 +205,10 @@ class Scaler:
         self.batches: collections.Counter[str] = collections.Counter()
         """Batches of one host written in one call ("written"), or put back after a refusal ("put_back")."""
         self._distributions: dict[str, tuple[Any, CoreOrder]] = {}
+        self._parsed_hosts: dict[str, tuple[Document, Host]] = {}
+        """Per host, its document as this Scaler last read or recorded it, and that document
+        parsed: a view holding the same document reuses the Host (comparing a core map of
+        128 cores costs a sixth of parsing it; a plan never changes a Host in place)."""
         self.apply_s: collections.deque[float] = collections.deque(maxlen=1000)
         self._task = asyncio.get_event_loop().create_task(self._loop())
 
@@ -281,6 +285,9 @@ class Scaler:
         and for the lanes (`_node_of`)."""
         docs = list(docs)
         self._handles.serve_hosts(docs)
+        self._remember_agents(docs)
+
+    def _remember_agents(self, docs: Iterable[Document]) -> None:
         for d in docs:
             agent, name = d.get("agent"), str(d.get("name", ""))
             if isinstance(agent, str) and agent and agent != name:
@@ -451,7 +458,7 @@ class Scaler:
         """Apply these requests against the view's accounting and record what changed in one
         StateDB call (`logged_first`: decision-log entries of the batch that go before)."""
         db = self._db()
-        hosts = {n: Host.model_validate(d) for n, d in view["hosts"].items()}
+        hosts = self._hosts_of(view)
         read = dict(hosts)
         currents: Currents = {}
         maxes: Currents = {}
@@ -472,7 +479,7 @@ class Scaler:
         # NOTE: a plan never changes a Host in place (it returns a new one), so the hosts
         # whose accounting changed are those no longer the object parsed from the view.
         host_updates: dict[str, dict[str, HostFields]] = {
-            n: {r: h.resources[r].model_dump(exclude_none=True) for r in ("cpu", "mem")}
+            n: {r: _resource_fields(h, r) for r in ("cpu", "mem")}
             for n, h in hosts.items()
             if h is not read.get(n)
         }
@@ -482,7 +489,29 @@ class Scaler:
             await db.record_group_scaling.remote(currents, maxes, host_updates, entries)
         elif currents or host_updates or entries:
             await db.record_scaling.remote(currents, host_updates, entries)
+        for n, fields in host_updates.items():
+            self._recorded(n, view["hosts"].get(n), fields, hosts[n])
         return entries
+
+    def _hosts_of(self, view: BatchView) -> dict[str, Host]:
+        """The view's hosts parsed, each reused where its document is the one last parsed or recorded."""
+        out: dict[str, Host] = {}
+        for n, doc in view["hosts"].items():
+            cached = self._parsed_hosts.get(n)
+            if cached is None or cached[0] != doc:
+                cached = self._parsed_hosts[n] = (doc, Host.model_validate(doc))
+            out[n] = cached[1]
+        return out
+
+    def _recorded(self, name: str, doc: Optional[Document], fields: dict[str, HostFields], host: Host) -> None:
+        """Remember `host` as the parse of the document the StateDB holds now: `doc` with these
+        resources' fields updated, as `record_scaling` updates them."""
+        if doc is None:
+            return
+        resources = dict(doc.get("resources") or {})
+        for r, f in fields.items():
+            resources[r] = {**(resources.get(r) or {}), **f}
+        self._parsed_hosts[name] = ({**doc, "resources": resources}, host)
 
     @staticmethod
     def _container(doc: Document, currents: Currents) -> Container:
@@ -513,7 +542,7 @@ class Scaler:
             req,
             container,
             host,
-            physical_of(container, host),
+            quota_and_memory_of(container),  # the base of the change: planning needs no cpuset
             view["usages"].get(container.name, {}).get("mem"),
             # Only a memory request has a floor of usage + margin: a CPU one reads no limits.
             mem_margin_of(container, _limits_of(view["limits"].get(container.name))) if req.resource == "mem" else 0.0,
@@ -1011,8 +1040,14 @@ class Scaler:
         return ""
 
     async def _write_many(self, host: str, items: list[Write]) -> list[Applied]:
-        """Write several containers' limits on one node in one call; what became of each, in order."""
-        results: list[Applied] = await self._on_node(host, self._handles.node(host).apply_many.remote(items))
+        """Write several containers' limits on one node in one call; what became of each, in order.
+
+        The changes and bounds travel as their fields (`ChangeFields`, `BoundsFields`): a
+        pydantic object costs Ray about ten times as much to pickle and unpickle."""
+        fields = [(name, change.model_dump(exclude_none=True),
+                   None if bounds is None else {"cpu": bounds.cpu, "mem": bounds.mem})
+                  for name, change, bounds in items]
+        results: list[Applied] = await self._on_node(host, self._handles.node(host).apply_many.remote(fields))
         return results
 
     async def _put_back(self, containers: list[tuple[Container, Host]]) -> None:
@@ -1126,7 +1161,8 @@ class Scaler:
                 raise Invalid(f"{c.host!r} is not a host") from None
             if not host.reachable:
                 raise Unavailable(f"host {c.host!r} is unreachable: {_unreachable(host)}")
-            self._serve_hosts([{"name": host.name, "agent": host.agent}])
+            self._handles.serve(host.name, host.agent)
+            self._remember_agents([{"name": host.name, "agent": host.agent}])
             if c.name not in await self._listed(c.host):
                 raise NotFound(f"container {c.name!r} not found on host {c.host!r}")
             plan = subscribe(c, host, distribution_of(host))
@@ -1214,6 +1250,12 @@ class Scaler:
             if await db.exists.remote("limits", name):
                 deletes.append(("limits", name))
             await db.transact.remote(puts=puts, deletes=deletes)
+
+
+def _resource_fields(host: Host, resource: str) -> HostFields:
+    """One resource's accounting of a host as `record_scaling` takes it: `model_dump(exclude_none=True)`
+    without the copy (a core map of 128 cores; Ray copies it as it sends the call)."""
+    return cast(HostFields, {k: v for k, v in host.resources[resource] if v is not None})
 
 
 def _host_fields(name: str, host: Host) -> dict[str, dict[str, HostFields]]:

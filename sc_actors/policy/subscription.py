@@ -132,6 +132,15 @@ def physical_of(container: Container, host: Host) -> ContainerLimits:
     )
 
 
+def quota_and_memory_of(container: Container) -> ContainerLimits:
+    """`physical_of` without the cores (no cpuset): what planning bases a change on. Looking
+    the cores up walks the host's core map, which the planner does not need to."""
+    return ContainerLimits(
+        cpu_allowance_limit=container.resources["cpu"].current or -1,
+        mem_limit=container.resources["mem"].current or -1,
+    )
+
+
 def bounds_of(container: Container) -> Bounds:
     """[min, max] of the container's CPU and memory, which its node checks every write against."""
     cpu, mem = container.resources["cpu"], container.resources["mem"]
@@ -139,5 +148,5 @@ def bounds_of(container: Container) -> Bounds:
                   mem=(mem.min or MIN_MEM_MIB, mem.max if mem.max is not None else float("inf")))
 
 
-__all__ = ["MIN_MEM_MIB", "Release", "Subscription", "bounds_of", "mem_margin_of", "physical_of", "release",
-           "subscribe"]
+__all__ = ["MIN_MEM_MIB", "Release", "Subscription", "bounds_of", "mem_margin_of", "physical_of",
+           "quota_and_memory_of", "release", "subscribe"]

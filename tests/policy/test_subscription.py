@@ -4,7 +4,14 @@ from __future__ import annotations
 import pytest
 
 from sc_actors.model import Bounds, ContainerLimits, LimitChange
-from sc_actors.policy.subscription import bounds_of, mem_margin_of, physical_of, release, subscribe
+from sc_actors.policy.subscription import (
+    bounds_of,
+    mem_margin_of,
+    physical_of,
+    quota_and_memory_of,
+    release,
+    subscribe,
+)
 from tests.builders import POC, POM, container, host, limits
 
 ORDER = ["0", "1", "2", "3"]
@@ -118,6 +125,11 @@ def test_the_physical_limits_are_current_and_the_cores_the_map_gives():
     c = container("c0", cpu=(25, 160, 200), mem=(64, 300, 512))
     assert physical_of(c, host(core_map=core_map)) == ContainerLimits(cpu_allowance_limit=160, cpu_num="0,1,10",
                                                                        mem_limit=300)
+
+
+def test_the_quota_and_memory_are_the_physical_limits_without_the_cores():
+    c = container("c0", cpu=(25, 160, 200), mem=(64, 300, 512))
+    assert quota_and_memory_of(c) == ContainerLimits(cpu_allowance_limit=160, cpu_num="", mem_limit=300)
 
 
 def test_the_bounds_are_min_and_max_of_cpu_and_memory():
