@@ -791,12 +791,13 @@ class Scaler:
 
     def _distribution(self, host: Host) -> CoreOrder:
         """The host's cores in the order they are handed out (§4.6), ordered again only when
-        its topology or its cores change (`policy.cores.CoreOrder`)."""
+        its topology or its number of cores changes (`policy.cores.CoreOrder`, which
+        `scale_cpu` trusts only for a map of exactly its cores)."""
         topology = getattr(host, "topology", None)
         core_map = host.resources["cpu"].core_usage_mapping or {}
         key = topology or len(core_map)
         cached = self._distributions.get(host.name)
-        if cached is None or cached[0] != key or cached[1].cores != core_map.keys():
+        if cached is None or cached[0] != key:
             cached = self._distributions[host.name] = (key, core_order(core_map, distribution_of(host)))
         return cached[1]
 
