@@ -70,7 +70,9 @@ def _report_bounds(state: State, bounds: dict[str, dict[str, Bound]], events: li
                 sets += [(["resources", res, "upper"], upper), (["resources", res, "lower"], lower)]
         if sets:
             ops.append(patch("limits", name, sets))
-    state.commit(ops)
+    seq = state.commit(ops)
+    for op in ops:
+        state.bounds_seq[op["name"]] = seq
     state.events.extend(events)
 
 

@@ -127,6 +127,9 @@ class State:
         self.events: collections.deque[EventEntry] = collections.deque(maxlen=EVENT_LOG_SIZE)
         self.requests: collections.deque[RequestEntry] = collections.deque(maxlen=REQUEST_LOG_SIZE)
         self.heartbeats: dict[str, float] = {}
+        self.bounds_seq: dict[str, int] = {}
+        """The seq of each limits document's upper/lower write by a Guardian's report: while it
+        is the document's last write, the Guardian that computed them need not be told."""
         self.started = clock()
         self.instance = uuid.uuid4().hex
         """Changes each time a State is made: a Guardian holding older documents asks for all."""

@@ -202,11 +202,15 @@ def guardian_changes(state: State, names: list[str], since: int, need: list[str]
     written after `since` (this StateDB's seq the Guardian last saw for that
     node), plus those in `need`; the names that are no container any more; the
     rules and the Guardian's config when written after `since`. When `instance`
-    is not this StateDB's (it restarted, or the Guardian is new), everything.
+    is not this StateDB's (it restarted, or the Guardian is new), everything. A
+    limits document whose last write is a Guardian's upper/lower (`State.bounds_seq`)
+    does not count as changed: the Guardian shard of its host computed them (each
+    host has one), and the limit chain computes them again from `current`.
     """
     docs = state.docs
     full = instance != state.instance or since < 0
     lws = docs.last_write_seq
+    bounds_seq = state.bounds_seq
     wanted = set(need)
     structures: dict[str, Document] = {}
     limits: dict[str, Optional[Document]] = {}
@@ -215,7 +219,8 @@ def guardian_changes(state: State, names: list[str], since: int, need: list[str]
         d = docs.get("structures", n)
         if d is None or d.get("subtype") != "container":
             gone.append(n)
-        elif full or n in wanted or lws.get(("structures", n), -1) > since or lws.get(("limits", n), -1) > since:
+        elif (full or n in wanted or lws.get(("structures", n), -1) > since
+              or (lim := lws.get(("limits", n), -1)) > since and bounds_seq.get(n) != lim):
             structures[n] = d
             limits[n] = docs.get("limits", n)
     return {

@@ -59,6 +59,19 @@ def test_a_guardian_up_to_date_gets_only_what_changed_after_its_seq(state):
     assert changes["rules"] is None
 
 
+def test_a_guardian_is_not_told_of_the_bounds_it_wrote_but_of_any_write_after(state):
+    _two_nodes(state)
+    seen = state.docs.seq
+    ops.guardian_report(state, {}, {"c0": {"cpu": (100, 90)}}, [], 1.0)
+    assert state.docs.get("limits", "c0")["resources"]["cpu"]["upper"] == 100
+    quiet = views.guardian_changes(state, ["c0", "c1"], since=seen, need=[], instance=state.instance)
+    assert quiet["structures"] == {} and quiet["limits"] == {}
+    state.patch("limits", "c0", {"resources.cpu.boundary": 20})  # a user's write after the report
+    told = views.guardian_changes(state, ["c0", "c1"], since=seen, need=[], instance=state.instance)
+    assert set(told["limits"]) == {"c0"} and told["limits"]["c0"]["resources"]["cpu"]["boundary"] == 20
+    assert set(views.guardian_changes(state, ["c0"], since=-1, need=[], instance=state.instance)["limits"]) == {"c0"}
+
+
 def test_a_guardian_gets_what_it_needs_and_hears_what_is_gone(state):
     _two_nodes(state)
     seen = state.docs.seq
