@@ -26,12 +26,12 @@ Refeeder's sums in `store/sums.py`, all plain Python that tests drive without Ra
 from __future__ import annotations
 
 import functools
-import gc
 from typing import Any, Callable, Iterable, Optional, TypeVar
 
 from pydantic import JsonValue
 
 from . import metrics
+from .collector import freeze_loaded, relax_collector
 from .columns import HostWindow
 from .model import Document, check_name
 from .store import operations as ops
@@ -53,13 +53,6 @@ here); what it turns off is the StateDB's calls in the dashboard's task list, `r
 tasks` and the timeline (the actor itself is still listed, with its state and restarts).
 """
 
-GC_THRESHOLD = (20_000, 20, 20)
-"""`gc.set_threshold` of the actor's process. Its every call makes and drops thousands of
-small dicts (documents, their copies, the arguments), and with Python's default (700, 10,
-10) the collector walked the young ones about once a millisecond and the whole heap of
-documents often: a tenth of the actor's CPU at 10 000 containers. The documents hold no
-cycles; reference counting frees them."""
-
 _C = TypeVar("_C", bound=type)
 
 
@@ -80,9 +73,9 @@ def _one_at_a_time(cls: _C) -> _C:
 @_one_at_a_time
 class StateDB:
     def __init__(self, state_dir: str, fsync: bool = True, checkpoint_every_s: float = 60.0):
-        gc.set_threshold(*GC_THRESHOLD)
+        relax_collector()
         self.state = State.open(state_dir, fsync=fsync, checkpoint_every_s=checkpoint_every_s)
-        gc.freeze()  # the documents loaded: the collector need not walk them again
+        freeze_loaded()  # the documents loaded: the collector need not walk them again
         # The same objects as the state's, for tests and benches that reach in.
         self.store = self.state.docs
         self.usages, self.usage_t, self.heartbeats = self.state.usages, self.state.usage_t, self.state.heartbeats
