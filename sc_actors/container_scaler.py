@@ -25,6 +25,7 @@ from typing_extensions import TypedDict
 
 from .backends import make_backend
 from .backends.base import ContainerBackend
+from .collector import relax_collector
 from .errors import Conflict, Invalid, Unavailable
 from .handles import ActorHandle, Handles
 from .model import Applied, Bounds, ContainerLimits, HostInfo, JsonObject, LimitChange
@@ -169,6 +170,7 @@ class _Outbox:
 
 class ContainerScaler:
     def __init__(self, host: str, settings: Optional[JsonObject] = None):
+        relax_collector()
         self.host = host
         self.settings = ContainerScalerSettings.model_validate(settings or {})
         self.backend: ContainerBackend

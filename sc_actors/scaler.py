@@ -55,6 +55,7 @@ from pydantic import ValidationError
 from typing_extensions import NotRequired, TypedDict
 
 from . import metrics
+from .collector import relax_collector
 from .errors import Conflict, Invalid, NotFound, ScError, Unavailable
 from .handles import Handles, unwrap
 from .model import (
@@ -179,6 +180,7 @@ def _limits_of(doc: Optional[Document]) -> Optional[Limits]:
 
 class Scaler:
     def __init__(self, shard: int = 0) -> None:
+        relax_collector()
         self.shard = shard
         self.name = scaler_name(shard)
         self._held: dict[str, _Held] = {}
