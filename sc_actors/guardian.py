@@ -332,9 +332,17 @@ class Guardian:
         must, removes = may_request(self._gate, he.counts(now, timeout, currents), hc.boundary_types, cpu_idle,
                                     len(hc.names))
         dirty = self._dirty
+        # A container prepared again (its `current` moved) on which no request rule acts needs
+        # no evaluation either: its stale events went with the step, and its boundaries are
+        # the prepared ones. Without usage it goes the one-at-a-time way, as before.
         chosen = [i for i, name in enumerate(hc.names)
-                  if hc.prepared[i] is not None and (must[i] or fired.get(i, []) is None or name in dirty)]
+                  if hc.prepared[i] is not None
+                  and (must[i] or fired.get(i, []) is None or (name in dirty and not usable[i]))]
         alone = set(chosen)
+        for i, name in enumerate(hc.names):
+            p = hc.prepared[i]
+            if p is not None and name in dirty and i not in alone:
+                self._report_moved(name, p.bounds, bounds)
         for name, counts in removes.items():
             he.remove_oldest(name, np.where(usable & ~must, counts, 0))
         for i, rules in fired.items():
@@ -371,15 +379,19 @@ class Guardian:
         except Exception:
             log.exception("guardian: %s skipped this window", name)
             return events
-        self._dirty.discard(name)
-        stored = self._stored_bounds.setdefault(name, {})
-        moved = {res: ul for res, ul in step.bounds.items() if stored.get(res) != ul}
-        if moved:
-            bounds[name] = moved
-            stored.update(moved)
+        self._report_moved(name, step.bounds, bounds)
         new_events += [_event_entry(e) for e in step.new_events]
         requests += step.requests
         return step.pending_events
+
+    def _report_moved(self, name: str, computed: Mapping[str, Bound], bounds: Bounds) -> None:
+        """The boundaries of `name` that differ from those stored go into `bounds`; it is clean."""
+        self._dirty.discard(name)
+        stored = self._stored_bounds.setdefault(name, {})
+        moved = {res: ul for res, ul in computed.items() if stored.get(res) != ul}
+        if moved:
+            bounds[name] = moved
+            stored.update(moved)
 
     def _step_prepared(
         self, prepared: dict[str, Prepared], usages: Mapping[str, Usage], now: float
