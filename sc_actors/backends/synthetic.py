@@ -53,6 +53,9 @@ LEVEL_SPREAD = 0.5
 """σ of log(level / base) of a new phase."""
 JITTER_TAU_S = 5.0
 """How long the jitter stays correlated, seconds."""
+WRITE_ADVANCE_S = 0.01
+"""A write advances the host first only if it last advanced longer ago than this, seconds:
+a batch of writes to one host then costs one advance, not one per container."""
 BURST_WANT = (100.0, 180.0)
 BURST_S = (5.0, 30.0)
 MEM_FLOOR_MIB = 32.0
@@ -174,7 +177,9 @@ class SyntheticBackend:
         update = change.model_dump(exclude_none=True)
         if "cpu_num" in update:
             update["cpu_num"] = check_cpu_num(update["cpu_num"], range(self.cores))
-        self._advance(self.clock())  # usage so far ran under the old limit
+        # Usage so far ran under the old limit; a write within WRITE_ADVANCE_S of the host's last
+        # advance (the next write of the same batch) credits that sliver to the new one.
+        self._advance(self.clock(), WRITE_ADVANCE_S)
         limits = self._limits[i] = self._limits[i].model_copy(update=update)
         self._state["limit"][i] = _cpu_cap(limits)
         return limits.model_copy()
@@ -206,11 +211,12 @@ class SyntheticBackend:
                 out[n] = c
         return out
 
-    def _advance(self, now: float) -> None:
-        """Every container's usage from the host's last advance to `now`."""
+    def _advance(self, now: float, at_least: float = 0.0) -> None:
+        """Every container's usage from the host's last advance to `now` (not before
+        `at_least` seconds have passed)."""
         dt = now - self._t
         n = len(self._names)
-        if dt <= 0:
+        if dt <= at_least:
             return
         self._t = now
         if n == 0:

@@ -17,6 +17,7 @@ from sc_actors.backends.synthetic import (
     MEM_FLOOR_MIB,
     SimulatedContainer,
     SimulatedHost,
+    WRITE_ADVANCE_S,
     SyntheticBackend,
     simulated_backend,
 )
@@ -241,3 +242,16 @@ def test_a_simulated_hosts_noise_phases_and_burst_rate_reach_its_backend():
     assert (b.demand_noise, b.phase_s, b.burst_p) == (0.0, 0.0, 0.0)
     run(b, 30.0)
     assert b._state["demand"][0] == 42.0 and b._state["burst_until"][0] == 0.0  # no jitter, no phase, no burst
+
+
+def test_writes_of_one_batch_advance_the_host_once():
+    b = host(3)
+    t0 = b._t
+    b.clock.t += WRITE_ADVANCE_S / 2
+    b.write_limits("c0", LimitChange(cpu_allowance_limit=50, cpu_num="0-3"))
+    assert b._t == t0  # the sliver since the last advance counts under the new limit
+    b.clock.t += WRITE_ADVANCE_S
+    b.write_limits("c1", LimitChange(cpu_allowance_limit=50, cpu_num="0-3"))
+    assert b._t == b.clock.t  # longer ago: the usage so far ran under the old limits
+    b.read_frame()
+    assert b._t == b.clock.t
