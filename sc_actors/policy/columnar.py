@@ -61,8 +61,8 @@ class HostColumns:
     fixed: dict[str, np.ndarray] = field(default_factory=dict)
     series: dict[str, np.ndarray] = field(default_factory=dict)
     """"<res>.<field>" → the limit values the window's time series keep (NaN: none)."""
-    boundary_types: dict[str, list[Optional[str]]] = field(default_factory=dict)
-    """Per resource, each container's limits' `boundary_type` (None: no limits)."""
+    boundary_types: dict[str, np.ndarray] = field(default_factory=dict)
+    """Per resource, each container's limits' `boundary_type` (None: no limits), an object array."""
 
     @classmethod
     def build(cls, names: tuple[str, ...], prepared: Sequence[Optional[Prepared]], rules: RuleSet) -> "HostColumns":
@@ -72,7 +72,7 @@ class HostColumns:
         hc.guards = {res: np.zeros(n, bool) for res in WINDOW_RESOURCES}
         hc.fixed = {p: np.full(n, math.nan) for p in paths if not _is_usage(p)}
         hc.series = {f"{res}.{f}": np.full(n, math.nan) for res in WINDOW_RESOURCES for f in SERIES_FIELDS}
-        hc.boundary_types = {res: [None] * n for res in WINDOW_RESOURCES}
+        hc.boundary_types = {res: np.full(n, None, dtype=object) for res in WINDOW_RESOURCES}
         for i, p in enumerate(prepared):
             hc._fill(i, p)
         return hc

@@ -252,7 +252,7 @@ class HostEvents:
 
 
 def may_request(gate: RequestGate, counts: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
-                boundary_types: Mapping[str, Sequence[Optional[str]]], cpu_idle: np.ndarray, n: int
+                boundary_types: Mapping[str, np.ndarray], cpu_idle: np.ndarray, n: int
                 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Which containers must be evaluated one at a time, and the events the others' rules
     remove (event name → how many, oldest first, per container).
@@ -270,11 +270,13 @@ def may_request(gate: RequestGate, counts: Mapping[str, tuple[np.ndarray, np.nda
         if c is None:
             continue
         has, up, down = c
+        kinds = boundary_types.get(g.resource)
         if g.boundary_types is None:
             serve = np.ones(n, bool)
+        elif kinds is None:
+            serve = np.zeros(n, bool)
         else:
-            serve = np.fromiter((bt in g.boundary_types for bt in boundary_types.get(g.resource, [None] * n)),
-                                bool, n)
+            serve = np.isin(kinds, list(g.boundary_types))
         if g.program is None or not g.program.variables <= {"events.scale.up", "events.scale.down"}:
             alone |= has & serve
             continue

@@ -131,7 +131,7 @@ def test_a_full_row_grows_and_keeps_every_event():
     # another current: none of them counts
     assert not he.counts(1004.0, 100.0, {"cpu": np.array([90.0, 100.0])})["cpu"][0][0]
     gate = RequestGate.of(rules)
-    kinds = {"cpu": ["adaptive", "adaptive"], "mem": [None, None]}
+    kinds = {"cpu": np.array(["adaptive", "adaptive"], dtype=object), "mem": np.array([None, None], dtype=object)}
     must, removes = may_request(gate, he.counts(1004.0, 100.0, cur), kinds, np.array([True, True]), 2)
     assert must.tolist() == [True, False] and not removes  # CpuFitDown acts on a: one at a time
     he.remove_oldest(shapes[k].name, np.array([2, 0]))
