@@ -193,7 +193,14 @@ class Guardian:
         requests: list[Request] = []
         if self.settings.active and self.settings.structure_guarded == "container":
             for w in windows:
-                self._step_host(w, self._hosts[w.host], bounds, new_events, requests)
+                try:
+                    self._step_host(w, self._hosts[w.host], bounds, new_events, requests)
+                except Exception:
+                    # One host's failure neither stops the others' windows nor sticks: its
+                    # columns and pending events are built again from the next window.
+                    log.exception("guardian: the window of %s failed; its pending events are dropped", w.host)
+                    self._hosts.pop(w.host, None)
+                    self._events.pop(w.host, None)
         await statedb.guardian_report_windows.remote(windows, bounds, new_events)
         if len(self._prepared) <= metrics.PER_CONTAINER_GAUGES_MAX:
             for w in windows:

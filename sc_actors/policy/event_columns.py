@@ -211,12 +211,12 @@ class HostEvents:
             ec[gone] = math.nan
             self.usage[k][gone] = math.nan
         by_rule: dict[int, list[int]] = {}
-        k_of = {id(s.rule): k for k, s in enumerate(self.shapes)}
+        k_of = {s.rule.name: k for k, s in enumerate(self.shapes)}  # by name: equal rules parsed again are other objects
         for i, rules in fired.items():
             if not rows[i]:
                 continue
             for r in rules:
-                by_rule.setdefault(k_of[id(r)], []).append(i)
+                by_rule.setdefault(k_of[r.name], []).append(i)
         for k, idx in by_rule.items():
             res = self.shapes[k].resource
             ix = np.array(idx)
@@ -297,10 +297,10 @@ def event_entries(name: str, rules: Sequence[Rule], shapes: Sequence[EventShape]
                   currents: Mapping[str, np.ndarray], usages: Mapping[str, np.ndarray], i: int) -> list[JsonObject]:
     """The events container `i` (`name`) fired this window, as the StateDB's event log
     holds them (what `Event.model_dump` of `events_of`'s events gives)."""
-    by_rule = {id(s.rule): s for s in shapes}
+    by_rule = {s.rule.name: s for s in shapes}
     out: list[JsonObject] = []
     for r in rules:
-        s = by_rule[id(r)]
+        s = by_rule[r.name]
         cur, use = currents.get(s.resource), usages.get(s.resource)
         c = float(cur[i]) if cur is not None else math.nan
         u = float(use[i]) if use is not None else math.nan

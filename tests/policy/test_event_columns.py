@@ -147,3 +147,33 @@ def test_regrid_keeps_events_by_name():
     moved = he.regrid(("c", "b"))
     assert moved.pending(0) == 0 and moved.pending(1) == 1
     assert moved.events(1)[0].usage == 49.0 and moved.events(1)[0].structure == "b"
+
+
+def test_a_request_rules_edit_keeps_the_event_arrays_stepping_and_their_events():
+    """Editing a request rule (CpuRescaleUp's amount) parses every rule again: the event
+    rules are equal but other objects, so the host's event arrays are kept, and the rules
+    that fire next window are found in them by name (they were looked up by object once,
+    and after an edit no window of the host was evaluated again)."""
+    g = Guardian()
+    g._parse_rules([r.model_dump() for r in default_rules()])
+    names = ("a",)
+    p = _prepared("a", (10, 100, 400), 1000, (4, "adaptive"), False)
+    g._prepared["a"] = p
+
+    def window(now: float, g: Guardian):
+        w = HostWindow.of("h0", now - 1, now, names, [99.5], [500.0])  # at its current: CPU up events
+        hc = g._hosts["h0"] = HostColumns.build(names, [g._prepared[n] for n in names], g._ruleset)
+        bounds, new_events, requests = {}, [], []
+        g._step_host(w, hc, bounds, new_events, requests)
+        return new_events, requests
+
+    fired, requests = window(1000.0, g)
+    assert fired and [r.action for r in requests] == ["CpuRescaleUp"]
+    edited = [r.model_dump() for r in default_rules()]
+    up = next(r for r in edited if r["name"] == "CpuRescaleUp")
+    up["amount"] = up.get("amount", 0) + 7
+    assert g._parse_rules(edited)
+    kept = g._events["h0"]
+    fired2, requests2 = window(1001.0, g)
+    assert g._events["h0"] is kept  # the event rules did not change: their arrays stay
+    assert fired2 and [(r.action, r.amount) for r in requests2] == [("CpuRescaleUp", requests[0].amount)]

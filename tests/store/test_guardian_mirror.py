@@ -10,6 +10,7 @@ from typing import Any
 
 from sc_actors.columns import HostWindow
 from sc_actors.guardian import Guardian
+from sc_actors.policy.event_columns import HostEvents
 from sc_actors.statedb import StateDB
 
 
@@ -107,3 +108,51 @@ def test_a_changed_set_of_guardable_resources_re_prepares_every_container(tmp_pa
     db.patch("services", "guardian", {"config.GUARDABLE_RESOURCES": ["mem"]})
     _refresh(g, db, ["c0", "c1"])
     assert g._prepared["c0"].guarded == ("mem",) and g._prepared["c1"].guarded == ()
+
+
+class _Actors:
+    """The Guardian's handles: the StateDB in process; the Scaler takes nothing; no peer is deployed."""
+
+    def __init__(self, db: StateDB) -> None:
+        self.statedb = _Remote(db)
+
+    def get(self, name: str) -> Any:
+        from sc_actors.handles import Unavailable
+        if name.startswith("scaler"):
+            return _Remote(self)
+        raise Unavailable(f"{name} is not deployed here")
+
+    def submit(self, requests: Any) -> None:
+        return None
+
+
+def test_a_host_whose_window_fails_holds_up_neither_the_others_nor_its_own_next_window(tmp_path, monkeypatch):
+    db = _db(tmp_path, ())
+    for n, host in (("a0", "h0"), ("b0", "h1")):
+        db.put("structures", {**_container(n, 100), "host": host})
+        db.put("limits", {"name": n, "resources": {"cpu": {"boundary": 10}, "mem": {"boundary": 10}}})
+    g = Guardian()
+    g._actors = _Actors(db)  # type: ignore[assignment]
+    real_step = HostEvents.step
+    broken = {"h0"}
+
+    def step(he: HostEvents, *args: Any, **kw: Any) -> None:
+        if he.names == ("a0",) and "h0" in broken:
+            raise RuntimeError("a bug in one host's event step")
+        real_step(he, *args, **kw)
+
+    monkeypatch.setattr(HostEvents, "step", step)
+
+    def windows(t: float) -> None:
+        asyncio.run(g._evaluate([HostWindow.of("h0", t - 1, t, ("a0",), [50.0], [100.0]),
+                                 HostWindow.of("h1", t - 1, t, ("b0",), [50.0], [100.0])]))
+
+    def upper(name: str) -> Any:
+        return db.get("limits", name)["resources"]["cpu"].get("upper")
+
+    windows(1.0)
+    assert upper("b0") == 80 and upper("a0") is None  # h1's window went through; h0's did not
+    assert "h0" not in g._events and "h0" not in g._hosts  # nothing of h0's kept to fail again
+    broken.clear()
+    windows(2.0)
+    assert upper("a0") == 80  # h0's next window is evaluated from scratch
