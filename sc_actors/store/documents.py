@@ -167,6 +167,8 @@ class DocumentStore:
         self.checkpoint_every_s = checkpoint_every_s
         self.docs: Docs = {c: {} for c in COLLECTIONS}
         self.seq = -1
+        self.changes = 0
+        """Changes (journal operations) committed since this store was opened; a record holds one or more."""
         self.last_write_seq: dict[tuple[str, str], int] = {}
         """The seq of the last write of each (collection, name) since this store was opened."""
         self.collection_seq: dict[str, int] = {}
@@ -262,6 +264,7 @@ class DocumentStore:
                 seqs.append(seq)
             for s, ops, data in framed:
                 self._apply_pending(s, ops, data)
+                self.changes += len(ops)
             last = self._last if framed else None
             if self._deferred:
                 return seqs
@@ -358,6 +361,7 @@ class DocumentStore:
         undone = batch + self._pending
         self._pending = []
         for t in reversed(undone):
+            self.changes -= len(t.undo)  # one undo entry per operation
             for c, name, doc, write_seq, coll_seq in reversed(t.undo):
                 _restore(self.docs[c], name, doc)
                 _restore(self.last_write_seq, (c, name), write_seq)

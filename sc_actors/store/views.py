@@ -31,6 +31,8 @@ class Status(TypedDict):
     """`StateDB.ping`: the journal's state and this actor's life."""
 
     seq: int
+    changes: int
+    """Changes committed since this actor started (a journal record, one `seq`, holds one or more)."""
     replayed: int
     journal_bytes: int
     checkpoint_age_s: float
@@ -191,7 +193,7 @@ class HostEnsured(TypedDict):
 
 def status(state: State) -> Status:
     docs = state.docs
-    return {"seq": docs.seq, "replayed": docs.replayed, "journal_bytes": docs.journal.size_bytes(),
+    return {"seq": docs.seq, "changes": docs.changes, "replayed": docs.replayed, "journal_bytes": docs.journal.size_bytes(),
             "checkpoint_age_s": docs.checkpoint_age_s(), "started": state.started, "pid": os.getpid()}
 
 

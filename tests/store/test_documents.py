@@ -13,6 +13,7 @@ def test_a_reopened_store_has_every_committed_change(tmp_path):
     s.commit([put("structures", "c0", {"name": "c0", "v": 1})])
     s.commit([put("structures", "c1", {"name": "c1"}), put("limits", "c1", {"name": "c1"})])
     s.commit([delete("structures", "c0")])
+    assert (s.seq, s.changes) == (2, 4)  # three records of four changes
     s.close()
     r = DocumentStore(tmp_path).open()
     assert set(r.docs["structures"]) == {"c1"}

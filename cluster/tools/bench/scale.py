@@ -395,7 +395,7 @@ def measure(db: Any, agents: list[str], hosts: int, containers: int, window_s: f
     agent_names = {a.name for a in actors if a.class_name == AGENT_CLASS}
     c0 = _guardian_counts(guardians)
     g0 = [g["windows"] for g in c0]
-    seq0 = ray.get(db.ping.remote())["seq"]
+    db0 = ray.get(db.ping.remote())
     outcomes0 = _scaler_outcomes(actors)
     usage0 = _cpu_rss(pids)
     t_start, wall_start = time.monotonic(), time.time()
@@ -404,7 +404,7 @@ def measure(db: Any, agents: list[str], hosts: int, containers: int, window_s: f
     usage1 = _cpu_rss(pids)
     progress(f"N={containers}: measured; collecting figures")
     g1 = _guardian_counts(guardians)
-    seq1 = ray.get(db.ping.remote(), timeout=120)["seq"]
+    db1 = ray.get(db.ping.remote(), timeout=120)
     reqs = ray.get(db.recent_requests.remote(None, 100_000), timeout=120)
     lat = [r["applied_at"] - r["timestamp"] for r in reqs
            if r.get("outcome") in ("applied", "trimmed") and r["applied_at"] >= wall_start]
@@ -430,7 +430,8 @@ def measure(db: Any, agents: list[str], hosts: int, containers: int, window_s: f
         "request_applied_p99_s": applied["p99"],
         "control_plane_cores": round(sum(v for a, v in cores.items() if a not in agent_names), 3),
         "node_agent_cores": round(sum(v for a, v in cores.items() if a in agent_names), 3),
-        "statedb_changes_per_s": round((seq1 - seq0) / elapsed, 1),
+        "statedb_changes_per_s": round((db1["changes"] - db0["changes"]) / elapsed, 1),
+        "statedb_records_per_s": round((db1["seq"] - db0["seq"]) / elapsed, 1),
         "nodes": len(agents),
         "window_s": window_s,
         "seconds": round(elapsed, 1),
