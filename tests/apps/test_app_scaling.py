@@ -147,8 +147,9 @@ def test_a_part_its_node_refuses_puts_back_the_parts_already_written(stack, spre
     ray.get(stack.scaler.submit.remote([{
         "resource": "cpu", "amount": 30, "structure": app, "action": "CpuRescaleUp", "field": "current",
         "timestamp": time.time(), "structure_type": "application"}]))
-    wait_for(lambda: _app_entries(stack, app, ("failed",)), 20, what="the application request to fail")
-    failed = _app_entries(stack, app, ("failed",))[0]
+    decided = wait_for(lambda: ray.get(db.recent_requests.remote(app, 10)), 20, what="the application request decided")
+    failed = decided[0]
+    assert failed["outcome"] == "failed", decided
     assert failed["split"] == {n: 10 for n in names}
     assert failed["reason"].startswith(names[2]) and "no part applied" in failed["reason"]
     # The two parts written before it are back, and nothing was recorded.
