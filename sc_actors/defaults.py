@@ -78,6 +78,7 @@ def _request_rule(
     remove: int,
     amount: int | None = None,
     boundary_types: list[str] | None = None,
+    deadband: float | None = None,
 ) -> Rule:
     return Rule(
         name=name,
@@ -91,14 +92,22 @@ def _request_rule(
         rescale_policy=policy,
         rescale_type=rtype,
         boundary_types=boundary_types,
+        deadband=deadband,
     )
+
+
+CPU_FIT_DOWN_DEADBAND = 5.0
+"""CpuFitDown cuts no less than 5 % of the current limit: a steady demand's noise (a few
+percent) otherwise ratchets the limit down in steps of 2–3 % that a throttled window
+raises again, a write and a decision each."""
 
 
 def adaptive_rules() -> list[Rule]:
     """The adaptive profile's request rules (`sc_actors/profiles.py`), on the same events.
 
     CpuFitUp: one window above `upper` → fit to the demand seen through throttling.
-    CpuFitDown: two windows below `lower` and none above → fit to usage (0.8 s at 0.4 s).
+    CpuFitDown: two windows below `lower` and none above → fit to usage (0.8 s at 0.4 s),
+    when that cuts at least 5 % of the current (`CPU_FIT_DOWN_DEADBAND`).
     MemFitUp / MemFitDown: the same, at least +256 MiB up (growing memory must find room
     before the next window: at its limit a cgroup v1 container is OOM-killed), five
     windows down (memory comes down slower).
@@ -106,7 +115,8 @@ def adaptive_rules() -> list[Rule]:
     fit = "fit_to_demand"
     return [
         _request_rule("CpuFitUp", "cpu", _events((">=", 1), (">=", 0)), fit, "up", 1, boundary_types=["adaptive"]),
-        _request_rule("CpuFitDown", "cpu", _events(("<=", 0), (">=", 2)), fit, "down", 2, boundary_types=["adaptive"]),
+        _request_rule("CpuFitDown", "cpu", _events(("<=", 0), (">=", 2)), fit, "down", 2, boundary_types=["adaptive"],
+                      deadband=CPU_FIT_DOWN_DEADBAND),
         _request_rule("MemFitUp", "mem", _events((">=", 1), (">=", 0)), fit, "up", 1, 256, ["adaptive"]),
         _request_rule("MemFitDown", "mem", _events(("<=", 0), (">=", 5)), fit, "down", 5, boundary_types=["adaptive"]),
     ]
@@ -189,9 +199,12 @@ def default_rules() -> list[Rule]:
 def upgrade_rules(stored: Mapping[str, Document]) -> list[Rule]:
     """Rules to write into a StateDB made before the adaptive profile: its rules, and
     the original's cpu and mem request rules limited to the original's boundary types
-    (without that, both sets would serve an adaptive container). [] when up to date."""
+    (without that, both sets would serve an adaptive container); or, in one made before
+    `deadband`, the adaptive rules' deadband where the stored rule has no such key (a
+    user's own value, None too, is kept). [] when up to date."""
     if any(r.name in stored for r in adaptive_rules()):
-        return []
+        return [Rule.model_validate({**doc, "deadband": rule.deadband}) for rule in adaptive_rules()
+                if rule.deadband is not None and (doc := stored.get(rule.name)) is not None and "deadband" not in doc]
     out = list(adaptive_rules())
     for rule in default_rules():
         doc = stored.get(rule.name)

@@ -192,6 +192,14 @@ def fit_to_demand_policy(rule: Rule, resource: Resource, limit: LimitResource, u
     return max(amount, int(rule.amount or 0))
 
 
+def in_deadband(rule: Rule, amount: int, resource: Resource) -> bool:
+    """Whether `amount` is under the rule's `deadband`, a percentage of the current limit.
+    E.g. deadband 5, current 200: a cut of 9 is not made, one of 10 is."""
+    if rule.deadband is None or amount == 0:
+        return False
+    return abs(amount) < rule.deadband / 100 * _current(resource)
+
+
 RescalePolicyFn = Callable[[Rule, Resource, LimitResource, Optional[float], Throttling, str], int]
 
 RESCALE_POLICIES: dict[str, RescalePolicyFn] = {
@@ -333,6 +341,8 @@ def match_rules_and_events(
             usage = max(usage, (down_peaks or {}).get(res, usage))
         requested = policy(rule, resource, limit, usage, (throttling or {}).get(res, NO_THROTTLING), res)
         amount = adjust_amount(requested, resource, limit)
+        if in_deadband(rule, amount, resource):
+            amount = 0
         # NOTE: the events removed are of the rule's own direction. The original named them
         # by the majority of the counts, so with up 2, down 2 CpuRescaleUp removed two
         # Underuse events and left the two Bottleneck ones to fire it again next window.

@@ -114,6 +114,25 @@ def test_two_windows_below_lower_fit_an_adaptive_container_to_its_usage():
     assert [(r.rule, r.amount) for r in s2.requests] == [("CpuFitDown", -56)]
 
 
+@pytest.mark.parametrize("usage, amount", [(88.5, None), (87.0, -5), (40.0, -56)])
+def test_a_fit_down_under_its_deadband_is_not_made_and_its_events_go(usage, amount):
+    c = container("c0", cpu=(10, 100, 400))
+    lim = limits("c0", cpu=(5, AD))  # band [90, 95]
+    s1 = _step(c, lim, {"cpu": usage}, now=1.0)
+    s2 = _step(c, lim, {"cpu": usage}, s1.pending_events, now=1.4)
+    # 88.5 / 0.925 = 95.7 → 96: a cut of 4, under 5 % of 100; 87 / 0.925 = 94.1 → 95: 5, made.
+    assert [(r.rule, r.amount) for r in s2.requests] == ([] if amount is None else [("CpuFitDown", amount)])
+    assert s2.removed_events == {"CpuUnderuse": 2} and s2.pending_events == []
+
+
+def test_a_statedb_with_the_adaptive_rules_from_before_the_deadband_gets_it_and_keeps_a_users_own():
+    stored = {r.name: r.model_dump(exclude={"deadband"}) for r in default_rules()}
+    upgraded = upgrade_rules(stored)
+    assert [(r.name, r.deadband) for r in upgraded] == [("CpuFitDown", 5.0)]
+    assert upgraded[0].model_dump(exclude={"deadband"}) == stored["CpuFitDown"]
+    assert upgrade_rules({**stored, "CpuFitDown": {**stored["CpuFitDown"], "deadband": None}}) == []
+
+
 def test_the_original_rules_alone_serve_percentage_of_max_limits():
     c = container("c0", cpu=(50, 140, 200))
     lim = limits("c0", cpu=(10, POM))
