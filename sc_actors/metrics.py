@@ -124,8 +124,9 @@ PER_CONTAINER_GAUGES_MAX = 1000
 """A node window with more containers sets no per-container gauges and counts its
 events without the structure label: one series per container, resource and field
 would grow past what Prometheus scrapes comfortably (and costs the Guardian more
-than the window itself). The per-host epoch and lag, the requests counter, `sc`
-and `/ui` still cover every container."""
+than the window itself). The requests counter keeps the names of the first this many
+structures a Scaler logs, and counts the others' requests under an empty structure
+label. The per-host epoch and lag, `sc` and `/ui` still cover every container."""
 
 
 @_safe
@@ -168,11 +169,17 @@ def events(m: _Metrics, new_events: Iterable[EventEntry], per_structure: bool = 
 
 
 @_safe
-def request(m: _Metrics, entry: RequestEntry) -> None:
-    """One logged request (the Scaler's decision-log entry)."""
-    m["requests"].inc(1, tags={"structure": str(entry.get("structure")), "resource": str(entry.get("resource")),
-                               "action": str(entry.get("action")), "rule": str(entry.get("rule") or ""),
-                               "outcome": str(entry.get("outcome"))})
+def requests(m: _Metrics, entries: Iterable[RequestEntry], labeled: Callable[[str], bool]) -> None:
+    """Count logged requests (the Scaler's decision-log entries), one `inc` per label set;
+    the structure label only where `labeled(structure)` (bounded: see PER_CONTAINER_GAUGES_MAX)."""
+    counts: collections.Counter[tuple[str, str, str, str, str]] = collections.Counter()
+    for e in entries:
+        structure = str(e.get("structure"))
+        counts[(structure if labeled(structure) else "", str(e.get("resource")), str(e.get("action")),
+                str(e.get("rule") or ""), str(e.get("outcome")))] += 1
+    for (structure, resource, action, rule, outcome), n in counts.items():
+        m["requests"].inc(n, tags={"structure": structure, "resource": resource, "action": action, "rule": rule,
+                                   "outcome": outcome})
 
 
 @_safe

@@ -204,6 +204,8 @@ class Scaler:
         """Host → the host whose ContainerScaler serves it, where the host documents read say another."""
         self._shards = ShardCount(lambda: self._handles.statedb)
         self.outcomes: collections.Counter[str] = collections.Counter()
+        self._to_count: list[DecisionEntry] = []
+        self._labeled_structures: set[str] = set()
         self.batches: collections.Counter[str] = collections.Counter()
         """Batches of one host written in one call ("written"), or put back after a refusal ("put_back")."""
         self._distributions: dict[str, tuple[Any, CoreOrder]] = {}
@@ -267,6 +269,7 @@ class Scaler:
             except asyncio.TimeoutError:
                 pass
             self._wake.clear()
+            self._count_requests()  # those of calls outside the lanes (parts, reapply)
             if time.monotonic() - beat_at >= HEARTBEAT_S:
                 # An idle Scaler beats too, so an old heartbeat means a stuck or dead one.
                 beat_at = time.monotonic()
@@ -368,6 +371,8 @@ class Scaler:
                     await self._process([r for r, _ in queued])
             except Exception:
                 log.exception("scaler batch of lane %r failed", key)
+            finally:
+                self._count_requests()
 
     @contextlib.asynccontextmanager
     async def _hosts_locked(self, hosts: Iterable[str]) -> AsyncIterator[None]:
@@ -1088,8 +1093,24 @@ class Scaler:
             d["amount_applied"] = amount
         if new_current is not None:
             d["new_current"] = new_current
-        metrics.request(d)
+        self._to_count.append(d)
         return d
+
+    def _count_requests(self) -> None:
+        """The decision-log entries made since the last call, into the requests metric."""
+        if self._to_count:
+            entries, self._to_count = self._to_count, []
+            metrics.requests(entries, self._labeled)
+
+    def _labeled(self, structure: str) -> bool:
+        """Whether the requests metric keeps this structure's name: the first
+        PER_CONTAINER_GAUGES_MAX structures seen; the others are counted without it."""
+        if structure in self._labeled_structures:
+            return True
+        if len(self._labeled_structures) < metrics.PER_CONTAINER_GAUGES_MAX:
+            self._labeled_structures.add(structure)
+            return True
+        return False
 
     async def reapply(self, names: list[str]) -> list[str]:
         """Write the recorded limits of these containers back to their nodes (drift repair);

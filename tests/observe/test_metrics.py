@@ -85,3 +85,17 @@ def test_statedb_journal_and_checkpoint_gauges(stack):
     # Set on ping and on every window's commit, so it is the journal of now or of a moment ago.
     assert journal > 0 and ping["journal_bytes"] > 0
     assert 0 <= age < 3600
+
+
+def test_the_requests_counter_names_only_the_first_structures_a_scaler_logs():
+    """Past PER_CONTAINER_GAUGES_MAX structures a Scaler's requests are counted without the
+    structure label (one series per container would outgrow a Prometheus scrape)."""
+    import types
+
+    from sc_actors.metrics import PER_CONTAINER_GAUGES_MAX
+    from sc_actors.scaler import Scaler
+
+    scaler = types.SimpleNamespace(_labeled_structures=set())
+    labeled = [Scaler._labeled(scaler, f"c{i}") for i in range(PER_CONTAINER_GAUGES_MAX + 5)]  # type: ignore[arg-type]
+    assert labeled.count(False) == 5 and labeled[-5:] == [False] * 5
+    assert Scaler._labeled(scaler, "c0") and not Scaler._labeled(scaler, "another")  # type: ignore[arg-type]
