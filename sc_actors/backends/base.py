@@ -192,12 +192,12 @@ def check_cpu_num(cpu_num: str, cpus: Iterable[int]) -> str:
         raise LimitRefused(f"cpu_num {cpu_num!r} is not a cpu list like '0,1' or '0-3'") from None
     if not wanted:
         raise LimitRefused("cpu_num is empty: a container needs at least one core")
-    have = {str(c) for c in cpus}
-    missing = [c for c in wanted if c not in have]
+    have = cpus if isinstance(cpus, (range, set, frozenset)) else set(cpus)  # a host's range: no set per write
+    missing = [c for c in wanted if int(c) not in have]
     if missing:
         raise LimitRefused(
             f"cpu_num {cpu_num!r} names cores {','.join(missing)} that this host lacks "
-            f"(it has {units.format_cpu_list(sorted(int(c) for c in have))})"
+            f"(it has {units.format_cpu_list(sorted(have))})"
         )
     return units.format_cpu_list(wanted)
 
