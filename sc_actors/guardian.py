@@ -35,7 +35,7 @@ from .loops import every
 from .model import Application, Container, Document, Event, Limits, Request, Rule, Structure, UsageBatch, User
 from .policy.health import HEARTBEAT_S
 from .policy.columnar import HostColumns, fire_host, host_inputs, usage_of
-from .policy.event_columns import HostEvents, RequestGate, event_entries, may_request, shapes_of
+from .policy.event_columns import FitInputs, HostEvents, RequestGate, event_entries, may_request, shapes_of
 from .policy.serverless import Prepared, RuleSet, evaluate_prepared, fire_window, prepare
 from .settings import DATABASE_SNAPSHOTER_NAME, REBALANCER_NAME, GuardianSettings, guardian_name, scaler_name
 from .store.views import Bound, EventEntry, GroupGuardianView, GuardianChanges, Usage, WindowQuery
@@ -336,8 +336,10 @@ class Guardian:
         now, timeout = w.window_end, self.settings.event_timeout_s
         currents, usages, usable, cpu_idle = host_inputs(hc, w)
         he.step(usable, {i: f for i, f in fired.items() if f}, currents, usages, now, timeout)
+        fit = FitInputs(usages, currents, {r: hc.series[f"{r}.lower"] for r in currents},
+                        {r: hc.series[f"{r}.boundary"] for r in currents})
         must, removes = may_request(self._gate, he.counts(now, timeout, currents), hc.boundary_types, cpu_idle,
-                                    len(hc.names))
+                                    len(hc.names), fit)
         dirty = self._dirty
         # A container prepared again (its `current` moved) on which no request rule acts needs
         # no evaluation either: its stale events went with the step, and its boundaries are

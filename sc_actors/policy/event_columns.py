@@ -22,12 +22,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import numpy as np
 
 from ..model import Event, JsonObject, ResourceName, Rule
 from .events import action_scale, event_name, scale_count
+from .limits import ADAPTIVE_MARGIN_FLOOR
 from .serverless import RuleSet
 from .vectorized import Compiled, compile_rule
 
@@ -55,6 +56,26 @@ def shapes_of(rules: RuleSet) -> tuple[EventShape, ...]:
     return tuple(out)
 
 
+class Counts(NamedTuple):
+    """A resource's pending events per container, as the request rules count them."""
+
+    has: np.ndarray
+    up: np.ndarray
+    down: np.ndarray
+    down_peak: np.ndarray
+    """The highest usage among its down events (NaN: none with a usage): `_down_peaks`."""
+
+
+class FitInputs(NamedTuple):
+    """Per resource, each container's window usage, `current`, `lower` and `boundary`
+    (NaN where there is none), which a fit-down's amount reads."""
+
+    usages: Mapping[str, np.ndarray]
+    currents: Mapping[str, np.ndarray]
+    lowers: Mapping[str, np.ndarray]
+    boundaries: Mapping[str, np.ndarray]
+
+
 @dataclass(frozen=True)
 class GateRule:
     """A request rule as the gate sees it: its counts program (None: not compiled), the
@@ -66,6 +87,10 @@ class GateRule:
     boundary_types: Optional[frozenset[str]]
     idle_up: str
     remove: int
+    deadband_down: str = ""
+    """For a CPU fit-down with a `deadband`: the event it removes where its cut would be
+    under the deadband (then it asks for nothing: `in_deadband`), done in arrays."""
+    deadband: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -79,9 +104,13 @@ class RequestGate:
         out = []
         for r in rules.request_rules:
             idle = r.resource == "cpu" and r.rescale_policy == "fit_to_demand" and r.rescale_type == "up"
+            banded = (r.resource == "cpu" and r.rescale_policy == "fit_to_demand" and r.rescale_type == "down"
+                      and bool(r.deadband))
             out.append(GateRule(r.resource, compile_rule(r.rule),
                                 None if r.boundary_types is None else frozenset(r.boundary_types),
-                                event_name(r.resource, {"scale": {"up": 1}}) if idle else "", r.events_to_remove or 0))
+                                event_name(r.resource, {"scale": {"up": 1}}) if idle else "", r.events_to_remove or 0,
+                                event_name(r.resource, {"scale": {"down": 1}}) if banded else "",
+                                float(r.deadband or 0.0)))
         return cls(tuple(out))
 
 
@@ -234,11 +263,11 @@ class HostEvents:
             for _, k, s in slots[: int(counts[i])]:
                 self.ts[k, i, s] = self.current[k, i, s] = self.usage[k, i, s] = math.nan
 
-    def counts(self, now: float, timeout_s: float, currents: Mapping[str, np.ndarray]
-               ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """Per resource: (has events, up, down) of each container, over the events that
-        would still be pending this window (same `current`, not expired)."""
-        out: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    def counts(self, now: float, timeout_s: float, currents: Mapping[str, np.ndarray]) -> dict[str, Counts]:
+        """Per resource: (has events, up, down, the highest usage of the down events) of
+        each container, over the events that would still be pending this window (same
+        `current`, not expired)."""
+        out: dict[str, Counts] = {}
         n = len(self.names)
         for k, s in enumerate(self.shapes):
             cur = currents.get(s.resource)
@@ -246,14 +275,19 @@ class HostEvents:
             ts, ec = self.ts[k], self.current[k]
             live = ~np.isnan(ts) & (ts >= now - timeout_s) & (np.isnan(ec) | (ec == col[:, None]))
             c = live.sum(axis=1).astype(float)
-            has, up, down = out.get(s.resource, (np.zeros(n, bool), np.zeros(n), np.zeros(n)))
-            out[s.resource] = (has | (c > 0), up + c * s.up, down + c * s.down)
+            has, up, down, peak = out.get(s.resource) or Counts(np.zeros(n, bool), np.zeros(n), np.zeros(n),
+                                                                  np.full(n, math.nan))
+            if s.down:
+                with np.errstate(invalid="ignore"):
+                    peak = np.fmax(peak, np.max(np.where(live, self.usage[k], -np.inf), axis=1))
+                peak[np.isinf(peak)] = math.nan
+            out[s.resource] = Counts(has | (c > 0), up + c * s.up, down + c * s.down, peak)
         return out
 
 
-def may_request(gate: RequestGate, counts: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
-                boundary_types: Mapping[str, np.ndarray], cpu_idle: np.ndarray, n: int
-                ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def may_request(gate: RequestGate, counts: Mapping[str, Counts],
+                boundary_types: Mapping[str, np.ndarray], cpu_idle: np.ndarray, n: int,
+                fit: Optional[FitInputs] = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Which containers must be evaluated one at a time, and the events the others' rules
     remove (event name → how many, oldest first, per container).
 
@@ -261,7 +295,9 @@ def may_request(gate: RequestGate, counts: Mapping[str, tuple[np.ndarray, np.nda
     (`serves`); one that is not compiled is taken to hold wherever its resource has events.
     A CPU fit-up acting in a window without throttling (`cpu_idle`: measured, nothing held
     back, cores not full) asks for nothing and only removes its events: done here, unless
-    another rule acts on the same container. Any other acting rule: one at a time.
+    another rule acts on the same container. So does a CPU fit-down with a deadband whose
+    cut would be under it (`fit`: an adaptive limit, a window without throttling and under
+    `lower`). Any other acting rule: one at a time.
     """
     alone = np.zeros(n, bool)
     removes: dict[str, np.ndarray] = {}
@@ -269,7 +305,7 @@ def may_request(gate: RequestGate, counts: Mapping[str, tuple[np.ndarray, np.nda
         c = counts.get(g.resource)
         if c is None:
             continue
-        has, up, down = c
+        has, up, down, peak = c
         kinds = boundary_types.get(g.resource)
         if g.boundary_types is None:
             serve = np.ones(n, bool)
@@ -283,6 +319,12 @@ def may_request(gate: RequestGate, counts: Mapping[str, tuple[np.ndarray, np.nda
         with np.errstate(invalid="ignore"):
             acts = has & serve & np.broadcast_to(g.program.holds({"events.scale.up": up, "events.scale.down": down}),
                                                  (n,))
+        if g.deadband_down and fit is not None and kinds is not None:
+            banded = acts & cpu_idle & _under_deadband(g, fit, kinds, peak)
+            alone |= acts & ~banded
+            if banded.any() and g.remove:
+                removes[g.deadband_down] = removes.get(g.deadband_down, np.zeros(n, int)) + np.where(banded, g.remove, 0)
+            continue
         if not g.idle_up:
             alone |= acts
             continue
@@ -291,6 +333,22 @@ def may_request(gate: RequestGate, counts: Mapping[str, tuple[np.ndarray, np.nda
         if idle.any() and g.remove:
             removes[g.idle_up] = removes.get(g.idle_up, np.zeros(n, int)) + np.where(idle, g.remove, 0)
     return alone, removes
+
+
+def _under_deadband(g: GateRule, fit: FitInputs, kinds: np.ndarray, peak: np.ndarray) -> np.ndarray:
+    """Where `g`'s fit-down, as `fit_to_demand_policy` sizes it for an adaptive limit in a
+    window without throttling, cuts less than its deadband (or nothing): it asks for nothing.
+    Where this cannot be told here (not adaptive, no usage, not under `lower`): False."""
+    res = g.resource
+    use, cur = fit.usages[res], fit.currents[res]
+    lower, b = fit.lowers[res], fit.boundaries[res] / 100
+    floor = ADAPTIVE_MARGIN_FLOOR.get(res, 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        u = np.fmax(use, peak)  # the highest of this window and the underuse windows consumed
+        target = np.ceil(np.maximum(u / (1 - 1.5 * b), u + 1.5 * floor))
+        known = (kinds == "adaptive") & (use < lower) & (1.5 * b < 0.9) & np.isfinite(target) & (cur > 0)
+        under: np.ndarray = known & (cur - target < g.deadband / 100 * cur)
+        return under
 
 
 def event_entries(name: str, rules: Sequence[Rule], shapes: Sequence[EventShape], now: float,

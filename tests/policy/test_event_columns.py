@@ -124,7 +124,7 @@ def test_a_full_row_grows_and_keeps_every_event():
     for t in range(5):
         he.step(np.array([True, True]), fired, cur, use, 1000.0 + t, 100.0)
     assert he.pending(0) == 5 and he.pending(1) == 0 and he.ts.shape[2] >= 5
-    has, up, down = he.counts(1004.0, 100.0, cur)["cpu"]
+    has, up, down, _peak = he.counts(1004.0, 100.0, cur)["cpu"]
     assert has.tolist() == [True, False] and down[0] == 5 * shapes[k].down
     # counts past the timeout: the first two have expired by 1004 with a 2.5-s timeout
     assert he.counts(1004.0, 2.5, cur)["cpu"][2][0] == 3 * shapes[k].down
