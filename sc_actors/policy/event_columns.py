@@ -266,22 +266,27 @@ class HostEvents:
     def counts(self, now: float, timeout_s: float, currents: Mapping[str, np.ndarray]) -> dict[str, Counts]:
         """Per resource: (has events, up, down, the highest usage of the down events) of
         each container, over the events that would still be pending this window (same
-        `current`, not expired)."""
+        `current`, not expired). Every rule's arrays at once."""
         out: dict[str, Counts] = {}
         n = len(self.names)
-        for k, s in enumerate(self.shapes):
-            cur = currents.get(s.resource)
-            col = cur if cur is not None else np.full(n, math.nan)
-            ts, ec = self.ts[k], self.current[k]
-            live = ~np.isnan(ts) & (ts >= now - timeout_s) & (np.isnan(ec) | (ec == col[:, None]))
-            c = live.sum(axis=1).astype(float)
-            has, up, down, peak = out.get(s.resource) or Counts(np.zeros(n, bool), np.zeros(n), np.zeros(n),
-                                                                  np.full(n, math.nan))
-            if s.down:
-                with np.errstate(invalid="ignore"):
-                    peak = np.fmax(peak, np.max(np.where(live, self.usage[k], -np.inf), axis=1))
-                peak[np.isinf(peak)] = math.nan
-            out[s.resource] = Counts(has | (c > 0), up + c * s.up, down + c * s.down, peak)
+        if not self.shapes:
+            return out
+        nan = np.full(n, math.nan)
+        cols = np.stack([currents.get(s.resource, nan) for s in self.shapes])  # (rules, containers)
+        ts, ec = self.ts, self.current
+        live = ~np.isnan(ts) & (ts >= now - timeout_s) & (np.isnan(ec) | (ec == cols[:, :, None]))
+        c = live.sum(axis=2).astype(float)  # (rules, containers)
+        with np.errstate(invalid="ignore"):
+            peaks = np.max(np.where(live & ~np.isnan(self.usage), self.usage, -np.inf), axis=2)
+        for res in dict.fromkeys(s.resource for s in self.shapes):
+            ks = [k for k, s in enumerate(self.shapes) if s.resource == res]
+            cr = c[ks]
+            up = np.array([self.shapes[k].up for k in ks])
+            down = np.array([self.shapes[k].down for k in ks])
+            downs = [k for k in ks if self.shapes[k].down]
+            peak = peaks[downs].max(axis=0) if downs else np.full(n, -np.inf)
+            peak = np.where(np.isinf(peak), math.nan, peak)
+            out[res] = Counts((cr > 0).any(axis=0), up @ cr, down @ cr, peak)
         return out
 
 
