@@ -343,7 +343,9 @@ def may_request(gate: RequestGate, counts: Mapping[str, Counts],
 def _under_deadband(g: GateRule, fit: FitInputs, kinds: np.ndarray, peak: np.ndarray) -> np.ndarray:
     """Where `g`'s fit-down, as `fit_to_demand_policy` sizes it for an adaptive limit in a
     window without throttling, cuts less than its deadband (or nothing): it asks for nothing.
-    Where this cannot be told here (not adaptive, no usage, not under `lower`): False."""
+    The target is `fit_to_demand_target`'s adaptive branch over arrays; `adjust_amount` only
+    shortens a cut, so a cut under the deadband here is one there too. Where this cannot be
+    told here (not adaptive, no usage, not under `lower`): False, one at a time."""
     res = g.resource
     use, cur = fit.usages[res], fit.currents[res]
     lower, b = fit.lowers[res], fit.boundaries[res] / 100
