@@ -28,7 +28,7 @@ from .backends.base import ContainerBackend
 from .collector import relax_collector
 from .errors import Conflict, Invalid, Unavailable
 from .handles import ActorHandle, Handles
-from .model import Applied, Bounds, ContainerLimits, HostInfo, JsonObject, LimitChange
+from .model import Applied, Bounds, ContainerLimits, HostInfo, JsonObject, LimitChange, Written
 from .settings import GUARDIAN_NAME, ContainerScalerSettings
 from .units import BYTES_PER_MIB, NS_PER_S, SHARES_PER_CORE
 
@@ -125,6 +125,18 @@ def read_frame(backend: ContainerBackend, names: tuple[str, ...]) -> CounterFram
     return CounterFrame.of(backend.read_counters_many(names), names)
 
 
+def read_memory(backend: ContainerBackend, names: tuple[str, ...]) -> np.ndarray:
+    """The memory use of `names` on `backend`, bytes, in that order (NaN for one gone meanwhile):
+    one array read where the backend has one (synthetic), else its per-container reads."""
+    import numpy as np
+
+    read = getattr(backend, "read_memory_frame", None)
+    if read is not None:
+        return cast("np.ndarray", read(names))
+    got = backend.read_memory_many(names)
+    return np.array([got.get(n, np.nan) for n in names], dtype=float)
+
+
 @dataclass
 class _Sampling:
     """One host's window being sampled: its containers, counters at the start, memory so far."""
@@ -147,13 +159,21 @@ class _Sampling:
         return s
 
     def add(self, frame: CounterFrame) -> None:
+        self._add_memory(frame.mem_bytes)
+
+    def _add_memory(self, mem_bytes: np.ndarray) -> None:
         import numpy as np
 
-        have = ~np.isnan(frame.mem_bytes)
-        self.mem_sum += np.where(have, frame.mem_bytes, 0.0)
+        have = ~np.isnan(mem_bytes)
+        self.mem_sum += np.where(have, mem_bytes, 0.0)
         self.mem_n += have
 
+    def sample_memory(self) -> None:
+        """A sample within the window: memory only (the CPU's counters count on their own)."""
+        self._add_memory(read_memory(self.backend, self.names))
+
     def sample(self) -> CounterFrame:
+        """The window's last sample: every counter."""
         frame = read_frame(self.backend, self.names)
         self.add(frame)
         return frame
@@ -308,8 +328,9 @@ class ContainerScaler:
 
     async def apply_many(
         self, items: list[tuple[str, Union[LimitChange, ChangeFields], Union[Bounds, BoundsFields, None]]]
-    ) -> list[Applied]:
-        """`apply` for several containers in order; what became of each, in order.
+    ) -> list[Written]:
+        """`apply` for several containers in order; what became of each, in order (without
+        the limits read back: `apply` gives those).
 
         A refused write does not stop the others: the Scaler decides what to put back. The
         containers may be of several hosts this agent serves (each is found by its name).
@@ -317,9 +338,10 @@ class ContainerScaler:
         results = []
         for name, change, bounds in items:
             try:
-                results.append(self._write(name, change, bounds))
+                self._write(name, change, bounds)
+                results.append(Written(name, True))
             except Exception as e:
-                results.append(Applied(name=name, ok=False, error=str(e) or type(e).__name__))
+                results.append(Written(name, False, str(e) or type(e).__name__))
         return results
 
     async def create_container(self, name: str, cpu_num: str | None = None, host: Optional[str] = None) -> None:
@@ -386,7 +408,7 @@ class ContainerScaler:
             if deadline - time.monotonic() <= 0.001:
                 break
             for sm in sampling.values():
-                sm.sample()
+                sm.sample_memory()
         end = {h: sm.sample() for h, sm in sampling.items()}
         t_end = time.time()
         windows = [host_window(h, t_start, t_end, sm.start, end[h], sm.mem_sum, sm.mem_n)

@@ -7,7 +7,7 @@ actors, the journal and the Parquet files all carry these same documents.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, NamedTuple, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic import JsonValue as JsonValue  # re-exported: the recursive JSON type
@@ -411,3 +411,14 @@ class Applied(BaseModel):
     ok: bool
     error: str = ""
     limits: Optional[ContainerLimits] = None
+
+
+class Written(NamedTuple):
+    """What a node did with one write of a batch (`ContainerScaler.apply_many`): `ok`, or not
+    with the `error` that refused it (nothing of that container written). `Applied` without the
+    limits read back: a batch's writer needs only the outcome, and a tuple costs Ray a fraction
+    of a pydantic object to send."""
+
+    name: str
+    ok: bool
+    error: str = ""

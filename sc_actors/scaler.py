@@ -70,6 +70,7 @@ from .model import (
     Request,
     ResourceName,
     User,
+    Written,
     check_name,
 )
 from .policy.applications import Placement, plan_application_request, plan_user_request
@@ -1047,7 +1048,7 @@ class Scaler:
             return f"{written[-1].name}: {_reason(e)}"
         return ""
 
-    async def _write_many(self, host: str, items: list[Write]) -> list[Applied]:
+    async def _write_many(self, host: str, items: list[Write]) -> list[Written]:
         """Write several containers' limits on one node in one call; what became of each, in order.
 
         The changes and bounds travel as their fields (`ChangeFields`, `BoundsFields`): a
@@ -1055,7 +1056,7 @@ class Scaler:
         fields = [(name, change.model_dump(exclude_none=True),
                    None if bounds is None else {"cpu": bounds.cpu, "mem": bounds.mem})
                   for name, change, bounds in items]
-        results: list[Applied] = await self._on_node(host, self._handles.node(host).apply_many.remote(fields))
+        results: list[Written] = await self._on_node(host, self._handles.node(host).apply_many.remote(fields))
         return results
 
     async def _put_back(self, containers: list[tuple[Container, Host]]) -> None:

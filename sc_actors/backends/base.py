@@ -18,10 +18,12 @@ import time
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Protocol
+from typing import Callable, Iterable, Iterator, Protocol, TypeVar
 
 from .. import units
 from ..model import Bounds, ContainerLimits, LimitChange, check_name
+
+T = TypeVar("T")
 
 
 class LimitRefused(ValueError):
@@ -89,6 +91,11 @@ class ContainerBackend(Protocol):
 
     def read_counters_many(self, names: Iterable[str]) -> dict[str, UsageCounters]:
         """Sample several containers, leaving out those that disappeared."""
+        ...
+
+    def read_memory_many(self, names: Iterable[str]) -> dict[str, int]:
+        """`UsageCounters.mem_bytes` of several containers, leaving out those that disappeared:
+        what a sample within a window needs (its CPU counters are read at the window's ends)."""
         ...
 
     def create(self, name: str, cpu_num: str | None = None) -> None:
@@ -173,9 +180,9 @@ def check_memory_above_use(name: str, change: LimitChange, read_counters: Callab
             )
 
 
-def counters_of(read_counters: Callable[[str], UsageCounters], names: Iterable[str]) -> dict[str, UsageCounters]:
-    """Each container's counters, by name; a container gone meanwhile is left out."""
-    out: dict[str, UsageCounters] = {}
+def counters_of(read_counters: Callable[[str], T], names: Iterable[str]) -> dict[str, T]:
+    """Each container's counters (or memory), by name; a container gone meanwhile is left out."""
+    out: dict[str, T] = {}
     for name in names:
         try:
             out[name] = read_counters(name)
@@ -264,6 +271,10 @@ class NodeBackend:
     def read_counters(self, name: str) -> UsageCounters:
         raise NotImplementedError
 
+    def read_memory(self, name: str) -> int:
+        """`UsageCounters.mem_bytes` alone (the memory files only). ContainerNotFound if unknown."""
+        raise NotImplementedError
+
     def _write_memory(self, name: str, mem_mib: float) -> None:
         raise NotImplementedError
 
@@ -299,6 +310,9 @@ class NodeBackend:
 
     def read_counters_many(self, names: Iterable[str]) -> dict[str, UsageCounters]:
         return counters_of(self.read_counters, names)
+
+    def read_memory_many(self, names: Iterable[str]) -> dict[str, int]:
+        return counters_of(self.read_memory, names)
 
     def host_cores(self) -> int:
         return host_cores()

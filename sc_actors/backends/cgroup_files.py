@@ -72,21 +72,38 @@ def counters(cpu_ns: int, t: float, usage_bytes: int, cache_bytes: int, cpu_stat
     )
 
 
+def _memory_v1(read: Read) -> tuple[int, int]:
+    """(usage, page cache) bytes on v1."""
+    stat = parse_keyed(read("memory.stat"))
+    return int(read("memory.usage_in_bytes")), stat.get("total_cache", stat.get("cache", 0))
+
+
+def _memory_v2(read: Read) -> tuple[int, int]:
+    """(usage, page cache) bytes on v2."""
+    return int(read("memory.current")), parse_keyed(read("memory.stat")).get("file", 0)
+
+
 def read_counters_v1(read: Read) -> UsageCounters:
     cpu_ns = int(read("cpuacct.usage"))
     t = time.monotonic()
-    usage_bytes = int(read("memory.usage_in_bytes"))
-    stat = parse_keyed(read("memory.stat"))
-    cache_bytes = stat.get("total_cache", stat.get("cache", 0))
-    return counters(cpu_ns, t, usage_bytes, cache_bytes, parse_keyed(read("cpu.stat")))
+    return counters(cpu_ns, t, *_memory_v1(read), parse_keyed(read("cpu.stat")))
 
 
 def read_counters_v2(read: Read) -> UsageCounters:
     cpu_stat = parse_keyed(read("cpu.stat"))
     t = time.monotonic()
-    usage_bytes = int(read("memory.current"))
-    cache_bytes = parse_keyed(read("memory.stat")).get("file", 0)
-    return counters(cpu_stat["usage_usec"] * 1000, t, usage_bytes, cache_bytes, cpu_stat)
+    return counters(cpu_stat["usage_usec"] * 1000, t, *_memory_v2(read), cpu_stat)
+
+
+def read_memory_v1(read: Read) -> int:
+    """`UsageCounters.mem_bytes` alone: the two memory files, not the CPU's (a sample within a window)."""
+    usage_bytes, cache_bytes = _memory_v1(read)
+    return max(0, usage_bytes - cache_bytes)
+
+
+def read_memory_v2(read: Read) -> int:
+    usage_bytes, cache_bytes = _memory_v2(read)
+    return max(0, usage_bytes - cache_bytes)
 
 
 def memory_value_v1(mem_mib: float) -> str:

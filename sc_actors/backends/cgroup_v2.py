@@ -99,6 +99,9 @@ class CgroupV2Backend(base.NodeBackend):
     def read_counters(self, name: str) -> UsageCounters:
         return cgroup_files.read_counters_v2(lambda file: self._read(name, file))
 
+    def read_memory(self, name: str) -> int:
+        return cgroup_files.read_memory_v2(lambda file: self._read(name, file))
+
     # ----------------------------------------------------------------- lifecycle
 
     def create(self, name: str, cpu_num: str | None = None) -> None:

@@ -121,6 +121,10 @@ class LxcBackend(base.NodeBackend):
         read = cgroup_files.read_counters_v1 if self.cgroup_v1 else cgroup_files.read_counters_v2
         return read(lambda item: self._get(name, item))
 
+    def read_memory(self, name: str) -> int:
+        read = cgroup_files.read_memory_v1 if self.cgroup_v1 else cgroup_files.read_memory_v2
+        return read(lambda item: self._get(name, item))
+
     # ----------------------------------------------------------------- lifecycle
 
     def create(self, name: str, cpu_num: str | None = None) -> None:

@@ -11,6 +11,7 @@ Vectorised: the state of every container of the host is one array per variable
 a few array operations whatever its size, so a node agent simulating many hosts
 costs in proportion to their containers. One clock per host: a write advances the
 whole host to now (the usage so far ran under the old limit), then changes the limit.
+The memory walk has its own clock, so a sample of memory alone advances only that.
 
 The statistics, per container (`demand_noise`, `phase_s`, `burst_probability_per_s`):
 - its demand holds a level through a phase, then jumps to a new one: phases end at random
@@ -20,7 +21,8 @@ The statistics, per container (`demand_noise`, `phase_s`, `burst_probability_per
   over about JITTER_TAU_S (an Ornstein–Uhlenbeck process, so its size does not depend on how often
   the host is advanced);
 - a burst starts with probability `burst_probability_per_s` per second and lasts 5–30 s, during
-  which the container wants 100–180 shares (redrawn at each advance);
+  which the container wants 100–180 shares (redrawn every 0.2 s, `BURST_STEP_S`, whatever the
+  step of an advance: a window sees the same burst whether the host was advanced 5 times or once);
 - what it uses is the demand capped by its quota, the excess counts as throttled (CFS periods of
   100 ms and held-back time); memory walks with σ = 4 MiB/√s within [32, `mem_cap`] MiB.
 This replaced a free walk of the demand (σ 8 shares/√s): it made a container's demand move by a
@@ -58,12 +60,14 @@ WRITE_ADVANCE_S = 0.01
 a batch of writes to one host then costs one advance, not one per container."""
 BURST_WANT = (100.0, 180.0)
 BURST_S = (5.0, 30.0)
+BURST_STEP_S = 0.2
+"""A burst's want is redrawn this often, seconds, whatever the step of an advance."""
 MEM_FLOOR_MIB = 32.0
 MEM_CAP_MIB = 2048.0
 MEM_STEP = 4.0
 """σ of the memory's walk, MiB per √s."""
 
-_STATE = ("demand", "base", "level", "jitter", "burst_until", "cpu_ns", "mem_mib", "mem_cap", "periods", "throttled", "throttled_ns",
+_STATE = ("demand", "base", "level", "jitter", "burst_from", "burst_until", "cpu_ns", "mem_mib", "mem_cap", "periods", "throttled", "throttled_ns",
           "limit")
 
 
@@ -122,6 +126,8 @@ class SyntheticBackend:
         self._limits: list[ContainerLimits] = []
         self._state: dict[str, np.ndarray] = {k: np.zeros(0) for k in _STATE}
         self._t = clock()
+        self._t_mem = self._t
+        """The memory walk's own clock: a memory-only sample (`read_memory_frame`) advances just that."""
 
     # ------------------------------------------------------------------ inventory
 
@@ -141,7 +147,7 @@ class SyntheticBackend:
         self._advance(self.clock())  # the others' usage so far, before the arrays grow
         if demand is None:
             demand = float(self._rng.uniform(5, 60))
-        row = {"demand": demand, "base": demand, "level": demand, "jitter": 0.0, "burst_until": 0.0, "cpu_ns": 0.0, "mem_mib": mem_use,
+        row = {"demand": demand, "base": demand, "level": demand, "jitter": 0.0, "burst_from": 0.0, "burst_until": 0.0, "cpu_ns": 0.0, "mem_mib": mem_use,
                "mem_cap": mem_cap,
                "periods": 0.0, "throttled": 0.0, "throttled_ns": 0.0, "limit": math.inf}
         limits = ContainerLimits(cpu_num=cpu_num or "0")
@@ -195,6 +201,18 @@ class SyntheticBackend:
                             s["mem_mib"] * BYTES_PER_MIB, s["periods"].copy(), s["throttled"].copy(),
                             s["throttled_ns"].copy())
 
+    def read_memory_frame(self, names: tuple[str, ...]) -> np.ndarray:
+        """The memory use of `names` now, bytes (NaN for one not here): the walk of memory
+        alone advanced, as a mid-window sample needs (`container_scaler._Sampling`)."""
+        self._advance_memory(self.clock())
+        index = [self._index.get(n, -1) for n in names]
+        return np.append(self._state["mem_mib"] * BYTES_PER_MIB, np.nan)[index]  # -1 picks the NaN
+
+    def read_memory_many(self, names: Iterable[str]) -> dict[str, int]:
+        names = tuple(names)
+        mem = self.read_memory_frame(names)
+        return {n: int(m) for n, m in zip(names, mem) if not math.isnan(m)}
+
     def read_counters(self, name: str) -> UsageCounters:
         self._i(name)
         c = self.read_frame().counters(name)
@@ -219,10 +237,10 @@ class SyntheticBackend:
         if dt <= at_least:
             return
         self._t = now
+        self._advance_memory(now)
         if n == 0:
             return
         s, rng = self._state, self._rng
-        root = math.sqrt(dt)
         # Phases of a level, jitter around it, and occasional bursts of 1–1.8 cores.
         if self.phase_s > 0:
             ends = rng.random(n) < -math.expm1(-dt / self.phase_s)
@@ -233,21 +251,41 @@ class SyntheticBackend:
             keep = math.exp(-dt / JITTER_TAU_S)
             s["jitter"] = s["jitter"] * keep + rng.normal(0.0, self.demand_noise * math.sqrt(1 - keep * keep), n)
         s["demand"] = np.clip(s["level"] * (1.0 + s["jitter"]), *DEMAND_RANGE)
-        starts = (now >= s["burst_until"]) & (rng.random(n) < self.burst_p * dt)
+        # A burst starts at a uniform moment of the interval; its want is redrawn every BURST_STEP_S,
+        # so what a window sees of it does not depend on how often the host is advanced.
+        start = now - dt
+        starts = (start >= s["burst_until"]) & (rng.random(n) < self.burst_p * dt)
         if starts.any():
-            s["burst_until"] = np.where(starts, now + rng.uniform(*BURST_S, n), s["burst_until"])
-        bursting = now < s["burst_until"]
-        want = s["demand"]
-        if bursting.any():
-            want = np.where(bursting, np.maximum(want, rng.uniform(*BURST_WANT, n)), want)
+            begin = start + dt * rng.random(n)
+            s["burst_from"] = np.where(starts, begin, s["burst_from"])
+            s["burst_until"] = np.where(starts, begin + rng.uniform(*BURST_S, n), s["burst_until"])
         limit = s["limit"]
         capped = np.isfinite(limit)
+        if (s["burst_until"] > start).any():
+            k = max(1, round(dt / BURST_STEP_S))
+            step = dt / k
+            t = start + step * np.arange(1, k + 1)[:, None]  # (k, 1): the end of each step
+            bursting = (t > s["burst_from"]) & (t <= s["burst_until"])
+            want = np.where(bursting, np.maximum(s["demand"], rng.uniform(*BURST_WANT, (k, n))), s["demand"])
+        else:
+            k, step, want = 1, dt, s["demand"][None, :]
         over = np.where(capped, want - limit, 0.0)
         s["periods"] += np.where(capped, dt / PERIOD_S, 0.0)
-        s["throttled"] += np.where(over > 0, dt / PERIOD_S, 0.0)
-        s["throttled_ns"] += np.maximum(over, 0.0) / SHARES_PER_CORE * dt * NS_PER_S
-        s["cpu_ns"] += np.minimum(want, limit) / SHARES_PER_CORE * dt * NS_PER_S
-        s["mem_mib"] = np.clip(s["mem_mib"] + rng.normal(0.0, MEM_STEP * root, n), MEM_FLOOR_MIB, s["mem_cap"])
+        s["throttled"] += (over > 0).sum(axis=0) * (step / PERIOD_S)
+        s["throttled_ns"] += np.maximum(over, 0.0).sum(axis=0) / SHARES_PER_CORE * step * NS_PER_S
+        s["cpu_ns"] += np.minimum(want, limit).sum(axis=0) / SHARES_PER_CORE * step * NS_PER_S
+
+    def _advance_memory(self, now: float) -> None:
+        """The memory walk from its last advance to `now` (its steps are independent of the CPU's)."""
+        dt = now - self._t_mem
+        if dt <= 0:
+            return
+        self._t_mem = now
+        n = len(self._names)
+        if n:
+            s = self._state
+            s["mem_mib"] = np.clip(s["mem_mib"] + self._rng.normal(0.0, MEM_STEP * math.sqrt(dt), n), MEM_FLOOR_MIB,
+                                   s["mem_cap"])
 
     # ------------------------------------------------------------------ host
 

@@ -62,7 +62,7 @@ def test_sampling_resumes_from_the_last_windows_counters_and_averages_memory():
     first = _Sampling.begin(b, names, None)
     for _ in range(5):
         clock[0] += 0.2
-        first.sample()
+        first.sample_memory()
     end1 = read_frame(b, names)
     # The next window starts from end1 (its own first read comes later): no CPU is lost between windows.
     clock[0] += 0.5
@@ -75,6 +75,28 @@ def test_sampling_resumes_from_the_last_windows_counters_and_averages_memory():
     assert list(w.cpu_throttled) == [1.0, 1.0]
     assert all(0 < h < 160 for h in w.cpu_held_back)  # wanted more (it walks from 50), never more than 180
     assert second.mem_n.tolist() == [2.0, 2.0] and all(400 < m < 600 for m in w.mem)
+
+
+def test_samples_within_a_window_read_memory_alone():
+    """A window's CPU counters come from its two ends: the samples between read only memory
+    (on cgroups, two files instead of four per container)."""
+    reads: list[str] = []
+
+    class PerContainer:
+        def read_counters_many(self, names):
+            reads.append("counters")
+            return {n: UsageCounters(cpu_ns=7, mem_bytes=MIB, t=1.0) for n in names}
+
+        def read_memory_many(self, names):
+            reads.append("memory")
+            return {"b": 3 * MIB}  # "a" gone meanwhile: not averaged in
+
+    s = _Sampling.begin(PerContainer(), ("a", "b"), None)  # type: ignore[arg-type]
+    for _ in range(3):
+        s.sample_memory()
+    s.sample()
+    assert reads == ["counters", "memory", "memory", "memory", "counters"]
+    assert s.mem_n.tolist() == [2.0, 5.0] and s.mem_sum.tolist() == [2 * MIB, 11 * MIB]
 
 
 def test_a_frame_of_a_per_container_backend_is_aligned_to_the_names():

@@ -20,7 +20,7 @@ from sc_actors import units
 from sc_actors.backends import CgroupV1Backend, make_backend
 from sc_actors.backends.base import ContainerNotFound, LimitRefused
 from sc_actors.model import Bounds, ContainerLimits, LimitChange
-from tests.backends.contract import unknown_container_raises_container_not_found
+from tests.backends.contract import memory_alone_matches_the_counters, unknown_container_raises_container_not_found
 
 pytestmark = pytest.mark.cgroup
 
@@ -283,6 +283,15 @@ def test_a_process_allocating_100_mib_shows_in_mem_bytes(backend, container, spa
     wait_for(
         lambda: backend.read_counters(container).mem_bytes >= 90 * MIB, 10, "100 MiB to be charged"
     )
+
+
+def test_a_memory_sample_alone_reads_what_the_counters_read(backend, container, spawn):
+    proc = spawn(ALLOCATE_100_MIB)
+    backend.attach(container, proc.pid)
+    proc.stdin.write(b"allocate\n")
+    proc.stdin.flush()
+    wait_for(lambda: backend.read_memory_many([container]).get(container, 0) >= 90 * MIB, 10, "100 MiB")
+    memory_alone_matches_the_counters(backend, container)
 
 
 def test_lowering_memory_below_what_is_used_is_refused(backend, container, spawn):

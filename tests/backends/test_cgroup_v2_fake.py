@@ -21,7 +21,7 @@ from sc_actors.backends.base import (
 )
 from sc_actors.backends.cgroup_v2 import is_cgroup2_mount, parse_max
 from sc_actors.model import Bounds, ContainerLimits, LimitChange
-from tests.backends.contract import unknown_container_raises_container_not_found
+from tests.backends.contract import memory_alone_matches_the_counters, unknown_container_raises_container_not_found
 
 MIB = units.BYTES_PER_MIB
 HOST_CPUS = units.format_cpu_list(host_cpus())
@@ -203,6 +203,14 @@ def test_counters_come_from_cpu_stat_and_memory_current_minus_file(backend, cdir
 
     assert counters.cpu_ns == 1_500_000_000  # 1.5 s of CPU = 1 500 000 µs × 1000
     assert counters.mem_bytes == 200 * MIB  # 300 MiB − 100 MiB of page cache
+
+
+def test_a_memory_sample_alone_reads_memory_current_minus_file(backend, cdir):
+    put(cdir, "memory.current", str(300 * MIB))
+    put(cdir, "memory.stat", f"anon {200 * MIB}\nfile {100 * MIB}\nkernel 0")
+
+    assert backend.read_memory_many(["c1"]) == {"c1": 200 * MIB}
+    memory_alone_matches_the_counters(backend, "c1")
 
 
 def test_memory_use_is_floored_at_zero(backend, cdir):

@@ -139,6 +139,20 @@ def test_bursts_start_at_the_documented_rate():
     assert 15 < bursting < 85
 
 
+def test_what_a_window_sees_of_a_burst_does_not_depend_on_how_often_the_host_is_advanced():
+    spreads = []
+    for step_s in (0.2, 1.0, 0.5):
+        b = host(400, burst=0.0, demand_noise=0.0, phase_s=0.0)
+        b._state["burst_from"][:], b._state["burst_until"][:] = 0.0, 1e9  # every container bursting
+        before = b.read_frame().cpu_ns
+        run(b, 1.0, step_s=step_s)
+        used = (b.read_frame().cpu_ns - before) / 1e9 * 100  # shares over the 1-s window
+        assert 130 < used.mean() < 150  # wants 100–180
+        spreads.append(np.std(used))
+    # Redrawn every 0.2 s: a 1-s window averages 5 draws, σ = 80 / √12 / √5 ≈ 10.3 shares.
+    assert all(8.5 < sd < 12.5 for sd in spreads), spreads
+
+
 def test_the_same_seed_gives_the_same_walk():
     a, b = host(10), host(10)
     run(a, 0.6)
@@ -156,6 +170,24 @@ def test_per_container_reads_match_the_frame_and_skip_unknown_names():
     assert many["c3"].cpu_ns > 0 and many["c3"].mem_bytes >= MEM_FLOOR_MIB * 1_048_576
     one = b.read_counters("c3")
     assert one.cpu_ns >= many["c3"].cpu_ns and one.t >= many["c3"].t
+
+
+def test_a_memory_sample_walks_memory_alone_as_the_full_walk_does():
+    b = host(400, burst=0.0)
+    clock = b.clock
+    assert isinstance(clock, Clock)
+    cpu0, m0 = b._state["cpu_ns"].copy(), b._state["mem_mib"].copy()
+    for _ in range(100):  # 1 s of memory-only samples every 0.01 s
+        clock.t += 0.01
+        mem = b.read_memory_frame(("c3", "nope", "c1"))
+    assert np.array_equal(b._state["cpu_ns"], cpu0)  # the CPU's walk did not move
+    m1 = b._state["mem_mib"]
+    assert 3.0 < np.std(m1 - m0) < 5.0  # 4 MiB per √s over 1 s, as the full walk
+    assert mem[0] == m1[3] * 1_048_576 and math.isnan(mem[1]) and mem[2] == m1[1] * 1_048_576
+    frame = b.read_frame()  # the CPU catches up over the whole second; memory is where it was
+    assert (frame.cpu_ns > cpu0).all() and np.array_equal(frame.mem_bytes, m1 * 1_048_576)
+    assert b.read_memory_many(["c1", "nope"]) == {"c1": int(m1[1] * 1_048_576)}
+    contract.memory_alone_matches_the_counters(b, "c1")
 
 
 def test_create_and_remove_keep_the_arrays_and_the_names_aligned():

@@ -10,6 +10,7 @@ from sc_actors import units
 from sc_actors.backends.base import ContainerNotFound, LimitRefused
 from sc_actors.backends.lxc import LxcBackend
 from sc_actors.model import Bounds, LimitChange
+from tests.backends.contract import memory_alone_matches_the_counters
 
 pytestmark = pytest.mark.cgroup  # real LXC containers: real cgroups
 
@@ -93,6 +94,7 @@ def test_usage_counters_follow_a_loop_run_inside_with_lxc_attach(lxc_backend, lx
     assert 20 <= shares <= 45, shares
     assert 0 < last.mem_bytes < 64 * units.BYTES_PER_MIB
     assert lxc_backend.read_counters_many([name, "sclxc-not-there"]).keys() == {name}
+    memory_alone_matches_the_counters(lxc_backend, name)
 
 
 def test_only_running_containers_with_plain_names_are_listed(lxc_backend, lxc_containers):
