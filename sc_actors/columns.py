@@ -13,7 +13,7 @@ few hundred bytes of names and four small buffers on the wire.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping, Optional
+from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -68,6 +68,17 @@ class HostWindow:
         return cls.of(batch.host, batch.window_start, batch.window_end, names,
                       [x["cpu"] for x in u], [x["mem"] for x in u],
                       [x.get("cpu_throttled", 0.0) for x in u], [x.get("cpu_held_back", 0.0) for x in u])
+
+    @classmethod
+    def concat(cls, windows: Sequence["HostWindow"], host: str) -> "HostWindow":
+        """Windows of several hosts that ended together as one window named `host`, in order:
+        what the Guardian evaluates in one pass (`Guardian._step_windows`)."""
+        names = tuple(n for w in windows for n in w.names)
+        if len(set(names)) != len(names):
+            raise ValueError(f"windows of {host!r}: a container is in two of them")
+        cpu, mem, throttled, held = (np.concatenate([w.column(m) for w in windows]) for m in MEASURES)
+        return cls(host, min(w.window_start for w in windows), max(w.window_end for w in windows), names,
+                   cpu, mem, throttled, held)
 
     def __len__(self) -> int:
         return len(self.names)

@@ -48,6 +48,8 @@ SUBMITS_IN_FLIGHT = 10
 """Submissions to the Scaler not yet taken, beyond which a window's requests are dropped."""
 MIRROR_PRUNE_WINDOWS = 200
 """Every so many windows, prepared containers no node reported in its last window are dropped."""
+EVENTS_KEPT_S = 60.0
+"""Pending events of a host (or group of hosts) no window stepped for this long are dropped, seconds."""
 
 Bounds = dict[str, dict[str, Bound]]
 """Structure → resource → (upper, lower) that moved in this window."""
@@ -78,7 +80,14 @@ class Guardian:
         self.events: dict[str, list[Event]] = {}
         """Pending events of applications and users; a host's containers' are in `_events`."""
         self._events: dict[str, HostEvents] = {}
-        """Each host's containers' pending events, as arrays (`policy.event_columns`)."""
+        """The pending events of each host's containers, as arrays (`policy.event_columns`); of the
+        hosts whose windows are stepped together (a node's), under the group's name (`_step_windows`)."""
+        self._group_of: dict[str, str] = {}
+        """The host or group whose `_events` hold each host's containers' pending events."""
+        self._events_used: dict[str, float] = {}
+        """When each of `_events` was last stepped (`time.monotonic`)."""
+        self._alone: set[str] = set()
+        """Hosts whose last window failed: stepped alone until one does not."""
         self.last_window_end: dict[str, float] = {}
         self.settings = GuardianSettings()
         self.epoch_s: collections.deque[float] = collections.deque(maxlen=1000)
@@ -192,15 +201,7 @@ class Guardian:
         new_events: list[EventEntry] = []
         requests: list[Request] = []
         if self.settings.active and self.settings.structure_guarded == "container":
-            for w in windows:
-                try:
-                    self._step_host(w, self._hosts[w.host], bounds, new_events, requests)
-                except Exception:
-                    # One host's failure neither stops the others' windows nor sticks: its
-                    # columns and pending events are built again from the next window.
-                    log.exception("guardian: the window of %s failed; its pending events are dropped", w.host)
-                    self._hosts.pop(w.host, None)
-                    self._events.pop(w.host, None)
+            self._step_windows(windows, bounds, new_events, requests)
         await statedb.guardian_report_windows.remote(windows, bounds, new_events)
         if len(self._prepared) <= metrics.PER_CONTAINER_GAUGES_MAX:
             for w in windows:
@@ -300,6 +301,12 @@ class Guardian:
             alive = {n for hc in self._hosts.values() for n in hc.names}
             for name in set(self._prepared) - alive:
                 self._forget(name)
+            # Pending events of hosts and groups no window stepped for a while (a node's hosts
+            # joined otherwise since): they would only be counted.
+            stale = time.monotonic() - EVENTS_KEPT_S
+            for key in [k for k in self._events if self._events_used.get(k, 0.0) < stale]:
+                del self._events[key]
+                self._events_used.pop(key, None)
 
     def _forget(self, name: str) -> None:
         self._prepared.pop(name, None)
@@ -320,8 +327,75 @@ class Guardian:
         self._seen_seq.clear()
         self._hosts.clear()
 
+    def _step_windows(self, windows: list[HostWindow], bounds: Bounds, new_events: list[EventEntry],
+                      requests: list[Request]) -> None:
+        """The hosts' windows that ended together, joined and stepped as one (a node's hosts: one
+        pass of array operations instead of one per host; their pending events are one
+        `HostEvents`, under the group's name). If the joined step fails, each host is stepped
+        alone in this window; a host that fails alone is stepped alone until it does not."""
+        together: dict[float, list[HostWindow]] = {}
+        for w in windows:
+            if w.host in self._hosts and w.host not in self._alone:
+                together.setdefault(w.window_end, []).append(w)
+        grouped = {w.host for group in together.values() if len(group) > 1 for w in group}
+        for group in together.values():
+            if len(group) < 2:
+                continue
+            key = " ".join(w.host for w in group)  # a space is in no host's name (`check_name`)
+            mine: tuple[Bounds, list[EventEntry], list[Request]] = ({}, [], [])
+            try:
+                joined = HostWindow.concat(group, key)
+                self._step_host(joined, HostColumns.concat([self._hosts[w.host] for w in group]), *mine,
+                                carried=group[0].host)
+            except Exception:
+                log.exception("guardian: the joined window of %s failed; each is evaluated alone", key)
+                self._events.pop(key, None)
+                bounds.update(mine[0])  # computed and marked written (`_report_moved`): written
+                grouped -= {w.host for w in group}
+                continue
+            bounds.update(mine[0])
+            new_events += mine[1]
+            requests += mine[2]
+            for w in group:
+                self._events_of(w, key)
+        for w in windows:
+            if w.host not in grouped:
+                self._step_alone(w, bounds, new_events, requests)
+
+    def _step_alone(self, w: HostWindow, bounds: Bounds, new_events: list[EventEntry], requests: list[Request]
+                    ) -> None:
+        """One host's window on its own (its pending events under its own name)."""
+        try:
+            self._step_host(w, self._hosts[w.host], bounds, new_events, requests, carried=w.host)
+            self._alone.discard(w.host)
+            self._events_of(w, w.host)
+        except Exception:
+            # One host's failure neither stops the others' windows nor sticks: its
+            # columns and pending events are built again from the next window.
+            log.exception("guardian: the window of %s failed; its pending events are dropped", w.host)
+            self._hosts.pop(w.host, None)
+            self._events.pop(w.host, None)
+            self._alone.add(w.host)
+
+    def _events_of(self, w: HostWindow, key: str) -> None:
+        """Host `w.host`'s pending events are now under `key`: those under its last key go
+        (the last host to leave a key takes it with it)."""
+        before = self._group_of.get(w.host)
+        self._group_of[w.host] = key
+        if before is None or before == key:
+            return
+        he = self._events.get(before)
+        if he is not None:
+            if before in self._group_of.values():
+                for name in w.names:
+                    i = he.index.get(name)
+                    if i is not None:
+                        he.clear(i)
+            else:
+                del self._events[before]
+
     def _step_host(self, w: HostWindow, hc: HostColumns, bounds: Bounds, new_events: list[EventEntry],
-                   requests: list[Request]) -> None:
+                   requests: list[Request], carried: str = "") -> None:
         """One host's window: the rules over its columns, the pending events as arrays
         (`policy.event_columns`), then one at a time only the containers on whose events a
         request rule may hold, whose boundaries may have moved, or that the columns cannot
@@ -331,7 +405,7 @@ class Guardian:
         except Exception:
             log.exception("guardian: the window of %s is evaluated one container at a time", w.host)
             fired = {i: None for i in range(len(hc.names))}
-        he = self._host_events(w.host, hc)
+        he = self._host_events(w.host, hc, carried)
         before = he.copy()
         now, timeout = w.window_end, self.settings.event_timeout_s
         currents, usages, usable, cpu_idle = host_inputs(hc, w)
@@ -366,11 +440,17 @@ class Guardian:
             if not he.put(i, pending):
                 log.warning("guardian: pending events of %s dropped: their rules changed", hc.names[i])
 
-    def _host_events(self, host: str, hc: HostColumns) -> HostEvents:
-        """The pending events of this host's containers, in the window's order."""
+    def _host_events(self, host: str, hc: HostColumns, carried: str = "") -> HostEvents:
+        """The pending events of this host's (or group's) containers, in the window's order; a
+        new group starts from those of the group `carried` was in (what the others had is lost)."""
+        self._events_used[host] = time.monotonic()
         he = self._events.get(host)
         if he is None:
-            he = self._events[host] = HostEvents(hc.names, self._shapes)
+            before = self._events.get(self._group_of.get(carried, ""))
+            if before is not None and before.shapes == self._shapes:
+                he = self._events[host] = before.regrid(hc.names)
+            else:
+                he = self._events[host] = HostEvents(hc.names, self._shapes)
         elif he.shapes != self._shapes:
             he = self._events[host] = he.reshaped(hc.names, self._shapes)  # the rules changed
         elif he.names != hc.names:
