@@ -63,6 +63,7 @@ class HostColumns:
     """"<res>.<field>" → the limit values the window's time series keep (NaN: none)."""
     boundary_types: dict[str, np.ndarray] = field(default_factory=dict)
     """Per resource, each container's limits' `boundary_type` (None: no limits), an object array."""
+    _parsed: Optional[list[tuple[np.ndarray, str, int, str]]] = field(default=None, repr=False, compare=False)
 
     @classmethod
     def build(cls, names: tuple[str, ...], prepared: Sequence[Optional[Prepared]], rules: RuleSet) -> "HostColumns":
@@ -97,7 +98,9 @@ class HostColumns:
         self.prepared[i] = prepared
         for res in WINDOW_RESOURCES:
             self.guards[res][i] = False
-        for col in (*self.fixed.values(), *self.series.values()):
+        for col in self.fixed.values():
+            col[i] = math.nan
+        for col in self.series.values():
             col[i] = math.nan
         for kinds in self.boundary_types.values():
             kinds[i] = None
@@ -111,13 +114,24 @@ class HostColumns:
             return
         for res in WINDOW_RESOURCES:
             self.guards[res][i] = res in p.parts
-        for path, col in self.fixed.items():
-            keys = path.split(".")
-            if len(keys) != 4 or keys[0] != keys[2] or keys[1] not in ("structure", "limits"):
-                continue  # no such path in any event data: NaN, the rule's slow path decides
-            res, kind, _, name = keys
-            if res in p.parts and res in WINDOW_RESOURCES:  # elsewhere no usage: no data
-                col[i] = _number(p.parts[res][0 if kind == "structure" else 1].get(name))
+        for col, res, part, name in self._fixed_paths():
+            if res in p.parts:  # elsewhere no usage: no data
+                col[i] = _number(p.parts[res][part].get(name))
+
+    def _fixed_paths(self) -> list[tuple[np.ndarray, str, int, str]]:
+        """Each fixed column with where its value is in a container's parts: (column, resource,
+        0 for the structure's fields or 1 for the limits', field); parsed once per columns."""
+        parsed = self._parsed
+        if parsed is None:
+            parsed = self._parsed = []
+            for path, col in self.fixed.items():
+                keys = path.split(".")
+                if len(keys) != 4 or keys[0] != keys[2] or keys[1] not in ("structure", "limits"):
+                    continue  # no such path in any event data: NaN, the rule's slow path decides
+                res, kind, _, name = keys
+                if res in WINDOW_RESOURCES:
+                    parsed.append((col, res, 0 if kind == "structure" else 1, name))
+        return parsed
 
     def _fill_series(self, i: int, p: Prepared) -> None:
         for res in WINDOW_RESOURCES:
