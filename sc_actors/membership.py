@@ -45,6 +45,7 @@ from .model import HostInfo
 from .policy import membership as policy
 from .policy.membership import Action, HostView, NodeDefaults, Observation
 from .settings import HOST_LABEL
+from .store.views import HostMark
 
 log = logging.getLogger(__name__)
 
@@ -226,9 +227,9 @@ class Membership:
     async def _observe(self) -> Observation:
         # ray.nodes() is a blocking GCS call: off the event loop.
         nodes = [policy.Node.from_ray(row) for row in await asyncio.to_thread(ray.nodes)]
-        docs = await self._handles.statedb.list.remote("structures", "host")
-        documents = {d["name"]: bool(d.get("reachable", True)) for d in docs}
-        agents = {d["name"]: d["agent"] for d in docs if d.get("agent")}
+        marks: dict[str, HostMark] = await self._handles.statedb.host_marks.remote()
+        documents = {name: m["reachable"] for name, m in marks.items()}
+        agents = {name: m["agent"] for name, m in marks.items() if m["agent"]}
         now = time.monotonic()
         return Observation(nodes=nodes, hosts={h: st.view(now) for h, st in self.hosts.items()}, documents=documents,
                            agents=agents)

@@ -32,7 +32,7 @@ from .handles import ActorHandle, Handles, unwrap
 from .loops import every
 from .model import ContainerLimits
 from .settings import StructuresSnapshoterSettings
-from .store.views import Drift
+from .store.views import Drift, HostMark
 
 log = logging.getLogger(__name__)
 READ_TIMEOUT_S = 2.0
@@ -66,9 +66,10 @@ class StructuresSnapshoter:
             await db.heartbeat.remote("structures_snapshoter")
             return []
         since = await db.seq.remote()
-        docs = [h for h in await db.list.remote("structures", "host") if h.get("reachable", True)]
-        self._actors.serve_hosts(docs)  # a simulated host is read through its agent
-        hosts = [h["name"] for h in docs]
+        marks: dict[str, HostMark] = await db.host_marks.remote()
+        hosts = [name for name, m in marks.items() if m["reachable"]]
+        for name in hosts:
+            self._actors.serve(name, marks[name]["agent"])  # a simulated host is read through its agent
         observed: dict[str, dict[str, Optional[float]]] = {}
         listed: dict[str, list[str]] = {}
         reads = {h: asyncio.ensure_future(self._read(h)) for h in hosts}

@@ -38,7 +38,7 @@ from .store import operations as ops
 from .store import views
 from .store.state import State, validate
 from .store.views import (
-    Bound, Drift, EventEntry, GroupGuardianView, GroupScalerView, GuardianChanges, HealthView, HostEnsured,
+    Bound, Drift, EventEntry, GroupGuardianView, GroupScalerView, GuardianChanges, HealthView, HostEnsured, HostMark,
     HostFields, RebalancerView, RequestEntry, ScalerView, Status, TimeseriesSnapshot, Usage, WindowQuery,
 )
 
@@ -171,6 +171,10 @@ class StateDB:
                              hosts: dict[str, dict[str, HostFields]], log_entries: list[RequestEntry]) -> int:
         """`record_scaling` with new `max` values (containers, applications, users), in one record."""
         return ops.record_scaling(self.state, currents, hosts, log_entries, maxes)
+
+    def host_marks(self) -> dict[str, HostMark]:
+        """Each host's reachability and agent, without its document (`views.host_marks`)."""
+        return views.host_marks(self.state)
 
     def container_hosts(self, names: list[str]) -> dict[str, str]:
         """The host of each of these containers (others left out): the Scaler's lane per host."""

@@ -178,6 +178,14 @@ class HealthView(TypedDict):
     """Every heartbeat by name, the shards' too (`guardian-1`, `scaler-1`, …, which have no document)."""
 
 
+class HostMark(TypedDict):
+    """What Membership and the StructuresSnapshoter read of each host each round (`host_marks`)."""
+
+    reachable: bool
+    agent: Optional[str]
+    """The host whose ContainerScaler serves it, where that is another one (a simulated host)."""
+
+
 class HostEnsured(TypedDict):
     """`StateDB.ensure_host`: whether the host structure was created, and a capacity mismatch."""
 
@@ -436,6 +444,18 @@ def drift(state: State, observed: dict[str, Usage], since_seq: int) -> list[Drif
                 out.append({"structure": name, "host": doc.get("host"), "resource": res,
                             "recorded": r.get("current"), "real": real})
     state.beat("structures_snapshoter")
+    return out
+
+
+def host_marks(state: State) -> dict[str, HostMark]:
+    """Each host structure's reachability and agent: not its document (a 128-core host's core
+    map is most of it), read every second by Membership."""
+    out: dict[str, HostMark] = {}
+    for d in state.docs.values("structures"):
+        if d.get("subtype") == "host":
+            agent = d.get("agent")
+            out[d["name"]] = {"reachable": bool(d.get("reachable", True)),
+                              "agent": agent if isinstance(agent, str) and agent else None}
     return out
 
 

@@ -31,7 +31,8 @@ class FakeStateDB:
         self.hosts: dict[str, dict[str, Any]] = {}
         self.ensured: list[tuple[str, str]] = []
         self.marked: list[tuple[str, bool, str]] = []
-        self.list = _Method(lambda collection, subtype: list(self.hosts.values()))
+        self.host_marks = _Method(lambda: {n: {"reachable": bool(d.get("reachable", True)), "agent": d.get("agent")}
+                                           for n, d in self.hosts.items()})
         self.ensure_host = _Method(self._ensure)
         self.set_host_reachable = _Method(self._set_reachable)
 

@@ -176,3 +176,12 @@ def test_the_health_view_carries_heartbeats_sums_and_the_journal(state, clock):
     assert users["u0"]["resources"]["cpu"]["current"] == 200
     assert view["journal"]["state_dir"] == str(state.docs.dir)
     assert view["journal"]["records"] == state.docs.journal.records_since_reset > 0
+
+
+def test_host_marks_give_each_hosts_reachability_and_agent_and_nothing_else(state):
+    _two_nodes(state)
+    state.put("structures", {**_doc(host("sim-1")), "agent": "h0"})
+    state.patch("structures", "h1", {"reachable": False})
+    assert views.host_marks(state) == {"h0": {"reachable": True, "agent": None},
+                                       "h1": {"reachable": False, "agent": None},
+                                       "sim-1": {"reachable": True, "agent": "h0"}}
