@@ -37,9 +37,11 @@ planned against (`policy.shards.part_still_fits`), writes the node, records, ans
 holds the lock until the coordinator's `release_part`, which keeps the part or puts it
 back exactly. A part refused (or not answered within FORWARD_TIMEOUT_S: it is put back
 if it is applied later) puts back every part applied before it, so the request is
-applied on every host or on none. If the coordinator dies between parts, each owner
-keeps its part after PART_HOLD_S (every host's accounting stays true to its node; the
-request may then be applied on some hosts only, which the owner's log says).
+applied on every host or on none. The coordinator's record of its decision is the commit
+point: an owner whose part it neither kept nor put back within PART_HOLD_S (it died, or
+hangs) asks the StateDB (`decide_tx`): recorded, the part is kept; not, it is put back and
+the coordinator's late record is refused. Only a StateDB restarted meanwhile cannot tell
+(its transactions are volatile): the part is then kept, in the owner's log.
 """
 from __future__ import annotations
 
@@ -84,6 +86,7 @@ from .profiles import subscription_limits
 from .settings import ScalerSettings, scaler_name
 from .shards import ShardCount
 from .store.entries import lifecycle_entry
+from .store.state import HeldPart
 from .store.views import GroupScalerView, HostFields, RequestEntry, ScalerView
 
 log = logging.getLogger(__name__)
@@ -140,13 +143,16 @@ class ScalerStatus(TypedDict):
 class _Held:
     """A part applied by this owner and not yet released: what puts it back, its lock, its timer."""
 
-    def __init__(self, part: HostPart, host: Host, containers: list[Container], timer: asyncio.Task[None]) -> None:
+    def __init__(self, part: HostPart, host: Host, containers: list[Container], timer: asyncio.Task[None],
+                 applied_at: float) -> None:
         self.part = part
         self.host = host
         """The host's accounting before the part."""
         self.containers = containers
         """The part's containers before it."""
         self.timer = timer
+        self.applied_at = applied_at
+        """When it was recorded (`time.time`): a StateDB started after it cannot tell its fate."""
 
 
 class _Parts:
@@ -154,6 +160,8 @@ class _Parts:
 
     def __init__(self, shards: int) -> None:
         self.shards = shards
+        self.tx = uuid.uuid4().hex
+        """The request's transaction: its parts' txids are `<tx>/<host>`, its decision record carries it."""
         self.held: list[tuple[str, str, str]] = []
         """(owner, txid, host) of each part applied, in order."""
         self.containers: set[str] = set()
@@ -264,12 +272,19 @@ class Scaler:
     async def _loop(self) -> None:
         # NOTE: never let one bad batch stop the Scaler.
         beat_at = 0.0
+        recovered = False
         while True:
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=1.0)
             except asyncio.TimeoutError:
                 pass
             self._wake.clear()
+            if not recovered:
+                try:
+                    await self._recover_parts()
+                    recovered = True
+                except Exception as e:
+                    log.warning("the parts this shard held are not taken back yet: %s", _reason(e))
             self._count_requests()  # those of calls outside the lanes (parts, reapply)
             if time.monotonic() - beat_at >= HEARTBEAT_S:
                 # An idle Scaler beats too, so an old heartbeat means a stuck or dead one.
@@ -832,7 +847,12 @@ class Scaler:
                     continue
                 entries = [self._entry(req, "refused", "not a subscribed container")]
             # The owners recorded their containers; the groups' `max` and the decision log are recorded here.
+            # That record is the commit point: an owner that waited too long for `release_part` asks the
+            # StateDB (`decide_tx`), and once it has put its part back the record is refused.
             group_maxes = {n: v for n, v in maxes.items() if n not in parts.containers}
+            if parts.held:
+                for e in entries:
+                    e["tx"] = parts.tx
             try:
                 await db.record_scaling.remote({}, {}, entries, group_maxes or None)
             except Exception as e:
@@ -901,7 +921,7 @@ class Scaler:
         applied before it was put back."""
         for part in self._host_parts(items, before, after):
             owner = scaler_name(shard_of(part.host, parts.shards))
-            txid = uuid.uuid4().hex
+            txid = f"{parts.tx}/{part.host}"
             try:
                 refused = cast(str, await self._on_shard(owner, "apply_part", txid, part))
             except Exception as e:
@@ -979,49 +999,99 @@ class Scaler:
                 await self._put_back([(c, host) for c in before])
                 lock.release()
                 return f"not recorded: {_reason(e)}"
+            applied_at = time.time()
         except BaseException:
             if lock.locked() and txid not in self._held:
                 lock.release()
             raise
         timer = asyncio.get_running_loop().create_task(self._hold_expires(txid))
-        self._held[txid] = _Held(part, host, before, timer)
+        self._held[txid] = _Held(part, host, before, timer, applied_at)
+        try:
+            # Should this shard die holding it, the shard started again takes it back from there.
+            await db.hold_part.remote(txid, self.name, applied_at, (part, host, before))
+        except Exception as e:
+            log.warning("the part on %s is held, but not in the StateDB: %s", part.host, _reason(e))
         if txid in self._given_up:  # the coordinator put it back while it was being applied
             await self.release_part(txid, put_back=True)
             return "put back: the coordinator gave up waiting for it"
         return ""
 
-    async def _hold_expires(self, txid: str) -> None:
-        await asyncio.sleep(PART_HOLD_S)
-        held = self._held.pop(txid, None)
-        if held is not None:
-            log.warning("the coordinator neither kept nor put back its part on %s within %g s: kept",
-                        held.part.host, PART_HOLD_S)
-            self._host_locks[held.part.host].release()
+    async def _hold_expires(self, txid: str, wait_s: Optional[float] = None) -> None:
+        """The coordinator neither kept nor put back the part within PART_HOLD_S (it died, or
+        hangs): the StateDB says whether the request was recorded (keep it) or not (put it
+        back, and the coordinator's late record is refused), so it is applied on every host or
+        on none. Asked again every second while the StateDB does not answer."""
+        await asyncio.sleep(PART_HOLD_S if wait_s is None else wait_s)
+        held = self._held.get(txid)
+        if held is None:
+            return
+        tx = txid.partition("/")[0]
+        while True:
+            try:
+                outcome = cast(str, await asyncio.wait_for(self._db().decide_tx.remote(tx, held.applied_at),
+                                                           timeout=FORWARD_TIMEOUT_S))
+                break
+            except Exception as e:
+                log.warning("what became of transaction %s is not known yet: %s", tx, _reason(e))
+                await asyncio.sleep(1.0)
+        if self._held.pop(txid, None) is None:
+            return  # the coordinator released it meanwhile
+        put_back = outcome == "aborted"
+        log.warning("the coordinator neither kept nor put back its part on %s within %g s: %s (%s)",
+                    held.part.host, PART_HOLD_S, "put back" if put_back else "kept", outcome)
+        await self._end_part(held, put_back, txid)
 
     async def release_part(self, txid: str, put_back: bool) -> bool:
         """End a part `apply_part` holds: keep it, or put it back (the node's limits and the
         recorded accounting as they were before it); the host's lock is released. False when
-        the part was no longer held (released after PART_HOLD_S, or this shard restarted)."""
+        the part was no longer held (ended after PART_HOLD_S, or this shard restarted)."""
         held = self._held.pop(txid, None)
         if held is None:
             if put_back:
                 self._given_up.append(txid)  # if it is still being applied, it is put back then
             return False
         held.timer.cancel()
+        await self._end_part(held, put_back, txid)
+        return True
+
+    async def _recover_parts(self) -> None:
+        """Take back the parts this shard held when it stopped (the StateDB kept them): each
+        ends as `_hold_expires` ends it, at its time. Raises while the StateDB does not answer."""
+        held: list[tuple[str, HeldPart]] = await self._db().held_parts.remote(self.name)
+        for txid, h in held:
+            if txid in self._held:
+                continue
+            part, host, containers = cast(tuple[HostPart, Host, list[Container]], h["part"])
+            await self._host_locks[part.host].acquire()
+            wait_s = max(0.0, PART_HOLD_S - (time.time() - h["applied_at"]))
+            timer = asyncio.get_running_loop().create_task(self._hold_expires(txid, wait_s))
+            self._held[txid] = _Held(part, host, containers, timer, h["applied_at"])
+            log.warning("the part on %s held before this shard stopped is held again (%.1f s left)", part.host,
+                        wait_s)
+
+    async def _end_part(self, held: _Held, put_back: bool, txid: str) -> None:
+        """Keep a held part, or put it back; its host's lock is released."""
         try:
-            if put_back:
-                await self._put_back([(c, held.host) for c in held.containers])
-                res = {w.name: cast(ResourceName, w.resource) for w in held.part.writes}
-                currents: Currents = {c.name: {res[c.name]: c.resources[res[c.name]].current or 0.0}
-                                      for c in held.containers}
-                maxes: Currents = {c.name: {res[c.name]: c.resources[res[c.name]].max or 0.0}
-                                   for c in held.containers
-                                   if any(w.name == c.name and w.new_max is not None for w in held.part.writes)}
-                await self._db().record_scaling.remote(currents, _host_fields(held.part.host, held.host), [],
-                                                       maxes or None)
+            await self._end_part_on_node(held, put_back)
         finally:
             self._host_locks[held.part.host].release()
-        return True
+        try:
+            await self._db().part_ended.remote(txid)
+        except Exception as e:
+            log.warning("the end of the part on %s is not in the StateDB: %s", held.part.host, _reason(e))
+
+    async def _end_part_on_node(self, held: _Held, put_back: bool) -> None:
+        """Put a held part back: the node's limits and the recorded accounting as before it."""
+        if not put_back:
+            return
+        await self._put_back([(c, held.host) for c in held.containers])
+        res = {w.name: cast(ResourceName, w.resource) for w in held.part.writes}
+        currents: Currents = {c.name: {res[c.name]: c.resources[res[c.name]].current or 0.0}
+                              for c in held.containers}
+        maxes: Currents = {c.name: {res[c.name]: c.resources[res[c.name]].max or 0.0}
+                           for c in held.containers
+                           if any(w.name == c.name and w.new_max is not None for w in held.part.writes)}
+        await self._db().record_scaling.remote(currents, _host_fields(held.part.host, held.host), [], maxes or None)
 
     # ------------------------------------------------------------------ writes on the nodes
 

@@ -36,7 +36,7 @@ from .columns import HostWindow
 from .model import Document, check_name
 from .store import operations as ops
 from .store import views
-from .store.state import State, validate
+from .store.state import HeldPart, State, validate
 from .store.views import (
     Bound, Drift, EventEntry, GroupGuardianView, GroupScalerView, GuardianChanges, HealthView, HostEnsured, HostMark,
     HostFields, RebalancerView, RequestEntry, ScalerView, Status, TimeseriesSnapshot, Usage, WindowQuery,
@@ -171,6 +171,22 @@ class StateDB:
                              hosts: dict[str, dict[str, HostFields]], log_entries: list[RequestEntry]) -> int:
         """`record_scaling` with new `max` values (containers, applications, users), in one record."""
         return ops.record_scaling(self.state, currents, hosts, log_entries, maxes)
+
+    def decide_tx(self, tx: str, since: float) -> str:
+        """What became of a request applied across Scaler shards (`ops.decide_tx`)."""
+        return ops.decide_tx(self.state, tx, since)
+
+    def hold_part(self, txid: str, owner: str, applied_at: float, part: object) -> None:
+        """Remember a part its owner holds until it ends it (`part_ended`), for the owner started again."""
+        check_name(owner)
+        self.state.held_parts[txid] = {"owner": owner, "applied_at": applied_at, "part": part}
+
+    def part_ended(self, txid: str) -> None:
+        self.state.held_parts.pop(txid, None)
+
+    def held_parts(self, owner: str) -> list[tuple[str, HeldPart]]:
+        """The parts `owner` held when it stopped (txid and what ends each)."""
+        return [(t, h) for t, h in self.state.held_parts.items() if h["owner"] == owner]
 
     def host_marks(self) -> dict[str, HostMark]:
         """Each host's reachability and agent, without its document (`views.host_marks`)."""

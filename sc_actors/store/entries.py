@@ -49,6 +49,8 @@ class RequestEntry(TypedDict, total=False):
     usage: float
     window_end: float
     amount_requested: int
+    tx: str
+    """A request applied across Scaler shards: its transaction (`ops.decide_tx`)."""
     outcome: str
     reason: str
     applied_at: float

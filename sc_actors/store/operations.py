@@ -85,6 +85,10 @@ def record_scaling(state: State, currents: dict[str, dict[str, float]], hosts: d
     not written.
     """
     maxes = maxes or {}
+    txs = {e["tx"] for e in log_entries if e.get("tx")}
+    for tx in txs:
+        if state.transactions.get(tx) == "aborted":
+            raise Conflict(f"transaction {tx} was given up by an owner of its hosts: its parts are put back")
     ops: Ops = []
     for name in sorted(set(currents) | set(maxes)):
         collection = "structures" if state.docs.get("structures", name) is not None else "users"
@@ -116,7 +120,34 @@ def record_scaling(state: State, currents: dict[str, dict[str, float]], hosts: d
             ops.append(patch("structures", name, sets))
     seq = state.commit(ops)
     state.requests.extend(log_entries)
+    for tx in txs:
+        _settle_tx(state, tx, "committed")
     return seq
+
+
+TRANSACTIONS_KEPT = 10_000
+"""Decided transactions remembered (the oldest forgotten first)."""
+
+
+def decide_tx(state: State, tx: str, since: float) -> str:
+    """What became of a request applied across Scaler shards, asked by an owner whose part the
+    coordinator neither kept nor put back in time: "committed" (its decision is recorded: keep
+    the part), else "aborted" from now on (put it back; the coordinator's record is refused),
+    or "unknown" when this StateDB started after `since` (the part's time: keep it)."""
+    decided = state.transactions.get(tx)
+    if decided is not None:
+        return decided
+    if state.started > since:
+        return "unknown"
+    _settle_tx(state, tx, "aborted")
+    return "aborted"
+
+
+def _settle_tx(state: State, tx: str, outcome: str) -> None:
+    state.transactions[tx] = outcome
+    state.transactions.move_to_end(tx)
+    while len(state.transactions) > TRANSACTIONS_KEPT:
+        state.transactions.popitem(last=False)
 
 
 def containers_seen(state: State, listed: dict[str, list[str]], grace_s: float) -> dict[str, float]:

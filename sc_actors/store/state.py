@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from pydantic import BaseModel, JsonValue, TypeAdapter, ValidationError
+from typing_extensions import TypedDict
 
 from ..defaults import default_rules, default_services, upgrade_rules
 from ..errors import Conflict, Invalid, NotFound
@@ -114,6 +115,15 @@ def seed_defaults(docs: DocumentStore) -> None:
         docs.commit([put("services", s.name, validate("services", s.model_dump())) for s in missing])
 
 
+class HeldPart(TypedDict):
+    """A part of a request across Scaler shards that its owner holds (`State.held_parts`)."""
+
+    owner: str
+    applied_at: float
+    part: object
+    """What the owner needs to end it (`scaler._Held`'s fields), kept as it came."""
+
+
 class State:
     """The documents of one StateDB and its volatile state; every method runs alone (one actor call)."""
 
@@ -127,6 +137,13 @@ class State:
         self.events: collections.deque[EventEntry] = collections.deque(maxlen=EVENT_LOG_SIZE)
         self.requests: collections.deque[RequestEntry] = collections.deque(maxlen=REQUEST_LOG_SIZE)
         self.heartbeats: dict[str, float] = {}
+        self.transactions: collections.OrderedDict[str, str] = collections.OrderedDict()
+        """Requests applied across Scaler shards (their `tx`): "committed" once the coordinator
+        recorded its decision, "aborted" once an owner gave up waiting for it (`ops.decide_tx`).
+        Volatile: a restarted StateDB answers "unknown" for what came before it."""
+        self.held_parts: dict[str, HeldPart] = {}
+        """Parts of those requests an owner applied and holds (txid → what puts it back): a
+        Scaler shard started again takes back the parts it held (`Scaler._recover_parts`)."""
         self.bounds_seq: dict[str, int] = {}
         """The seq of each limits document's upper/lower write by a Guardian's report: while it
         is the document's last write, the Guardian that computed them need not be told."""

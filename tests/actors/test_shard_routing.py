@@ -259,6 +259,14 @@ class _PartDB:
             "config": {}})
         self.record_scaling = _Method(lambda currents, hosts, entries, maxes=None: self.records.append(
             (currents, hosts)))
+        self.outcome = "aborted"
+        self.asked: list[str] = []
+        self.decide_tx = _Method(lambda tx, since: self.asked.append(tx) or self.outcome)
+        self.held: dict[str, tuple] = {}
+        self.hold_part = _Method(lambda txid, owner, at, part: self.held.__setitem__(txid, (owner, at, part)))
+        self.part_ended = _Method(lambda txid: self.held.pop(txid, None))
+        self.held_parts = _Method(lambda owner: [(t, {"owner": o, "applied_at": at, "part": p})
+                                                 for t, (o, at, p) in self.held.items() if o == owner])
 
 
 class _PartHandles:
@@ -349,3 +357,54 @@ def test_a_part_the_coordinator_gave_up_on_is_put_back_when_it_is_applied():
     held_before, answer, locked = _owner_run(steps)
     assert held_before is False and answer.startswith("put back") and not locked
     assert [c for c, _ in db.records] == [{"c1": {"cpu": 60.0}}, {"c1": {"cpu": 50.0}}]
+
+
+@pytest.mark.parametrize("outcome, records, writes", [("aborted", 2, 2), ("committed", 1, 1), ("unknown", 1, 1)])
+def test_a_part_its_coordinator_never_ends_is_put_back_unless_the_request_was_recorded(
+        monkeypatch, outcome, records, writes):
+    """The coordinator died (or hangs) between its parts and its record: after PART_HOLD_S the
+    owner asks the StateDB, which says whether the record came first (keep) or not (put back)."""
+    from sc_actors import scaler as scaler_module
+    monkeypatch.setattr(scaler_module, "PART_HOLD_S", 0.05)
+    part, db = _owner_part()
+    db.outcome = outcome
+    handles = _PartHandles(db)
+
+    async def steps(s: Scaler) -> tuple:
+        s._handles = handles  # type: ignore[assignment]
+        applied = await s.apply_part("tx1/h0", part)
+        held_in_db = set(db.held)
+        timer = s._held["tx1/h0"].timer
+        await asyncio.wait_for(timer, 5)  # the hold expires: no sleep stands in for it
+        return applied, held_in_db, s._host_locks["h0"].locked(), set(db.held)
+
+    applied, held_in_db, locked, held_after = _owner_run(steps)
+    assert applied == "" and held_in_db == {"tx1/h0"} and db.asked == ["tx1"]
+    assert not locked and held_after == set()
+    assert len(db.records) == records and len(handles.writes) == writes
+    if outcome == "aborted":
+        assert db.records[-1][0] == {"c1": {"cpu": 50.0}}  # current 60 → 50 again
+
+
+def test_a_shard_started_again_takes_back_the_parts_it_held_and_ends_them_at_their_time(monkeypatch):
+    import time
+
+    part, db = _owner_part()
+    handles = _PartHandles(db)
+    from sc_actors.model import Container, Host
+
+    # As the StateDB kept it for scaler-1, which died 60 s after applying it (its hold ran out).
+    db.held["tx9/h0"] = ("scaler-1", time.time() - 60, (part, Host.model_validate(db.host_doc),
+                                                         [Container.model_validate(db.container_doc)]))
+
+    async def steps(s: Scaler) -> tuple:
+        s._handles = handles  # type: ignore[assignment]
+        await s._recover_parts()
+        locked = s._host_locks["h0"].locked()
+        await asyncio.wait_for(s._held["tx9/h0"].timer, 5)  # held for 10 s from its time: ends at once
+        return locked, s._host_locks["h0"].locked()
+
+    locked_while_held, locked_after = _owner_run(steps)
+    assert locked_while_held and not locked_after
+    assert db.asked == ["tx9"] and db.held == {}
+    assert [c for c, _ in db.records] == [{"c1": {"cpu": 50.0}}] and len(handles.writes) == 1  # put back

@@ -117,6 +117,22 @@ def test_record_scaling_sets_absolute_values_so_a_retry_changes_nothing_more(sta
     assert list(state.requests) == [entry, entry]
 
 
+def test_a_request_across_shards_is_committed_by_its_record_or_aborted_by_an_owner_first(state, clock):
+    _setup(state)
+    # Recorded by its coordinator: an owner asking later keeps its part.
+    ops.record_scaling(state, {}, {}, [{"structure": "app1", "outcome": "applied", "tx": "t1"}])
+    assert ops.decide_tx(state, "t1", since=clock()) == "committed"
+    # Asked first: aborted for good, and the coordinator's late record is refused and changes nothing.
+    assert ops.decide_tx(state, "t2", since=clock()) == "aborted"
+    before = _snapshot(state)
+    with pytest.raises(Conflict, match="t2"):
+        ops.record_scaling(state, {"c0": {"cpu": 150}}, {}, [{"structure": "app1", "outcome": "applied", "tx": "t2"}])
+    assert _snapshot(state) == before and ops.decide_tx(state, "t2", since=clock()) == "aborted"
+    # A part older than this StateDB: its fate is not known here (the owner keeps it).
+    assert ops.decide_tx(state, "t3", since=state.started - 1) == "unknown"
+    assert "t3" not in state.transactions
+
+
 def test_a_container_its_node_stops_listing_goes_missing_and_comes_back(state, clock):
     _setup(state)
     ops.guardian_report(state, {"c1": {"cpu": 50.0, "mem": 10.0}}, {}, [], clock())
