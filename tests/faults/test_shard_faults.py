@@ -1,4 +1,5 @@
-"""SIGKILL one Guardian shard, then one Scaler shard, in the middle of a run (issue 16's acceptance).
+"""SIGKILL one Guardian shard, then one Scaler shard, in the middle of a run (issue 16's acceptance);
+then the coordinator of a request across shards between its parts and its record.
 
 The session's stack runs with N shards (`tests/actors/sharding.py`: the three hosts on two
 shards at least), one real cgroup container per host. For each kill: the hosts of the
@@ -152,3 +153,61 @@ def test_a_killed_scaler_shard_serves_its_hosts_again_and_the_others_go_on(shard
         ray.get(shards.submit.remote([sharded.request(name, -10)]))
     wait_for(lambda: (sharded.current(mine), sharded.current(other)) == (current_mine, current_other), 15,
              what="the requests put back")
+
+
+def test_a_coordinator_killed_between_its_parts_and_its_record_leaves_no_part_applied(sharded, stack):
+    """Shard 0 applies an application's parts through the owners (its own hosts' too), then dies
+    before recording its decision: every owner, shard 0 started again included, puts its part
+    back once it has held it PART_HOLD_S, so no host keeps the request."""
+    from sc_actors.scaler import PART_HOLD_S
+    from sc_actors.settings import NAMESPACE, scaler_name
+
+    def hang_decision_records(self: Any) -> None:
+        """Run in the coordinator (defined here: pickled by value): its records that carry a
+        request's tx (its decisions on requests across shards) never return; every other
+        StateDB call goes through."""
+        import asyncio
+
+        statedb = self._handles.statedb
+
+        class Hanging:
+            def __getattr__(self, method: str) -> Any:
+                real = getattr(statedb, method)
+                if method != "record_scaling":
+                    return real
+
+                class Call:
+                    @staticmethod
+                    def remote(*args: Any) -> Any:
+                        if any(e.get("tx") for e in (args[2] if len(args) > 2 else [])):
+                            return asyncio.get_running_loop().create_future()  # never done
+                        return real.remote(*args)
+                return Call
+
+        self._db = lambda: Hanging()
+
+    db = stack.statedb
+    app = f"killapp-{int(time.time() * 1000) % 100000}"
+    names = sorted(sharded.on)
+    ray.get(db.put.remote("structures", {
+        "name": app, "subtype": "application", "state": "running", "containers": names,
+        "resources": {"cpu": {"min": 20, "max": 1000}, "mem": {"min": 64, "max": 4096}}}))
+    coordinator = ray.get_actor(scaler_name(0), namespace=NAMESPACE)
+    try:
+        before = {h: sharded.accounting(h) for h in sharded.hosts}
+        quotas = {c: sharded.quota(c) for c in names}
+        ray.get(coordinator.__ray_call__.remote(hang_decision_records))
+        ray.get(coordinator.submit.remote([sharded.request(app, 30, "application")]))
+        # Every part applied and held (each container 10 shares up, §4.8's even split), no decision.
+        wait_for(lambda: all(sharded.quota(c) == quotas[c] + 10 for c in names), 20, what="every part applied")
+        pid = pid_of(coordinator)
+        t_kill = time.monotonic()
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: all(sharded.quota(c) == quotas[c] for c in names)
+                 and {h: sharded.accounting(h) for h in sharded.hosts} == before,
+                 PART_HOLD_S + 20, what="every part put back")
+        print(f"\ncoordinator killed between its parts and its record: all put back in "
+              f"{time.monotonic() - t_kill:.1f} s ({len(sharded.hosts)} hosts, hold {PART_HOLD_S:g} s)")
+        assert not [e for e in sharded.entries(app) if e.get("outcome") == "applied"]
+    finally:
+        ray.get(db.delete.remote("structures", app))
