@@ -293,10 +293,7 @@ class Guardian:
                                                         self._ruleset)
             elif changed:
                 index = w.index()
-                for name in changed:
-                    i = index.get(name)
-                    if i is not None:
-                        hc.update(i, self._prepared.get(name))
+                hc.update_many([(index[name], self._prepared.get(name)) for name in changed if name in index])
         if self.windows % MIRROR_PRUNE_WINDOWS == 0:
             alive = {n for hc in self._hosts.values() for n in hc.names}
             for name in set(self._prepared) - alive:

@@ -74,8 +74,7 @@ class HostColumns:
         hc.fixed = {p: np.full(n, math.nan) for p in paths if not _is_usage(p)}
         hc.series = {f"{res}.{f}": np.full(n, math.nan) for res in WINDOW_RESOURCES for f in SERIES_FIELDS}
         hc.boundary_types = {res: np.full(n, None, dtype=object) for res in WINDOW_RESOURCES}
-        for i, p in enumerate(prepared):
-            hc._fill(i, p)
+        hc.update_many(list(enumerate(prepared)))
         return hc
 
     @classmethod
@@ -95,28 +94,55 @@ class HostColumns:
 
     def update(self, i: int, prepared: Optional[Prepared]) -> None:
         """Container `i`'s documents changed: its values, in place."""
-        self.prepared[i] = prepared
-        for res in WINDOW_RESOURCES:
-            self.guards[res][i] = False
-        for col in self.fixed.values():
-            col[i] = math.nan
-        for col in self.series.values():
-            col[i] = math.nan
-        for kinds in self.boundary_types.values():
-            kinds[i] = None
-        self._fill(i, prepared)
+        self.update_many([(i, prepared)])
 
-    def _fill(self, i: int, p: Optional[Prepared]) -> None:
-        if p is None:
+    def update_many(self, changed: Sequence[tuple[int, Optional[Prepared]]]) -> None:
+        """These containers' documents changed: their values, in place, one assignment per column."""
+        if not changed:
             return
-        self._fill_series(i, p)
-        if p.skipped:
-            return
+        idx = np.fromiter((i for i, _ in changed), dtype=np.intp, count=len(changed))
+        rows = [self._row(p) for _, p in changed]
+        for i, p in changed:
+            self.prepared[i] = p
         for res in WINDOW_RESOURCES:
-            self.guards[res][i] = res in p.parts
-        for col, res, part, name in self._fixed_paths():
+            self.guards[res][idx] = [r[0].get(res, False) for r in rows]
+        for key, col in self.series.items():
+            col[idx] = [r[1].get(key, math.nan) for r in rows]
+        for res, kinds in self.boundary_types.items():
+            kinds[idx] = [r[2].get(res) for r in rows]
+        for k, (col, *_) in enumerate(self._fixed_paths()):
+            col[idx] = [r[3][k] for r in rows]
+
+    def _row(self, p: Optional[Prepared]) -> tuple[dict[str, bool], dict[str, float], dict[str, object], list[float]]:
+        """One container's values: guarded resources, series, boundary types, fixed paths (in
+        `_fixed_paths` order); what it lacks is not guarded, NaN or None."""
+        paths = self._fixed_paths()
+        guards: dict[str, bool] = {}
+        series: dict[str, float] = {}
+        kinds: dict[str, object] = {}
+        fixed = [math.nan] * len(paths)
+        if p is None:
+            return guards, series, kinds, fixed
+        for res in WINDOW_RESOURCES:
+            r = p.structure.resources.get(res)  # type: ignore[call-overload]
+            if r is not None:
+                series[f"{res}.current"] = _number(r.current)
+                series[f"{res}.max"] = _number(r.max)
+                series[f"{res}.min"] = _number(r.min)
+            lim = p.limits.resources.get(res) if p.limits is not None else None  # type: ignore[call-overload]
+            if lim is not None:
+                kinds[res] = lim.boundary_type
+                series[f"{res}.upper"] = _number(lim.upper)
+                series[f"{res}.lower"] = _number(lim.lower)
+                series[f"{res}.boundary"] = _number(lim.boundary)
+        if p.skipped:
+            return guards, series, kinds, fixed
+        for res in WINDOW_RESOURCES:
+            guards[res] = res in p.parts
+        for k, (_, res, part, name) in enumerate(paths):
             if res in p.parts:  # elsewhere no usage: no data
-                col[i] = _number(p.parts[res][part].get(name))
+                fixed[k] = _number(p.parts[res][part].get(name))
+        return guards, series, kinds, fixed
 
     def _fixed_paths(self) -> list[tuple[np.ndarray, str, int, str]]:
         """Each fixed column with where its value is in a container's parts: (column, resource,
@@ -132,20 +158,6 @@ class HostColumns:
                 if res in WINDOW_RESOURCES:
                     parsed.append((col, res, 0 if kind == "structure" else 1, name))
         return parsed
-
-    def _fill_series(self, i: int, p: Prepared) -> None:
-        for res in WINDOW_RESOURCES:
-            r = p.structure.resources.get(res)  # type: ignore[call-overload]
-            if r is not None:
-                self.series[f"{res}.current"][i] = _number(r.current)
-                self.series[f"{res}.max"][i] = _number(r.max)
-                self.series[f"{res}.min"][i] = _number(r.min)
-            lim = p.limits.resources.get(res) if p.limits is not None else None  # type: ignore[call-overload]
-            if lim is not None:
-                self.boundary_types[res][i] = lim.boundary_type
-                self.series[f"{res}.upper"][i] = _number(lim.upper)
-                self.series[f"{res}.lower"][i] = _number(lim.lower)
-                self.series[f"{res}.boundary"][i] = _number(lim.boundary)
 
     def columns(self, window: HostWindow) -> dict[str, np.ndarray]:
         """Every column the compiled rules read, for this window."""

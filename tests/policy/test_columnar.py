@@ -116,6 +116,33 @@ def test_series_columns_follow_an_update():
     assert math.isnan(hc.series["cpu.current"][0]) and hc.guards["cpu"].tolist() == [False, True]
 
 
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(hosts(), hosts(), _rules_with_random(), st.data())
+def test_columns_updated_in_place_are_the_columns_built_from_the_new_documents(old, new, rules, data):
+    """`update_many` on some containers, then `concat` of two hosts: column for column what
+    `build` makes of the same documents."""
+    ruleset = RuleSet.of(rules)
+    before, after = old[0], new[0]
+    n = min(len(before), len(after))
+    names = tuple(f"c{i}" for i in range(n))
+    changed = sorted(data.draw(st.sets(st.integers(0, n - 1))))
+    now = [after[i] if i in changed else before[i] for i in range(n)]
+    hc = HostColumns.build(names, before[:n], ruleset)
+    hc.update_many([(i, after[i]) for i in changed])
+    other = HostColumns.build(tuple(f"d{i}" for i in range(len(after))), after, ruleset)
+    for got, want in ((hc, HostColumns.build(names, now, ruleset)),
+                      (HostColumns.concat([hc, other]),
+                       HostColumns.build(names + other.names, now + list(after), ruleset))):
+        assert got.names == want.names and got.prepared == want.prepared
+        for kind in ("guards", "fixed", "series", "boundary_types"):
+            g, w = getattr(got, kind), getattr(want, kind)
+            assert g.keys() == w.keys(), kind
+            for k in g:
+                assert g[k].dtype == w[k].dtype, (kind, k)
+                same = (g[k] == w[k]) | ((g[k] != g[k]) & (w[k] != w[k]))  # NaN equals NaN here
+                assert same.all(), (kind, k, g[k], w[k])
+
+
 def test_a_quiet_host_decides_nothing():
     """Usage between every container's boundaries and no pending events: nobody is evaluated."""
     ps = [prepare(container(f"c{i}", cpu=(10, 100, 200)), limits(f"c{i}", cpu=(10, POM), mem=(10, POM)),
