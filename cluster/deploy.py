@@ -13,7 +13,9 @@ With `shards` N > 1 the Guardian and the Scaler run as N shards by host (issue 1
 `sc_actors/policy/shards.py`): `guardian`, `guardian-1`, … and `scaler`, `scaler-1`, ….
 The count is written first, into the `guardian` service document (the one place the
 node agents, the shards and the API read it from); shards of an earlier deployment
-with more are taken down.
+with more are taken down. A node labelled `sc_shard_home=<i>` is the home of shard i (≥ 1):
+its Guardian and Scaler run there, not on the head (a shard already running stays where
+it is until `sc down`).
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ from sc_actors.settings import (
     DATABASE_SNAPSHOTER_NAME,
     GUARDIAN_NAME,
     NAMESPACE,
+    SHARD_HOME_LABEL,
     SHARDS_FIELD,
     container_scaler_name,
     guardian_name,
@@ -69,11 +72,14 @@ def deploy(
     for name, shard in shard_actors().items():
         if shard >= shards:  # a shard of an earlier deployment with more
             _kill(name)
+    homes = placement.shard_homes(ray.nodes()) if shards > 1 else set()
+    for i in sorted(homes & set(range(1, shards))):
+        progress(f"shard {i} of the guardian and the scaler on its home node ({SHARD_HOME_LABEL}={i})")
     actors = {
         "guardian": placement.guardian_actor(),
         "scaler": placement.scaler_actor(),
-        **{guardian_name(i): placement.guardian_actor(i) for i in range(1, shards)},
-        **{scaler_name(i): placement.scaler_actor(i) for i in range(1, shards)},
+        **{guardian_name(i): placement.guardian_actor(i, i in homes) for i in range(1, shards)},
+        **{scaler_name(i): placement.scaler_actor(i, i in homes) for i in range(1, shards)},
         "structures_snapshoter": placement.structures_snapshoter_actor(),
         "database_snapshoter": placement.database_snapshoter_actor(
             dataset_dir or str(Path(state_dir) / "timeseries")),

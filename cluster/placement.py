@@ -6,7 +6,9 @@ journal is on the head's disk, so a restart finds it), and so does every other
 control-plane actor: a controlled host can drop off the network, and an actor on it
 would stall every host's scaling until Ray declared the node dead. Each ContainerScaler is
 pinned to its node by the node label `sc_host`: if the node goes away the actor
-waits, and when a node with that label rejoins it is placed there again.
+waits, and when a node with that label rejoins it is placed there again. Guardian and
+Scaler shards past 0 may have a home instead of the head: a node labelled
+`sc_shard_home=<shard>` (a machine of the control plane, not a controlled host).
 """
 from __future__ import annotations
 
@@ -43,16 +45,34 @@ def statedb_actor(state_dir: str, fsync: bool = True) -> Any:
                                        **_COMMON).remote(state_dir, fsync)
 
 
-def guardian_actor(shard: int = 0) -> Any:
-    """Guardian shard `shard` (0: `guardian`), on the head: its nodes push to it by name."""
-    return ray.remote(Guardian).options(name=names.guardian_name(shard), resources=HEAD, max_concurrency=1000,
+def guardian_actor(shard: int = 0, home: bool = False) -> Any:
+    """Guardian shard `shard` (0: `guardian`), on the head or its home (`_where`): its nodes push to it by name."""
+    return ray.remote(Guardian).options(name=names.guardian_name(shard), max_concurrency=1000, **_where(shard, home),
                                         **_COMMON).remote(shard)
 
 
-def scaler_actor(shard: int = 0) -> Any:
-    """Scaler shard `shard` (0: `scaler`, the coordinator of requests that span hosts)."""
-    return ray.remote(Scaler).options(name=names.scaler_name(shard), resources=HEAD, max_concurrency=1000,
+def scaler_actor(shard: int = 0, home: bool = False) -> Any:
+    """Scaler shard `shard` (0: `scaler`, the coordinator of requests that span hosts), on the head or its home."""
+    return ray.remote(Scaler).options(name=names.scaler_name(shard), max_concurrency=1000, **_where(shard, home),
                                       **_COMMON).remote(shard)
+
+
+def _where(shard: int, home: bool) -> dict[str, Any]:
+    """On the head; with `home`, on the node labelled `sc_shard_home=<shard>` (only there: while
+    that node is gone the shard waits for it, as a ContainerScaler waits for its host)."""
+    if home and shard > 0:
+        return {"label_selector": {names.SHARD_HOME_LABEL: str(shard)}}
+    return {"resources": HEAD}
+
+
+def shard_homes(nodes: list[dict[str, Any]]) -> set[int]:
+    """The shards (≥ 1) an alive node of `nodes` (`ray.nodes()`) is labelled the home of."""
+    out = set()
+    for n in nodes:
+        value = (n.get("Labels") or {}).get(names.SHARD_HOME_LABEL, "")
+        if n.get("Alive") and value.isdigit() and int(value) > 0:
+            out.add(int(value))
+    return out
 
 
 def structures_snapshoter_actor() -> Any:

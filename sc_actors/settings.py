@@ -34,6 +34,9 @@ HOST_LABEL = "sc_host"
 HEAD_RESOURCES = {"node:__internal_head__": 0.001}
 """Ray resources that put an actor on the head node: the control plane lives there, never on a
 controlled host, whose loss (a cut link) would stall every host's scaling (issue 17)."""
+SHARD_HOME_LABEL = "sc_shard_home"
+"""Ray node label `sc_shard_home=<i>`: Guardian and Scaler shard i (i ≥ 1) run on that node,
+not on the head (`cluster.deploy`): the control plane spread over more machines."""
 
 
 def container_scaler_name(host: str) -> str:
