@@ -1072,7 +1072,8 @@ class Scaler:
     async def _end_part(self, held: _Held, put_back: bool, txid: str) -> None:
         """Keep a held part, or put it back; its host's lock is released."""
         try:
-            await self._end_part_on_node(held, put_back)
+            if put_back:
+                await self._put_back_part(held)
         finally:
             self._host_locks[held.part.host].release()
         try:
@@ -1080,10 +1081,8 @@ class Scaler:
         except Exception as e:
             log.warning("the end of the part on %s is not in the StateDB: %s", held.part.host, _reason(e))
 
-    async def _end_part_on_node(self, held: _Held, put_back: bool) -> None:
+    async def _put_back_part(self, held: _Held) -> None:
         """Put a held part back: the node's limits and the recorded accounting as before it."""
-        if not put_back:
-            return
         await self._put_back([(c, held.host) for c in held.containers])
         res = {w.name: cast(ResourceName, w.resource) for w in held.part.writes}
         currents: Currents = {c.name: {res[c.name]: c.resources[res[c.name]].current or 0.0}
